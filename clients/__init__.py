@@ -1,0 +1,1 @@
+"""Flower client side: the ClientApp and its message handlers."""

@@ -1,0 +1,83 @@
+"""Flower ClientApp: ``train.local`` and ``train.distill`` handlers over fedkd's client steps.
+
+The model lives in ``context.state`` (never in globals: Ray reuses processes across virtual
+clients). Data is rebuilt from (config, partition-id), so nothing but soft predictions and
+metrics leaves the client.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedkd.client_steps import StateDict, distill_step, local_step
+from fedkd.config import ExperimentConfig
+
+MODEL_KEY = "model"
+KNOWLEDGE_KEY = "knowledge"  # reply of train.local: ArrayRecord {"soft": (N_t, C) float32}
+TARGET_KEY = "target"  # content of train.distill: ArrayRecord {"soft": (N_t, C) float32}
+METRICS_KEY = "metrics"
+CONFIG_KEY = "config"
+
+
+def resolve_config(bound: ExperimentConfig | None, context: Context) -> ExperimentConfig:
+    """The config bound into the app (fedkd run), else the run_config (flwr run)."""
+    return bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
+
+
+def partition_id(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def _load_state(context: Context) -> StateDict | None:
+    if MODEL_KEY not in context.state:
+        return None
+    return context.state[MODEL_KEY].to_torch_state_dict()
+
+
+def _save_state(context: Context, state: StateDict) -> None:
+    context.state[MODEL_KEY] = ArrayRecord(state)
+
+
+def soft_record(soft: np.ndarray) -> ArrayRecord:
+    """Soft predictions go over the wire as float32: (N_t, C)."""
+    return ArrayRecord({"soft": Array(np.ascontiguousarray(soft, dtype=np.float32))})
+
+
+def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
+    """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
+    app = ClientApp()
+
+    @app.train("local")
+    def train_local(msg: Message, context: Context) -> Message:
+        cfg = resolve_config(bound, context)
+        pid = partition_id(context)
+        settings = msg.content[CONFIG_KEY]
+        result = local_step(
+            cfg, pid, int(settings["server-round"]), _load_state(context), bool(settings["predict"])
+        )
+        _save_state(context, result.state)
+        content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
+        if result.predictions is not None:
+            content[KNOWLEDGE_KEY] = soft_record(result.predictions)
+        return Message(content, reply_to=msg)
+
+    @app.train("distill")
+    def train_distill(msg: Message, context: Context) -> Message:
+        cfg = resolve_config(bound, context)
+        pid = partition_id(context)
+        target = None
+        if TARGET_KEY in msg.content:
+            target = msg.content[TARGET_KEY]["soft"].numpy()
+        server_round = int(msg.content[CONFIG_KEY]["server-round"])
+        result = distill_step(cfg, pid, server_round, _load_state(context), target)
+        _save_state(context, result.state)
+        metrics = MetricRecord({**result.metrics, "partition-id": pid})
+        return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
+
+    return app
+
+
+# Entry point for `flwr run` and SuperNodes: config comes from the run_config.
+app = make_client_app()

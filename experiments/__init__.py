@@ -1,0 +1,1 @@
+"""The front door: CLI, engines, sweeps and figures."""

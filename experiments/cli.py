@@ -1,0 +1,166 @@
+"""The ``fedkd`` command line.
+
+Usage errors (bad values, unknown keys, malformed files) print one line and exit with code 2;
+nothing is started before the config and the data split have been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
+
+log = logging.getLogger("fedkd")
+
+# Shorthand option -> run_config key (the same keys --set accepts).
+SHORTHANDS = {
+    "dataset": "dataset",
+    "num_clients": "num-clients",
+    "alpha": "alpha",
+    "algorithm": "algorithm",
+    "rounds": "rounds",
+    "seed": "seed",
+    "engine": "engine",
+}
+
+
+def parse_set_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r} is malformed; expected key=value, e.g. --set beta=5")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def build_config(config_file: str | None, shorthands: dict[str, Any], sets: tuple[str, ...], out: str | None) -> ExperimentConfig:
+    """Defaults <- config file <- shorthand options <- --set pairs; then validate."""
+    cfg = ExperimentConfig()
+    if config_file:
+        cfg = cfg.with_overrides(load_config_file(config_file))
+    cfg = cfg.with_overrides({SHORTHANDS[k]: v for k, v in shorthands.items() if v is not None})
+    cfg = cfg.with_overrides(parse_set_options(sets))
+    if out is not None:
+        cfg = cfg.with_overrides({"out-dir": str(Path(out).resolve())})
+    return cfg.validate()
+
+
+def describe_federation(cfg: ExperimentConfig) -> list[str]:
+    """Build the data split now (errors surface before any engine starts) and describe it."""
+    from fedkd.data.federation import federation
+    from fedkd.data.partition import class_histogram
+    from fedkd.models import architecture_for, build_model, count_parameters
+
+    dataset, split = federation(cfg.data, cfg.run.seed)
+    hist = class_histogram(dataset.train_y, split, dataset.num_classes)
+    lines = [
+        f"fedkd: {cfg.fusion.algorithm} on {dataset.name} | {cfg.data.num_clients} clients | "
+        f"{cfg.data.partitioner} alpha={cfg.data.alpha} | transfer set {len(split.transfer)} | "
+        f"{cfg.run.rounds} rounds | engine {cfg.run.engine} | seed {cfg.run.seed}"
+    ]
+    for pid in range(cfg.data.num_clients):
+        arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
+        params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0, pid))
+        classes = int((hist[pid] > 0).sum())
+        lines.append(
+            f"  client {pid:>3}: {arch:<8} {params:>9,d} params | train {len(split.client_train[pid]):>5}"
+            f" | local test {len(split.client_test[pid]):>4} | {classes} classes"
+        )
+    return lines
+
+
+class OneLineErrors(click.Group):
+    """Turn usage and config errors into a single line and exit code 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except (ConfigError, click.UsageError, click.BadParameter) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            click.echo(f"fedkd: error: {' '.join(message.split())}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("fedkd: aborted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=OneLineErrors)
+@click.option("-v", "--verbose", is_flag=True, help="Show Flower's and Ray's own logs.")
+def main(verbose: bool) -> None:
+    """fedkd: federated knowledge fusion (KnFu and baselines) on Flower."""
+    configure_logging(verbose)
+
+
+class _DropDeprecationNotices(logging.Filter):
+    """run_simulation is how Flower documents binding a config into apps; its notice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "DEPRECATED FEATURE" not in record.getMessage()
+
+
+def configure_logging(verbose: bool) -> None:
+    fedkd_log = logging.getLogger("fedkd")
+    if not fedkd_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        fedkd_log.addHandler(handler)
+    fedkd_log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    fedkd_log.propagate = False
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        flwr_log.addFilter(_DropDeprecationNotices())
+
+
+@main.command()
+@click.option("--config", "config_file", type=str, help="TOML file of run_config keys.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any run_config key.")
+@click.option("--dataset", type=str)
+@click.option("--num-clients", type=str)
+@click.option("--alpha", type=str, help="Dirichlet concentration (> 0).")
+@click.option("--algorithm", type=str)
+@click.option("--rounds", type=str)
+@click.option("--seed", type=str)
+@click.option("--engine", type=str, help="ray (default) or inprocess.")
+@click.option("--out", type=str, help="Folder for results.json.")
+@click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
+def run(config_file: str | None, sets: tuple[str, ...], out: str | None, dry_run: bool, **shorthands: Any) -> None:
+    """Run one federated experiment."""
+    from experiments.engines import run_experiment
+    from fedkd.results import round_line
+
+    cfg = build_config(config_file, shorthands, sets, out)
+    for line in describe_federation(cfg):
+        click.echo(line)
+    if dry_run:
+        return
+    start = time.perf_counter()
+    results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)))
+    final = results.payload["final"]
+    click.echo(
+        f"done in {time.perf_counter() - start:.1f} s | final ALMA {final['alma']:.4f}"
+        f" | global acc {final['global_acc']:.4f}"
+        + (f" | results: {results.path}" if results.path else "")
+    )
+
+
+@main.command("keys")
+def keys() -> None:
+    """List every run_config key with its default."""
+    defaults = ExperimentConfig().to_run_config()
+    for key in config_keys():
+        click.echo(f"{key} = {defaults[key]!r}")
+
+
+if __name__ == "__main__":
+    main()

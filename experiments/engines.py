@@ -1,0 +1,82 @@
+"""Run one experiment on an engine: Flower's Simulation Engine (Ray) or the in-process Grid.
+
+Both engines execute the very same ServerApp main and ClientApp handlers with the config
+bound into the apps (run_simulation passes no run_config), so on CPU they give identical
+numbers for the same config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flwr.app import Context, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.client_app import make_client_app
+from fedkd.config import ExperimentConfig
+from fedkd.results import RunResults
+from server.inprocess_grid import InProcessGrid
+from server.server_app import make_server_app
+
+OnRound = Callable[[dict[str, Any]], None] | None
+
+
+@contextmanager
+def _task_identity(run_id: int) -> Iterator[None]:
+    """Messages built outside a Flower runtime need the run/node/task ids set."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
+    try:
+        yield
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def run_inprocess(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
+    sink: list[RunResults] = []
+    server_app = make_server_app(cfg, on_round, sink)
+    grid = InProcessGrid(make_client_app(cfg), cfg.data.num_clients, cfg.to_run_config())
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
+    with _task_identity(run_id=1):
+        server_app(grid, context)
+    return sink[0]
+
+
+def ray_backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """One CPU per virtual client; Ray quiet and without its dashboard."""
+    return {
+        "client_resources": {"num_cpus": cfg.train.client_threads, "num_gpus": 0.0},
+        "init_args": {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": True},
+    }
+
+
+def run_ray(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
+    from flwr.simulation import run_simulation
+
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a Ray FutureWarning
+    sink: list[RunResults] = []
+    run_simulation(
+        server_app=make_server_app(cfg, on_round, sink),
+        client_app=make_client_app(cfg),
+        num_supernodes=cfg.data.num_clients,
+        backend_config=ray_backend_config(cfg),
+    )
+    if not sink:
+        raise RuntimeError("the Ray simulation ended without results (see the log above)")
+    return sink[0]
+
+
+ENGINE_RUNNERS: dict[str, Callable[[ExperimentConfig, OnRound], RunResults]] = {
+    "inprocess": run_inprocess,
+    "ray": run_ray,
+}
+
+
+def run_experiment(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
+    cfg.validate()
+    return ENGINE_RUNNERS[cfg.run.engine](cfg, on_round)

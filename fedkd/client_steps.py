@@ -1,0 +1,120 @@
+"""The two things a client does each round, as plain functions of (config, partition, state).
+
+Flower handlers (clients/) and the plain benchmark loop (bench/) both call these, so the
+engines differ only in how messages move, never in what is computed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedkd.config import ExperimentConfig
+from fedkd.data.federation import ClientData, client_data
+from fedkd.models import architecture_for, build_model
+from fedkd.seeding import torch_generator
+from fedkd.training import accuracy, distill, local_train, predict_proba
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepResult:
+    state: StateDict
+    predictions: np.ndarray | None  # (N_t, C) soft predictions at temperature T
+    metrics: dict[str, float]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Pin intra-op threads (results then do not depend on the host's core count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict | None) -> torch.nn.Module:
+    arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
+    model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed, pid)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def _snapshot(model: torch.nn.Module) -> StateDict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def local_step(
+    cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, predict: bool
+) -> StepResult:
+    """Train on private data; optionally return soft predictions on the transfer set."""
+    start = time.perf_counter()
+    data = client_data(cfg.data, cfg.run.seed, pid)
+    t = cfg.train
+    with torch_threads(t.client_threads):
+        model = _model(cfg, pid, data, state)
+        loss = local_train(
+            model,
+            data.train_x,
+            data.train_y,
+            epochs=t.local_epochs,
+            batch_size=t.batch_size,
+            lr=t.learning_rate,
+            generator=torch_generator(cfg.run.seed, "local", pid, server_round),
+        )
+        preds = predict_proba(model, data.transfer_x, t.temperature) if predict else None
+    return StepResult(
+        _snapshot(model),
+        preds,
+        {
+            "train-loss": loss,
+            "num-examples": float(len(data.train_y)),
+            "compute-seconds": time.perf_counter() - start,
+        },
+    )
+
+
+def distill_step(
+    cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, target: np.ndarray | None
+) -> StepResult:
+    """Distil from a personalised target (if any), revisit private data, then evaluate."""
+    start = time.perf_counter()
+    data = client_data(cfg.data, cfg.run.seed, pid)
+    t = cfg.train
+    metrics: dict[str, float] = {}
+    with torch_threads(t.client_threads):
+        model = _model(cfg, pid, data, state)
+        if target is not None:
+            metrics["distill-loss"] = distill(
+                model,
+                data.transfer_x,
+                torch.from_numpy(np.asarray(target, dtype=np.float32)),
+                temperature=t.temperature,
+                epochs=t.distill_epochs,
+                batch_size=t.batch_size,
+                lr=t.learning_rate,
+                generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
+            )
+            if t.revisit_epochs > 0:
+                local_train(
+                    model,
+                    data.train_x,
+                    data.train_y,
+                    epochs=t.revisit_epochs,
+                    batch_size=t.batch_size,
+                    lr=t.learning_rate,
+                    generator=torch_generator(cfg.run.seed, "revisit", pid, server_round),
+                )
+        metrics["local-acc"] = accuracy(model, data.test_x, data.test_y)
+        metrics["global-acc"] = accuracy(model, data.global_x, data.global_y)
+    metrics["compute-seconds"] = time.perf_counter() - start
+    return StepResult(_snapshot(model), None, metrics)

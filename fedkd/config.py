@@ -1,0 +1,182 @@
+"""One frozen config tree for a whole experiment, validated once.
+
+The same config travels three ways: as dataclasses inside Python, as Flower's flat
+``run_config`` (kebab-case keys, scalar values) and as a TOML file. ``to_run_config`` and
+``from_run_config`` are the only bridge, so every key a user can ``--set`` is a field here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str = ""
+    num_clients: int = 10
+    partitioner: str = "dirichlet"
+    alpha: float = 0.5
+    min_partition_size: int = 10
+    transfer_size: int = 200
+    local_test_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Comma-separated architecture names, cycled over clients (or one per client).
+    models: str = "mlp,cnn-s,lenet5"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    local_epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 0.003
+    temperature: float = 3.0
+    distill_epochs: int = 2
+    revisit_epochs: int = 1
+    client_threads: int = 1
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    algorithm: str = "knfu"
+    divergence: str = "kl"
+    neighbour_rule: str = "mean-threshold"
+    neighbour_threshold: float = 0.1
+    neighbour_top_m: int = 3
+    beta: float = 10.0
+    include_self: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    rounds: int = 10
+    seed: int = 0
+    engine: str = "ray"
+    min_replies: int = 2
+    # Folder for results.json; empty: no file (the round lines are still logged).
+    out_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Raise ConfigError on the first bad value; return self so calls chain."""
+        from fedkd.validation import validate_config  # registries import config
+
+        validate_config(self)
+        return self
+
+    def to_run_config(self) -> dict[str, bool | int | float | str]:
+        """Flatten to Flower run_config: one kebab-case key per leaf field."""
+        flat: dict[str, bool | int | float | str] = {}
+        for section in fields(self):
+            part = getattr(self, section.name)
+            for leaf in fields(part):
+                flat[_key(leaf.name)] = getattr(part, leaf.name)
+        return flat
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
+        """Build from flat keys (all optional; unknown keys are an error)."""
+        return cls().with_overrides(run_config)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """Return a copy with flat-key overrides applied and their types coerced."""
+        index = _leaf_index()
+        changes: dict[str, dict[str, Any]] = {}
+        for raw_key, value in overrides.items():
+            key = str(raw_key).replace("_", "-")
+            if key not in index:
+                raise ConfigError(
+                    f"unknown config key {raw_key!r}; allowed: {', '.join(sorted(index))}"
+                )
+            section, name, kind = index[key]
+            changes.setdefault(section, {})[name] = _coerce(key, value, kind)
+        parts = {s: replace(getattr(self, s), **c) for s, c in changes.items()}
+        return replace(self, **parts)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _leaf_index() -> dict[str, tuple[str, str, type]]:
+    """Map each flat key to (section, field name, Python type)."""
+    index: dict[str, tuple[str, str, type]] = {}
+    for section in fields(ExperimentConfig):
+        part_type = get_type_hints(ExperimentConfig)[section.name]
+        hints = get_type_hints(part_type)
+        for leaf in fields(part_type):
+            index[_key(leaf.name)] = (section.name, leaf.name, hints[leaf.name])
+    return index
+
+
+def config_keys() -> list[str]:
+    return sorted(_leaf_index())
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a value (from TOML, CLI text or run_config) to the field's type."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in {"true", "1", "yes"}:
+                return True
+            if text.lower() in {"false", "0", "no"}:
+                return False
+            raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
+    if kind is int and (isinstance(value, bool) or not float(value).is_integer()):
+        raise ConfigError(f"{key}={value!r} is not an integer")
+    if kind in (int, float) and not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} is not a number")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{key}={value!r} is not a string")
+    return kind(value)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of flat keys (top level or under a [config] table)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    table = raw.get("config", raw)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {str(path)!r}: [config] must be a table of keys")
+    nested = [k for k, v in table.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(
+            f"config file {str(path)!r}: nested table {nested[0]!r}; use flat keys like alpha = 0.5"
+        )
+    return table
+
+
+def as_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)

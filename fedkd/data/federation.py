@@ -1,0 +1,71 @@
+"""What one client sees, rebuilt deterministically from (config, partition id).
+
+Clients never receive data over the wire: every process recomputes the same split from the
+seed and caches it, so Ray workers, SuperNodes and the in-process engine agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from fedkd.config import DataConfig
+from fedkd.data.partition import FederatedSplit, federated_split
+from fedkd.data.sources import Dataset, load_dataset
+
+
+@dataclass(frozen=True)
+class ClientData:
+    train_x: torch.Tensor  # (N_k, C, H, W) float32, normalised
+    train_y: torch.Tensor  # (N_k,) int64
+    test_x: torch.Tensor  # local test split, same label mix as train
+    test_y: torch.Tensor
+    transfer_x: torch.Tensor  # (N_t, C, H, W): shared public set, labels unused
+    global_x: torch.Tensor  # the dataset's test split
+    global_y: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+
+def normalise(images: np.ndarray, dataset: Dataset) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 standardised with the dataset's channel stats."""
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)
+    mean = torch.tensor(dataset.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(dataset.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - mean) / std.clamp_min(1e-6)
+
+
+@lru_cache(maxsize=8)
+def federation(cfg: DataConfig, seed: int) -> tuple[Dataset, FederatedSplit]:
+    dataset = load_dataset(cfg.dataset, cfg.data_dir)
+    return dataset, federated_split(dataset.train_y, cfg, seed)
+
+
+@lru_cache(maxsize=8)
+def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dataset, split = federation(cfg, seed)
+    return (
+        normalise(dataset.train_x[split.transfer], dataset),
+        normalise(dataset.test_x, dataset),
+        torch.from_numpy(dataset.test_y),
+    )
+
+
+def client_data(cfg: DataConfig, seed: int, partition_id: int) -> ClientData:
+    dataset, split = federation(cfg, seed)
+    transfer_x, global_x, global_y = _shared_tensors(cfg, seed)
+    train, test = split.client_train[partition_id], split.client_test[partition_id]
+    return ClientData(
+        train_x=normalise(dataset.train_x[train], dataset),
+        train_y=torch.from_numpy(dataset.train_y[train]),
+        test_x=normalise(dataset.train_x[test], dataset),
+        test_y=torch.from_numpy(dataset.train_y[test]),
+        transfer_x=transfer_x,
+        global_x=global_x,
+        global_y=global_y,
+        num_classes=dataset.num_classes,
+        input_shape=dataset.input_shape,
+    )

@@ -1,0 +1,38 @@
+"""The contract between the round loop and a fusion algorithm.
+
+The round loop never branches on an algorithm's name: it reads ``exchanges_knowledge`` to know
+whether clients upload predictions, and sends each client the target ``fuse`` made for it
+(None: that client learns locally this round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from fedkd.config import FusionConfig
+from fedkd.registry import Registry
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    targets: list[np.ndarray | None]  # K entries: (N, C) target on the simplex, or None
+    weights: np.ndarray  # (K, K): row k = how much client k learns from each client j
+
+
+class FusionAlgorithm(Protocol):
+    exchanges_knowledge: bool
+
+    def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
+        """preds: (K, N, C) soft predictions of the K clients that replied, in a fixed order."""
+        ...
+
+
+FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm")
+
+
+def mix(preds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted sums of client predictions: (K, N, C), (K, K) -> (K, N, C)."""
+    return np.einsum("kj,jnc->knc", weights, preds)

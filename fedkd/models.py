@@ -1,0 +1,108 @@
+"""Model zoo: heterogeneous client architectures, chosen by name from MODELS.
+
+Every builder takes the input shape (C, H, W) and the class count and works for 8x8 digits,
+28x28 greyscale and 32x32 RGB inputs (convolutions keep size, pooling is adaptive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fedkd.config import ConfigError
+from fedkd.registry import Registry
+from fedkd.seeding import derive_seed
+
+Builder = Callable[[tuple[int, int, int], int], nn.Module]
+MODELS: Registry[Builder] = Registry("model")
+
+
+@MODELS.register("mlp")
+def mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    c, h, w = input_shape
+    return nn.Sequential(
+        nn.Flatten(),  # (B, C*H*W)
+        nn.Linear(c * h * w, 200),
+        nn.ReLU(),
+        nn.Linear(200, 100),
+        nn.ReLU(),
+        nn.Linear(100, num_classes),
+    )
+
+
+def _conv_net(input_shape: tuple[int, int, int], num_classes: int, width: int) -> nn.Module:
+    c, _, _ = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1),  # (B, width, H, W)
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),  # (B, width, H/2, W/2)
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),  # (B, 2*width, 2, 2)
+        nn.Flatten(),
+        nn.Linear(8 * width, num_classes),
+    )
+
+
+@MODELS.register("cnn-s")
+def cnn_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return _conv_net(input_shape, num_classes, width=16)
+
+
+@MODELS.register("cnn-m")
+def cnn_medium(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return _conv_net(input_shape, num_classes, width=32)
+
+
+@MODELS.register("lenet5")
+def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    c, _, _ = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 6, 5, padding=2),  # (B, 6, H, W)
+        nn.Tanh(),
+        nn.AvgPool2d(2, ceil_mode=True),  # (B, 6, H/2, W/2)
+        nn.Conv2d(6, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(4),  # (B, 16, 4, 4)
+        nn.Flatten(),
+        nn.Linear(256, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
+        nn.Linear(84, num_classes),
+    )
+
+
+def architecture_for(models: str, partition_id: int, num_clients: int) -> str:
+    """Cycle through a comma list, or take the client's own entry when one per client."""
+    names = parse_model_list(models)
+    if len(names) > num_clients:
+        raise ConfigError(
+            f"models={models!r} lists {len(names)} architectures for {num_clients} clients; "
+            f"allowed: at most one per client"
+        )
+    return names[partition_id % len(names)]
+
+
+def parse_model_list(models: str) -> list[str]:
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"models={models!r} is empty; allowed: a comma list of {MODELS.names()}")
+    for name in names:
+        MODELS.get(name)
+    return names
+
+
+def build_model(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int, partition_id: int
+) -> nn.Module:
+    """Build a freshly initialised model; init weights depend only on (seed, partition id)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "model-init", partition_id))
+        return MODELS.get(name)(input_shape, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,99 @@
+"""The results file of one run: written atomically after every round, never half-written."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: write null for non-finite floats."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_clean(payload), handle, indent=1, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def environment_info() -> dict[str, str]:
+    import numpy
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": "cpu",
+    }
+    try:
+        from importlib.metadata import version
+
+        info["flwr"] = version("flwr")
+        info["fedkd"] = version("fedkd")
+    except Exception:  # noqa: BLE001 - metadata is informative only
+        pass
+    return info
+
+
+class RunResults:
+    """results.json of one run: config, environment, rounds so far, final metrics.
+
+    ``append`` rewrites the file atomically after each round, so a killed run leaves a
+    complete file describing the rounds it finished.
+    """
+
+    def __init__(self, config: dict[str, Any], path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self.payload: dict[str, Any] = {
+            "config": config,
+            "environment": environment_info(),
+            "rounds": [],
+            "final": None,
+        }
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        return self.payload["rounds"]
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.rounds.append(record)
+        self.payload["final"] = {"alma": record["alma"], "global_acc": record["global_acc"], "round": record["round"]}
+        if self.path is not None:
+            atomic_write_json(self.path, self.payload)
+
+
+def round_line(record: dict[str, Any], total_rounds: int) -> str:
+    """One human-readable line per round."""
+    failed = len(record["failed_clients"])
+    return (
+        f"round {record['round']:>3}/{total_rounds}"
+        f" | ALMA {record['alma']:.4f} (min {record['alma_min']:.4f})"
+        f" | global acc {record['global_acc']:.4f}"
+        f" | up {record['bytes_up'] / 1e3:.1f} kB down {record['bytes_down'] / 1e3:.1f} kB"
+        f" | {record['wall_s']:.2f} s"
+        + (f" | {failed} dropped" if failed else "")
+    )

@@ -1,0 +1,66 @@
+"""Checks on an ExperimentConfig that can be made without loading data.
+
+Each failure is a ConfigError whose one-line message names the key, the bad value and what
+is allowed. Checks that need the data (e.g. too many clients for a dataset) run when the
+split is built, with the same error type.
+"""
+
+from __future__ import annotations
+
+from fedkd.config import ConfigError, ExperimentConfig
+
+ENGINES = ("ray", "inprocess")
+NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    _require(value in allowed, f"unknown {key} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    from fedkd.data.partition import PARTITIONERS
+    from fedkd.data.sources import DATASETS
+    from fedkd.fusion import FUSIONS
+    from fedkd.knowledge import DIVERGENCES
+    from fedkd.models import parse_model_list
+
+    d, t, f, r = cfg.data, cfg.train, cfg.fusion, cfg.run
+    _choice("dataset", d.dataset, DATASETS.names())
+    _choice("partitioner", d.partitioner, PARTITIONERS.names())
+    _choice("algorithm", f.algorithm, FUSIONS.names())
+    _choice("divergence", f.divergence, DIVERGENCES.names())
+    _choice("neighbour-rule", f.neighbour_rule, NEIGHBOUR_RULES)
+    _choice("engine", r.engine, ENGINES)
+    names = parse_model_list(cfg.model.models)
+    _require(d.num_clients >= 2, f"num-clients={d.num_clients} is too small; allowed: >= 2")
+    _require(
+        len(names) <= d.num_clients,
+        f"models={cfg.model.models!r} lists {len(names)} architectures for "
+        f"{d.num_clients} clients; allowed: at most one per client",
+    )
+    _require(d.alpha > 0, f"alpha={d.alpha} is invalid; allowed: alpha > 0")
+    _require(d.transfer_size >= 1, f"transfer-size={d.transfer_size} is invalid; allowed: >= 1")
+    _require(d.min_partition_size >= 2, f"min-partition-size={d.min_partition_size}; allowed: >= 2")
+    _require(
+        0.0 < d.local_test_fraction < 1.0,
+        f"local-test-fraction={d.local_test_fraction}; allowed: 0 < value < 1",
+    )
+    _require(r.rounds >= 1, f"rounds={r.rounds} is invalid; allowed: rounds >= 1")
+    _require(
+        1 <= r.min_replies <= d.num_clients,
+        f"min-replies={r.min_replies} is invalid; allowed: 1..num-clients ({d.num_clients})",
+    )
+    for key, value in (("local-epochs", t.local_epochs), ("batch-size", t.batch_size), ("client-threads", t.client_threads)):
+        _require(value >= 1, f"{key}={value} is invalid; allowed: >= 1")
+    for key, value in (("distill-epochs", t.distill_epochs), ("revisit-epochs", t.revisit_epochs)):
+        _require(value >= 0, f"{key}={value} is invalid; allowed: >= 0")
+    _require(t.learning_rate > 0, f"learning-rate={t.learning_rate}; allowed: > 0")
+    _require(t.temperature > 0, f"temperature={t.temperature}; allowed: > 0")
+    _require(f.beta >= 0, f"beta={f.beta} is invalid; allowed: beta >= 0")
+    _require(f.neighbour_top_m >= 1, f"neighbour-top-m={f.neighbour_top_m}; allowed: >= 1")
+    _require(f.neighbour_threshold >= 0, f"neighbour-threshold={f.neighbour_threshold}; allowed: >= 0")

@@ -1,0 +1,65 @@
+"""Flower ServerApp: config -> KnowledgeFusionStrategy -> results.json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedkd.config import ExperimentConfig, as_dict
+from fedkd.results import RunResults, round_line
+from server.strategy import KnowledgeFusionStrategy
+
+log = logging.getLogger("fedkd")
+
+RESULTS_FILE = "results.json"
+
+
+def run_federation(
+    cfg: ExperimentConfig,
+    grid: Grid,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResults:
+    """Drive all rounds on ``grid``; write results after each round when out-dir is set."""
+    cfg.validate()
+    path = Path(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
+    results = RunResults(as_dict(cfg), path)
+
+    def record(rec: dict[str, Any]) -> None:
+        results.append(rec)
+        if on_round is not None:
+            on_round(rec)
+        else:
+            log.info(round_line(rec, cfg.run.rounds))
+
+    KnowledgeFusionStrategy(cfg, on_round=record).run(grid)
+    return results
+
+
+def make_server_app(
+    bound: ExperimentConfig | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    sink: list[RunResults] | None = None,
+) -> ServerApp:
+    """A ServerApp; ``bound`` fixes the config (run_simulation passes no run_config).
+
+    ``sink`` receives the RunResults object, for callers in the same process.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
+        results = run_federation(cfg, grid, on_round)
+        if sink is not None:
+            sink.append(results)
+
+    return app
+
+
+# Entry point for `flwr run`: config comes from the run_config.
+app = make_server_app()
