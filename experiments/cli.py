@@ -16,7 +16,7 @@ import click
 
 from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
 
-log = logging.getLogger("fedkd")
+log = logging.getLogger("flwr.fedkd")
 
 # Shorthand option -> run_config key (the same keys --set accepts).
 SHORTHANDS = {
@@ -40,7 +40,9 @@ def parse_set_options(pairs: tuple[str, ...]) -> dict[str, str]:
     return overrides
 
 
-def build_config(config_file: str | None, shorthands: dict[str, Any], sets: tuple[str, ...], out: str | None) -> ExperimentConfig:
+def build_config(
+    config_file: str | None, shorthands: dict[str, Any], sets: tuple[str, ...], out: str | None
+) -> ExperimentConfig:
     """Defaults <- config file <- shorthand options <- --set pairs; then validate."""
     cfg = ExperimentConfig()
     if config_file:
@@ -109,13 +111,8 @@ class _DropDeprecationNotices(logging.Filter):
 
 
 def configure_logging(verbose: bool) -> None:
-    fedkd_log = logging.getLogger("fedkd")
-    if not fedkd_log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        fedkd_log.addHandler(handler)
-    fedkd_log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    fedkd_log.propagate = False
+    """fedkd logs through a child of Flower's logger, so `flwr run` streams it too."""
+    logging.getLogger("flwr.fedkd").setLevel(logging.DEBUG if verbose else logging.INFO)
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
@@ -134,7 +131,9 @@ def configure_logging(verbose: bool) -> None:
 @click.option("--engine", type=str, help="ray (default) or inprocess.")
 @click.option("--out", type=str, help="Folder for results.json.")
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
-def run(config_file: str | None, sets: tuple[str, ...], out: str | None, dry_run: bool, **shorthands: Any) -> None:
+def run(
+    config_file: str | None, sets: tuple[str, ...], out: str | None, dry_run: bool, **shorthands: Any
+) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
     from fedkd.results import round_line
@@ -149,8 +148,7 @@ def run(config_file: str | None, sets: tuple[str, ...], out: str | None, dry_run
     final = results.payload["final"]
     click.echo(
         f"done in {time.perf_counter() - start:.1f} s | final ALMA {final['alma']:.4f}"
-        f" | global acc {final['global_acc']:.4f}"
-        + (f" | results: {results.path}" if results.path else "")
+        f" | global acc {final['global_acc']:.4f}" + (f" | results: {results.path}" if results.path else "")
     )
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -27,7 +28,7 @@ OnRound = Callable[[dict[str, Any]], None] | None
 
 
 @contextmanager
-def _task_identity(run_id: int) -> Iterator[None]:
+def task_identity(run_id: int) -> Iterator[None]:
     """Messages built outside a Flower runtime need the run/node/task ids set."""
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
@@ -37,12 +38,16 @@ def _task_identity(run_id: int) -> Iterator[None]:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
-def run_inprocess(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
+def run_inprocess(
+    cfg: ExperimentConfig, on_round: OnRound = None, client_app: ClientApp | None = None
+) -> RunResults:
+    """``client_app`` replaces fedkd's own (tests inject failures through it)."""
     sink: list[RunResults] = []
     server_app = make_server_app(cfg, on_round, sink)
-    grid = InProcessGrid(make_client_app(cfg), cfg.data.num_clients, cfg.to_run_config())
+    client_app = client_app if client_app is not None else make_client_app(cfg)
+    grid = InProcessGrid(client_app, cfg.data.num_clients, cfg.to_run_config())
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
-    with _task_identity(run_id=1):
+    with task_identity(run_id=1):
         server_app(grid, context)
     return sink[0]
 

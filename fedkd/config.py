@@ -105,9 +105,7 @@ class ExperimentConfig:
         for raw_key, value in overrides.items():
             key = str(raw_key).replace("_", "-")
             if key not in index:
-                raise ConfigError(
-                    f"unknown config key {raw_key!r}; allowed: {', '.join(sorted(index))}"
-                )
+                raise ConfigError(f"unknown config key {raw_key!r}; allowed: {', '.join(sorted(index))}")
             section, name, kind = index[key]
             changes.setdefault(section, {})[name] = _coerce(key, value, kind)
         parts = {s: replace(getattr(self, s), **c) for s, c in changes.items()}

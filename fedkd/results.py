@@ -81,7 +81,11 @@ class RunResults:
 
     def append(self, record: dict[str, Any]) -> None:
         self.rounds.append(record)
-        self.payload["final"] = {"alma": record["alma"], "global_acc": record["global_acc"], "round": record["round"]}
+        self.payload["final"] = {
+            "alma": record["alma"],
+            "global_acc": record["global_acc"],
+            "round": record["round"],
+        }
         if self.path is not None:
             atomic_write_json(self.path, self.payload)
 
@@ -94,6 +98,5 @@ def round_line(record: dict[str, Any], total_rounds: int) -> str:
         f" | ALMA {record['alma']:.4f} (min {record['alma_min']:.4f})"
         f" | global acc {record['global_acc']:.4f}"
         f" | up {record['bytes_up'] / 1e3:.1f} kB down {record['bytes_down'] / 1e3:.1f} kB"
-        f" | {record['wall_s']:.2f} s"
-        + (f" | {failed} dropped" if failed else "")
+        f" | {record['wall_s']:.2f} s" + (f" | {failed} dropped" if failed else "")
     )

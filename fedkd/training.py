@@ -91,7 +91,9 @@ def distill(
 def predict_proba(model: nn.Module, x: torch.Tensor, temperature: float, batch_size: int = 512) -> np.ndarray:
     """Soft predictions softmax(logits / T): (N, C, H, W) -> (N, C) float64 numpy."""
     model.eval()
-    chunks = [F.softmax(model(x[i : i + batch_size]) / temperature, dim=1) for i in range(0, len(x), batch_size)]
+    chunks = [
+        F.softmax(model(x[i : i + batch_size]) / temperature, dim=1) for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(chunks).double().cpu().numpy()
 
 

@@ -55,7 +55,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
         1 <= r.min_replies <= d.num_clients,
         f"min-replies={r.min_replies} is invalid; allowed: 1..num-clients ({d.num_clients})",
     )
-    for key, value in (("local-epochs", t.local_epochs), ("batch-size", t.batch_size), ("client-threads", t.client_threads)):
+    for key, value in (
+        ("local-epochs", t.local_epochs),
+        ("batch-size", t.batch_size),
+        ("client-threads", t.client_threads),
+    ):
         _require(value >= 1, f"{key}={value} is invalid; allowed: >= 1")
     for key, value in (("distill-epochs", t.distill_epochs), ("revisit-epochs", t.revisit_epochs)):
         _require(value >= 0, f"{key}={value} is invalid; allowed: >= 0")

@@ -14,7 +14,7 @@ from fedkd.config import ExperimentConfig, as_dict
 from fedkd.results import RunResults, round_line
 from server.strategy import KnowledgeFusionStrategy
 
-log = logging.getLogger("fedkd")
+log = logging.getLogger("flwr.fedkd")
 
 RESULTS_FILE = "results.json"
 

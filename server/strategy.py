@@ -25,7 +25,7 @@ from fedkd.fusion import FUSIONS
 from fedkd.knowledge import simplex_violation
 from fedkd.metrics import alma, mean_finite
 
-log = logging.getLogger("fedkd")
+log = logging.getLogger("flwr.fedkd")
 
 SIMPLEX_TOLERANCE = 1e-3
 
@@ -35,7 +35,7 @@ class ReplyRejected(Exception):
 
 
 def payload_bytes(messages: Iterable[Message]) -> int:
-    """Bytes of array payload (soft predictions / targets) carried by these messages."""
+    """Serialized bytes of the arrays (soft predictions / targets) in these messages."""
     total = 0
     for msg in messages:
         if msg.has_content():
@@ -50,10 +50,11 @@ def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.1
     while True:
         nodes = sorted(grid.get_node_ids())
         if len(nodes) >= count:
-            return nodes[:count] if len(nodes) == count else nodes
+            return nodes
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"only {len(nodes)} of {count} clients connected within {timeout_s:.0f} s"
+                f"only {len(nodes)} of num-clients={count} clients connected within {timeout_s:.0f} s; "
+                "a `flwr run` simulation needs num-supernodes = num-clients (see docs/engines.md)"
             )
         time.sleep(poll_s)
 
@@ -126,8 +127,12 @@ class KnowledgeFusionStrategy:
         predict = self.fusion.exchanges_knowledge
         settings = ConfigRecord({"server-round": server_round, "predict": predict})
         messages = [
-            Message(RecordDict({CONFIG_KEY: settings}), dst_node_id=node,
-                    message_type="train.local", group_id=str(server_round))
+            Message(
+                RecordDict({CONFIG_KEY: settings}),
+                dst_node_id=node,
+                message_type="train.local",
+                group_id=str(server_round),
+            )
             for node in nodes
         ]
         for reply in self._send(grid, messages, out):
@@ -148,7 +153,9 @@ class KnowledgeFusionStrategy:
         if exchanges and len(pids) < self.cfg.run.min_replies:
             log.warning(
                 "round %d: %d valid replies < min-replies=%d: no fusion this round",
-                server_round, len(pids), self.cfg.run.min_replies,
+                server_round,
+                len(pids),
+                self.cfg.run.min_replies,
             )
             return {}, weights
         if exchanges:
@@ -219,5 +226,6 @@ class KnowledgeFusionStrategy:
         if phase == "train.local" and pid is not None:
             out.node_of.pop(pid, None)  # dropped for the whole round: no distill, no score
         out.failed.append({"node_id": node, "partition_id": pid, "phase": phase, "reason": reason})
-        log.warning("round %d: dropped %s reply of node %s (partition %s): %s",
-                    server_round, phase, node, pid, reason)
+        log.warning(
+            "round %d: dropped %s reply of node %s (partition %s): %s", server_round, phase, node, pid, reason
+        )

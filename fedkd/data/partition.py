@@ -91,9 +91,7 @@ def federated_split(labels: np.ndarray, cfg: DataConfig, seed: int) -> Federated
     return FederatedSplit(transfer, tuple(client_train), tuple(client_test))
 
 
-def _partition_pool(
-    pool: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed: int
-) -> list[np.ndarray]:
+def _partition_pool(pool: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed: int) -> list[np.ndarray]:
     from datasets import Dataset as HFDataset
 
     partitioner = PARTITIONERS.get(cfg.partitioner)(cfg, derive_seed(seed, "partition"))
@@ -113,9 +111,7 @@ def _partition_pool(
         ) from None
     empty = [pid for pid, p in enumerate(parts) if len(p) < 2]
     if empty:
-        raise ConfigError(
-            f"partition {empty[0]} has fewer than 2 samples; raise alpha or min-partition-size"
-        )
+        raise ConfigError(f"partition {empty[0]} has fewer than 2 samples; raise alpha or min-partition-size")
     return parts
 
 

@@ -33,8 +33,7 @@ def neighbour_mask(d: np.ndarray, cfg: FusionConfig) -> np.ndarray:
         np.put_along_axis(mask, closest, True, axis=1)
     else:
         raise ConfigError(
-            f"unknown neighbour-rule {cfg.neighbour_rule!r}; "
-            "allowed: mean-threshold, fixed-threshold, top-m"
+            f"unknown neighbour-rule {cfg.neighbour_rule!r}; allowed: mean-threshold, fixed-threshold, top-m"
         )
     if cfg.include_self:
         mask |= ~others

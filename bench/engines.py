@@ -1,0 +1,162 @@
+"""Engine overhead benchmark: the same experiment on three drivers, side by side in one run.
+
+    python bench/engines.py [--clients 10 100] [--rounds 5]
+
+Drivers: ``plain`` (a bare Python loop over fedkd's client steps and fusion, no Flower),
+``inprocess`` (ServerApp + ClientApp through the in-process Grid) and ``ray`` (Flower's
+Simulation Engine). Each runs in a fresh subprocess; reported per driver: per-round seconds
+(median of rounds 2..R), start-up seconds (until round 1 begins), round 1 seconds (Ray
+workers warm up there), peak resident memory of the
+process tree (driver + Ray workers, sampled every 0.1 s) and ratios to the plain loop.
+Targets: inprocess <= 1.1x and ray <= 1.5x the plain loop per round at 100 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def bench_config(clients: int, rounds: int):
+    from fedkd.config import ExperimentConfig
+
+    return ExperimentConfig().with_overrides(
+        {"num-clients": clients, "rounds": rounds, "min-partition-size": 4 if clients > 50 else 10}
+    )
+
+
+def plain_loop(cfg, on_round) -> None:
+    """The same computation as the engines, with no messaging at all."""
+    import numpy as np
+
+    from fedkd.client_steps import distill_step, local_step
+    from fedkd.fusion import FUSIONS
+
+    fusion = FUSIONS.get(cfg.fusion.algorithm)
+    states: dict[int, object] = {pid: None for pid in range(cfg.data.num_clients)}
+    for server_round in range(1, cfg.run.rounds + 1):
+        start = time.perf_counter()
+        preds = []
+        for pid in states:
+            step = local_step(cfg, pid, server_round, states[pid], fusion.exchanges_knowledge)
+            states[pid] = step.state
+            preds.append(step.predictions.astype(np.float32).astype(np.float64))
+        result = fusion.fuse(np.stack(preds), cfg.fusion)
+        for pid in states:
+            states[pid] = distill_step(cfg, pid, server_round, states[pid], result.targets[pid]).state
+        on_round({"wall_s": time.perf_counter() - start})
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def measure_one(driver: str, clients: int, rounds: int) -> dict:
+    """Run one driver in this process and return its figures."""
+    import logging
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _tree_rss_bytes(os.getpid()))
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cfg = bench_config(clients, rounds).with_overrides({"engine": "inprocess" if driver == "plain" else driver})
+    from fedkd.data.federation import federation
+
+    federation(cfg.data, cfg.run.seed)  # data preparation is common to all drivers: not timed
+    walls: list[float] = []
+    first_round_end: list[float] = []
+    start = time.perf_counter()
+
+    def on_round(record: dict) -> None:
+        walls.append(record["wall_s"])
+        if not first_round_end:
+            first_round_end.append(time.perf_counter())
+
+    if driver == "plain":
+        plain_loop(cfg, on_round)
+    else:
+        from experiments.engines import run_experiment
+
+        run_experiment(cfg, on_round)
+    total = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    return {
+        "driver": driver,
+        "clients": clients,
+        "round_s": statistics.median(walls[1:]) if len(walls) > 1 else walls[0],
+        "startup_s": first_round_end[0] - start - walls[0],
+        "round1_s": walls[0],
+        "total_s": total,
+        "peak_mb": peak[0] / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--drivers", nargs="+", default=["plain", "inprocess", "ray"])
+    parser.add_argument("--one", nargs=2, metavar=("DRIVER", "CLIENTS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args.one[0], int(args.one[1]), args.rounds)))
+        return
+    rows = []
+    for clients in args.clients:
+        for driver in args.drivers:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", driver, str(clients), "--rounds", str(args.rounds)],
+                capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                sys.exit(f"{driver} with {clients} clients failed:\n{proc.stderr[-2000:]}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"digits, knfu, {args.rounds} rounds; per-round = median of rounds 2..{args.rounds}")
+    print(f"{'clients':>7} {'driver':>10} {'round s':>8} {'x plain':>8} {'startup s':>10} {'round 1 s':>10}"
+          f" {'peak MB':>8}")
+    for row in rows:
+        plain = next(r for r in rows if r["clients"] == row["clients"] and r["driver"] == "plain")
+        ratio = row["round_s"] / plain["round_s"]
+        print(f"{row['clients']:>7} {row['driver']:>10} {row['round_s']:>8.3f} {ratio:>8.2f}"
+              f" {row['startup_s']:>10.2f} {row['round1_s']:>10.2f} {row['peak_mb']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny but real experiment config on embedded digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedkd.config import ExperimentConfig
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-download", action="store_true", help="run tests that need internet")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-download"):
+        return
+    skip = pytest.mark.skip(reason="needs internet: pass --run-download")
+    for item in items:
+        if "download" in item.keywords:
+            item.add_marker(skip)
+
+
+def tiny_config(**overrides) -> ExperimentConfig:
+    """3 heterogeneous clients, 2 rounds, 1 epoch each: seconds, yet every code path runs."""
+    base = {
+        "num-clients": 3,
+        "rounds": 2,
+        "local-epochs": 1,
+        "distill-epochs": 1,
+        "revisit-epochs": 1,
+        "transfer-size": 100,
+        "engine": "inprocess",
+        "min-replies": 2,
+    }
+    base.update(overrides)
+    return ExperimentConfig().with_overrides(base).validate()
+
+
+@pytest.fixture
+def tiny() -> ExperimentConfig:
+    return tiny_config()

@@ -1,0 +1,97 @@
+"""The front door: bad input is one line and exit code 2; good input runs and writes results."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from experiments.cli import main
+
+TINY = [
+    "--engine",
+    "inprocess",
+    "--num-clients",
+    "3",
+    "--rounds",
+    "1",
+    "--set",
+    "local-epochs=1",
+    "--set",
+    "distill-epochs=1",
+    "--set",
+    "transfer-size=60",
+]
+
+
+def _run(args):
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["run", "--algorithm", "magic"], "unknown algorithm 'magic'"),
+        (["run", "--set", "models=mlp,resnet999"], "unknown model 'resnet999'"),
+        (["run", "--alpha", "0"], "alpha=0.0 is invalid; allowed: alpha > 0"),
+        (["run", "--alpha", "-2"], "alpha=-2.0 is invalid"),
+        (["run", "--num-clients", "1"], "num-clients=1 is too small"),
+        (["run", "--num-clients", "5000"], "num-clients=5000 is too many for digits"),
+        (["run", "--rounds", "0"], "rounds=0 is invalid"),
+        (["run", "--rounds", "three"], "rounds='three' is not a valid int"),
+        (["run", "--set", "warp-speed=9"], "unknown config key 'warp-speed'"),
+        (["run", "--set", "novalue"], "--set 'novalue' is malformed"),
+        (["run", "--config", "/nonexistent/x.toml"], "does not exist"),
+        (["run", "--bogus-flag"], "--bogus-flag"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, fragment):
+    result = _run(args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("fedkd: error:") and fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_malformed_config_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("alpha = [unclosed\n")
+    result = _run(["run", "--config", str(bad)])
+    assert result.exit_code == 2 and "is not valid TOML" in result.output
+
+
+def test_dry_run_prints_the_split_and_runs_nothing(tmp_path):
+    result = _run(["run", *TINY, "--dry-run", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "client   2:" in result.output and "params" in result.output
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_config_file_then_shorthands_then_set(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('algorithm = "fedmd"\nalpha = 0.3\nrounds = 9\n')
+    result = _run(["run", "--config", str(conf), "--alpha", "0.7", "--set", "alpha=0.9", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "fedmd on digits" in result.output and "alpha=0.9" in result.output and "9 rounds" in result.output
+
+
+def test_console_script_runs_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "run", *TINY, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "round   1/1 | ALMA" in proc.stdout
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["final"]["alma"] == pytest.approx(saved["rounds"][-1]["alma"])
+
+
+def test_keys_lists_every_run_config_key():
+    result = _run(["keys"])
+    assert result.exit_code == 0 and "beta = 10.0" in result.output and "num-clients = 10" in result.output

@@ -1,0 +1,86 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedkd.config import ConfigError, ExperimentConfig, load_config_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_run_config_defaults_equal_flattened_dataclass_defaults():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["flwr"]["app"]["config"] == ExperimentConfig().to_run_config()
+
+
+def test_run_config_round_trip_is_identity():
+    cfg = ExperimentConfig().with_overrides({"alpha": 0.1, "algorithm": "fedmd", "include-self": False})
+    assert ExperimentConfig.from_run_config(cfg.to_run_config()) == cfg
+
+
+def test_overrides_coerce_text_values_to_field_types():
+    cfg = ExperimentConfig().with_overrides({"num-clients": "7", "alpha": "0.25", "include-self": "false"})
+    assert cfg.data.num_clients == 7 and cfg.data.alpha == 0.25 and cfg.fusion.include_self is False
+
+
+def test_underscore_keys_are_accepted_as_kebab():
+    assert ExperimentConfig().with_overrides({"num_clients": 4}).data.num_clients == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; allowed: digits"),
+        ({"algorithm": "magic"}, "unknown algorithm 'magic'; allowed: fedmd, knfu, local"),
+        ({"models": "mlp,transformer"}, "unknown model 'transformer'"),
+        ({"alpha": 0}, "alpha=0.0 is invalid; allowed: alpha > 0"),
+        ({"alpha": -1.5}, "alpha=-1.5"),
+        ({"num-clients": 1}, "num-clients=1 is too small; allowed: >= 2"),
+        ({"rounds": 0}, "rounds=0 is invalid; allowed: rounds >= 1"),
+        ({"engine": "spark"}, "unknown engine 'spark'; allowed: ray, inprocess"),
+        ({"divergence": "l2"}, "unknown divergence 'l2'"),
+        ({"neighbour-rule": "knn"}, "unknown neighbour-rule 'knn'"),
+        ({"models": "mlp,mlp,mlp", "num-clients": 2}, "3 architectures for 2 clients"),
+    ],
+)
+def test_bad_values_raise_one_line_config_errors(overrides, fragment):
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig().with_overrides(overrides).validate()
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"colour": "red"}, "unknown config key 'colour'"),
+        ({"num-clients": "ten"}, "num-clients='ten' is not a valid int"),
+        ({"include-self": "maybe"}, "include-self='maybe' is not a boolean"),
+        ({"rounds": 2.5}, "rounds=2.5 is not an integer"),
+    ],
+)
+def test_bad_keys_and_types_raise(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        ExperimentConfig().with_overrides(overrides)
+
+
+def test_config_file_flat_and_config_table(tmp_path):
+    flat = tmp_path / "a.toml"
+    flat.write_text('alpha = 0.1\nalgorithm = "fedmd"\n')
+    table = tmp_path / "b.toml"
+    table.write_text("[config]\nrounds = 4\n")
+    assert load_config_file(flat) == {"alpha": 0.1, "algorithm": "fedmd"}
+    assert load_config_file(table) == {"rounds": 4}
+
+
+def test_malformed_config_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("alpha = = 3\n")
+    with pytest.raises(ConfigError, match="bad.toml.*is not valid TOML"):
+        load_config_file(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(tmp_path / "missing.toml")
+    nested = tmp_path / "nested.toml"
+    nested.write_text("[data]\nalpha = 1\n")
+    with pytest.raises(ConfigError, match="nested table 'data'"):
+        load_config_file(nested)
