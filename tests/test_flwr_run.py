@@ -2,15 +2,16 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FLWR = str(Path(sys.executable).with_name("flwr"))  # the CLI installed beside this interpreter
 
 
 def _pids_using(marker: str) -> list[int]:
@@ -44,7 +45,6 @@ def _stop(pids: list[int]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
 def test_flwr_run_with_pyproject_defaults(tmp_path):
     home = tmp_path / "flwr-home"
     env = {
@@ -57,12 +57,12 @@ def test_flwr_run_with_pyproject_defaults(tmp_path):
     overrides = f"num-clients=3 rounds=1 local-epochs=1 distill-epochs=1 transfer-size=60 out-dir='{out}'"
     try:
         setup = subprocess.run(
-            ["flwr", "federation", "simulation-config", "@none/default", "local", "--num-supernodes", "3"],
+            [FLWR, "federation", "simulation-config", "@none/default", "local", "--num-supernodes", "3"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
         )
         assert setup.returncode == 0, setup.stdout + setup.stderr
         run = subprocess.run(
-            ["flwr", "run", ".", "--run-config", overrides, "--stream"],
+            [FLWR, "run", ".", "--run-config", overrides, "--stream"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
