@@ -49,6 +49,8 @@ def test_flwr_run_with_pyproject_defaults(tmp_path):
     home = tmp_path / "flwr-home"
     env = {
         **os.environ,
+        # flwr starts flower-superlink / flower-superexec / flwr-simulation from PATH
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_HOME": str(home),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
