@@ -95,7 +95,9 @@ def measure_one(driver: str, clients: int, rounds: int) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    cfg = bench_config(clients, rounds).with_overrides({"engine": "inprocess" if driver == "plain" else driver})
+    cfg = bench_config(clients, rounds).with_overrides(
+        {"engine": "inprocess" if driver == "plain" else driver}
+    )
     from fedkd.data.federation import federation
 
     federation(cfg.data, cfg.run.seed)  # data preparation is common to all drivers: not timed
@@ -143,19 +145,25 @@ def main() -> None:
         for driver in args.drivers:
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", driver, str(clients), "--rounds", str(args.rounds)],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if proc.returncode != 0:
                 sys.exit(f"{driver} with {clients} clients failed:\n{proc.stderr[-2000:]}")
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"digits, knfu, {args.rounds} rounds; per-round = median of rounds 2..{args.rounds}")
-    print(f"{'clients':>7} {'driver':>10} {'round s':>8} {'x plain':>8} {'startup s':>10} {'round 1 s':>10}"
-          f" {'peak MB':>8}")
+    print(
+        f"{'clients':>7} {'driver':>10} {'round s':>8} {'x plain':>8} {'startup s':>10} {'round 1 s':>10}"
+        f" {'peak MB':>8}"
+    )
     for row in rows:
         plain = next(r for r in rows if r["clients"] == row["clients"] and r["driver"] == "plain")
         ratio = row["round_s"] / plain["round_s"]
-        print(f"{row['clients']:>7} {row['driver']:>10} {row['round_s']:>8.3f} {ratio:>8.2f}"
-              f" {row['startup_s']:>10.2f} {row['round1_s']:>10.2f} {row['peak_mb']:>8.0f}")
+        print(
+            f"{row['clients']:>7} {row['driver']:>10} {row['round_s']:>8.3f} {ratio:>8.2f}"
+            f" {row['startup_s']:>10.2f} {row['round1_s']:>10.2f} {row['peak_mb']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ SHORTHANDS = {
     "rounds": "rounds",
     "seed": "seed",
     "engine": "engine",
+    "data_dir": "data-dir",
+    "download": "download",
 }
 
 
@@ -72,7 +74,7 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0, pid))
         classes = int((hist[pid] > 0).sum())
         lines.append(
-            f"  client {pid:>3}: {arch:<8} {params:>9,d} params | train {len(split.client_train[pid]):>5}"
+            f"  client {pid:>3}: {arch:<11} {params:>9,d} params | train {len(split.client_train[pid]):>5}"
             f" | local test {len(split.client_test[pid]):>4} | {classes} classes"
         )
     return lines
@@ -119,16 +121,32 @@ def configure_logging(verbose: bool) -> None:
         flwr_log.addFilter(_DropDeprecationNotices())
 
 
+def config_options(func):
+    """Options shared by every command that builds an experiment config."""
+    options = [
+        click.option("--config", "config_file", type=str, help="TOML file of run_config keys."),
+        click.option(
+            "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key (fedkd keys)."
+        ),
+        click.option("--dataset", type=str, help="digits, mnist, fashion-mnist or cifar10."),
+        click.option("--data-dir", type=str, help="Folder with the dataset files (else $FEDKD_DATA_DIR)."),
+        click.option(
+            "--download", is_flag=True, default=None, help="Fetch missing data from the Hugging Face hub."
+        ),
+        click.option("--num-clients", type=str),
+        click.option("--alpha", type=str, help="Dirichlet concentration (> 0)."),
+        click.option("--algorithm", type=str),
+        click.option("--rounds", type=str),
+        click.option("--seed", type=str),
+        click.option("--engine", type=str, help="ray (default) or inprocess."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
-@click.option("--config", "config_file", type=str, help="TOML file of run_config keys.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any run_config key.")
-@click.option("--dataset", type=str)
-@click.option("--num-clients", type=str)
-@click.option("--alpha", type=str, help="Dirichlet concentration (> 0).")
-@click.option("--algorithm", type=str)
-@click.option("--rounds", type=str)
-@click.option("--seed", type=str)
-@click.option("--engine", type=str, help="ray (default) or inprocess.")
+@config_options
 @click.option("--out", type=str, help="Folder for results.json.")
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
 def run(
@@ -152,10 +170,39 @@ def run(
     )
 
 
+@main.command()
+@config_options
+@click.option("--out", type=str, default="runs/partition", show_default=True, help="Folder for the report.")
+def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorthands: Any) -> None:
+    """Print the partition report and write a clients x classes heatmap (partition.png)."""
+    from experiments.plots import partition_heatmap
+    from fedkd.data.federation import federation
+    from fedkd.data.partition import class_histogram
+    from fedkd.data.report import partition_table
+
+    cfg = build_config(config_file, shorthands, sets, None)
+    dataset, split = federation(cfg.data, cfg.run.seed)
+    hist = class_histogram(dataset.train_y, split, dataset.num_classes)
+    for line in partition_table(hist, split):
+        click.echo(line)
+    title = (
+        f"{dataset.name}: {cfg.data.partitioner} split, {cfg.data.num_clients} clients, seed {cfg.run.seed}"
+    )
+    click.echo(f"heatmap: {partition_heatmap(hist, Path(out) / 'partition.png', title)}")
+
+
 @main.command("keys")
-def keys() -> None:
+@click.option(
+    "--toml", "as_toml", is_flag=True, help="Print the [tool.flwr.app.config] block for pyproject.toml."
+)
+def keys(as_toml: bool) -> None:
     """List every run_config key with its default."""
     defaults = ExperimentConfig().to_run_config()
+    if as_toml:
+        import tomli_w
+
+        click.echo("[tool.flwr.app.config]\n" + tomli_w.dumps(defaults), nl=False)
+        return
     for key in config_keys():
         click.echo(f"{key} = {defaults[key]!r}")
 

@@ -22,13 +22,19 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"
-    data_dir: str = ""
+    data_dir: str = ""  # empty: $FEDKD_DATA_DIR
+    download: bool = False  # fetch from the Hugging Face hub when files are missing
     num_clients: int = 10
     partitioner: str = "dirichlet"
-    alpha: float = 0.5
+    alpha: float = 0.5  # dirichlet
+    classes_per_client: int = 2  # pathological
+    shards_per_client: int = 2  # shard
+    quantity_sigma: float = 1.0  # quantity-lognormal
     min_partition_size: int = 10
-    transfer_size: int = 200
+    max_client_samples: int = 0  # cap on each client's private train split; 0: no cap
     local_test_fraction: float = 0.2
+    transfer_size: int = 200
+    transfer_dataset: str = ""  # empty: held out from the training data; else another dataset
 
 
 @dataclass(frozen=True)

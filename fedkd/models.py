@@ -75,6 +75,80 @@ def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     )
 
 
+class _BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016): two 3x3 convolutions with BatchNorm and a skip."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def _cifar_resnet(input_shape: tuple[int, int, int], num_classes: int, blocks_per_stage: int) -> nn.Module:
+    """CIFAR-style ResNet (6n+2 layers): 3 stages of 16/32/64 channels, global average pool."""
+    c, _, _ = input_shape
+    layers: list[nn.Module] = [nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    cin = 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(blocks_per_stage):
+            layers.append(_BasicBlock(cin, width, stride=2 if stage > 0 and block == 0 else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]  # (B, 64) -> (B, C)
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("resnet8")
+def resnet8(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return _cifar_resnet(input_shape, num_classes, blocks_per_stage=1)
+
+
+@MODELS.register("resnet20")
+def resnet20(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return _cifar_resnet(input_shape, num_classes, blocks_per_stage=3)
+
+
+def _depthwise_separable(cin: int, cout: int, stride: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False),  # depthwise
+        nn.BatchNorm2d(cin),
+        nn.ReLU6(),
+        nn.Conv2d(cin, cout, 1, bias=False),  # pointwise
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(),
+    )
+
+
+@MODELS.register("mobilenet-s")
+def mobilenet_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A small MobileNet-v1-style net of depthwise separable convolutions (edge-device class)."""
+    c, _, _ = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1, bias=False),  # (B, 16, H, W)
+        nn.BatchNorm2d(16),
+        nn.ReLU6(),
+        _depthwise_separable(16, 32, 1),
+        _depthwise_separable(32, 64, 2),  # (B, 64, H/2, W/2)
+        _depthwise_separable(64, 64, 1),
+        _depthwise_separable(64, 128, 2),  # (B, 128, H/4, W/4)
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, num_classes),
+    )
+
+
 def architecture_for(models: str, partition_id: int, num_clients: int) -> str:
     """Cycle through a comma list, or take the client's own entry when one per client."""
     names = parse_model_list(models)

@@ -28,6 +28,7 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w") as handle:
             json.dump(_clean(payload), handle, indent=1, allow_nan=False)
             handle.flush()

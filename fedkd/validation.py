@@ -43,7 +43,15 @@ def validate_config(cfg: ExperimentConfig) -> None:
         f"models={cfg.model.models!r} lists {len(names)} architectures for "
         f"{d.num_clients} clients; allowed: at most one per client",
     )
+    if d.transfer_dataset:
+        _choice("transfer-dataset", d.transfer_dataset, DATASETS.names())
     _require(d.alpha > 0, f"alpha={d.alpha} is invalid; allowed: alpha > 0")
+    _require(d.classes_per_client >= 1, f"classes-per-client={d.classes_per_client}; allowed: >= 1")
+    _require(d.shards_per_client >= 1, f"shards-per-client={d.shards_per_client}; allowed: >= 1")
+    _require(d.quantity_sigma > 0, f"quantity-sigma={d.quantity_sigma}; allowed: > 0")
+    _require(
+        d.max_client_samples >= 0, f"max-client-samples={d.max_client_samples}; allowed: >= 0 (0: no cap)"
+    )
     _require(d.transfer_size >= 1, f"transfer-size={d.transfer_size} is invalid; allowed: >= 1")
     _require(d.min_partition_size >= 2, f"min-partition-size={d.min_partition_size}; allowed: >= 2")
     _require(

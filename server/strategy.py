@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 
 from clients.client_app import CONFIG_KEY, KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY, soft_record
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import load_dataset
+from fedkd.data.sources import NUM_CLASSES
 from fedkd.fusion import FUSIONS
 from fedkd.knowledge import simplex_violation
 from fedkd.metrics import alma, mean_finite
@@ -80,8 +80,8 @@ class KnowledgeFusionStrategy:
     ) -> None:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
-        dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
-        self.expected_shape = (cfg.data.transfer_size, dataset.num_classes)
+        # the server holds no data: shapes come from the config and the dataset's metadata
+        self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
         self.on_round = on_round
         self.node_timeout_s = node_timeout_s
         self.pid_of_node: dict[int, int] = {}

@@ -39,3 +39,14 @@ def tiny_config(**overrides) -> ExperimentConfig:
 @pytest.fixture
 def tiny() -> ExperimentConfig:
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The offline dataset copies (../shared/data, or $FEDKD_DATA_DIR as CI sets it)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("FEDKD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    assert (folder / "mnist").is_dir(), f"offline datasets not found at {folder}: set FEDKD_DATA_DIR"
+    return folder

@@ -30,7 +30,10 @@ def test_underscore_keys_are_accepted_as_kebab():
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; allowed: digits"),
+        (
+            {"dataset": "imagenet"},
+            "unknown dataset 'imagenet'; allowed: cifar10, digits, fashion-mnist, mnist",
+        ),
         ({"algorithm": "magic"}, "unknown algorithm 'magic'; allowed: fedmd, knfu, local"),
         ({"models": "mlp,transformer"}, "unknown model 'transformer'"),
         ({"alpha": 0}, "alpha=0.0 is invalid; allowed: alpha > 0"),

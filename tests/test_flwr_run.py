@@ -60,12 +60,20 @@ def test_flwr_run_with_pyproject_defaults(tmp_path):
     try:
         setup = subprocess.run(
             [FLWR, "federation", "simulation-config", "@none/default", "local", "--num-supernodes", "3"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert setup.returncode == 0, setup.stdout + setup.stderr
         run = subprocess.run(
             [FLWR, "run", ".", "--run-config", overrides, "--stream"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         saved = json.loads((out / "results.json").read_text())

@@ -70,3 +70,77 @@ def test_too_many_clients_is_a_config_error(digits):
 def test_impossible_dirichlet_is_a_config_error(digits):
     with pytest.raises(ConfigError, match="cannot split .* dirichlet partitions"):
         federated_split(digits.train_y, DataConfig(num_clients=100, alpha=0.01, min_partition_size=10), 0)
+
+
+PARTITIONERS_UNDER_TEST = [
+    "iid",
+    "dirichlet",
+    "pathological",
+    "shard",
+    "quantity-linear",
+    "quantity-lognormal",
+]
+
+
+@pytest.mark.parametrize("name", PARTITIONERS_UNDER_TEST)
+def test_every_partitioner_is_reproducible_and_disjoint(digits, name):
+    cfg = DataConfig(num_clients=6, partitioner=name, alpha=0.5, min_partition_size=5)
+    a, b = federated_split(digits.train_y, cfg, 3), federated_split(digits.train_y, cfg, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(a.client_train, b.client_train, strict=True))
+    everything = np.concatenate([a.transfer, *a.client_train, *a.client_test])
+    assert len(everything) == len(np.unique(everything))
+
+
+def test_pathological_gives_each_client_k_classes(digits):
+    cfg = DataConfig(num_clients=5, partitioner="pathological", classes_per_client=2)
+    split = federated_split(digits.train_y, cfg, 0)
+    hist = class_histogram(digits.train_y, split, 10)
+    assert ((hist > 0).sum(axis=1) == 2).all()
+
+
+def test_quantity_skew_sizes(digits):
+    linear = federated_split(digits.train_y, DataConfig(num_clients=4, partitioner="quantity-linear"), 0)
+    sizes = [len(t) for t in linear.client_train]
+    assert sizes == sorted(sizes) and sizes[-1] > 3 * sizes[0]
+    cfg = DataConfig(
+        num_clients=8, partitioner="quantity-lognormal", quantity_sigma=1.5, min_partition_size=10
+    )
+    lognormal = federated_split(digits.train_y, cfg, 0)
+    totals = [len(a) + len(b) for a, b in zip(lognormal.client_train, lognormal.client_test, strict=True)]
+    assert min(totals) >= 10 and max(totals) > 3 * min(totals)
+
+
+def test_cap_limits_private_train_but_not_local_test(digits):
+    capped = federated_split(
+        digits.train_y, DataConfig(num_clients=4, partitioner="iid", max_client_samples=30), 0
+    )
+    full = federated_split(digits.train_y, DataConfig(num_clients=4, partitioner="iid"), 0)
+    assert all(len(t) == 30 for t in capped.client_train)
+    assert all(set(c) <= set(f) for c, f in zip(capped.client_train, full.client_train, strict=True))
+    assert all(np.array_equal(c, f) for c, f in zip(capped.client_test, full.client_test, strict=True))
+
+
+def test_transfer_set_from_another_dataset_leaves_the_whole_pool_to_clients(digits):
+    cfg = DataConfig(num_clients=4, transfer_size=100, transfer_dataset="fashion-mnist")
+    split = federated_split(digits.train_y, cfg, 0, external_transfer_pool=60000)
+    client_side = np.concatenate([*split.client_train, *split.client_test])
+    assert len(client_side) == len(digits.train_y) == len(np.unique(client_side))
+    assert len(split.transfer) == 100 and split.transfer.max() < 60000
+
+
+def test_real_mnist_splits_are_reproducible(shared_data):
+    mnist = load_dataset("mnist", str(shared_data))
+    for cfg in [DataConfig(dataset="mnist", alpha=a) for a in (0.1, 0.5, 5.0)] + [
+        DataConfig(dataset="mnist", partitioner="pathological", classes_per_client=2)
+    ]:
+        a, b = federated_split(mnist.train_y, cfg, 0), federated_split(mnist.train_y, cfg, 0)
+        assert all(np.array_equal(x, y) for x, y in zip(a.client_train, b.client_train, strict=True))
+        assert np.array_equal(a.transfer, b.transfer)
+
+
+def test_transfer_dataset_must_match_input_shape(shared_data):
+    from fedkd.data.federation import federation
+
+    cfg = DataConfig(dataset="digits", transfer_dataset="mnist", data_dir=str(shared_data))
+    with pytest.raises(ConfigError, match=r"transfer-dataset=mnist has inputs \(1, 28, 28\)"):
+        federation(cfg, 0)

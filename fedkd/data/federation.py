@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from fedkd.config import DataConfig
+from fedkd.config import ConfigError, DataConfig
 from fedkd.data.partition import FederatedSplit, federated_split
 from fedkd.data.sources import Dataset, load_dataset
 
@@ -38,17 +38,32 @@ def normalise(images: np.ndarray, dataset: Dataset) -> torch.Tensor:
     return (x - mean) / std.clamp_min(1e-6)
 
 
+def transfer_source(cfg: DataConfig) -> Dataset:
+    """The dataset the transfer set is drawn from (the clients' own one by default)."""
+    return load_dataset(cfg.transfer_dataset or cfg.dataset, cfg.data_dir, cfg.download)
+
+
 @lru_cache(maxsize=8)
 def federation(cfg: DataConfig, seed: int) -> tuple[Dataset, FederatedSplit]:
-    dataset = load_dataset(cfg.dataset, cfg.data_dir)
-    return dataset, federated_split(dataset.train_y, cfg, seed)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    external = None
+    if cfg.transfer_dataset and cfg.transfer_dataset != cfg.dataset:
+        source = transfer_source(cfg)
+        if source.input_shape != dataset.input_shape:
+            raise ConfigError(
+                f"transfer-dataset={cfg.transfer_dataset} has inputs {source.input_shape}, but "
+                f"{cfg.dataset} has {dataset.input_shape}; allowed: a dataset of the same input shape"
+            )
+        external = len(source.train_y)
+    return dataset, federated_split(dataset.train_y, cfg, seed, external)
 
 
 @lru_cache(maxsize=8)
 def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dataset, split = federation(cfg, seed)
+    # transfer images are normalised with the clients' statistics: they are the clients' inputs
     return (
-        normalise(dataset.train_x[split.transfer], dataset),
+        normalise(transfer_source(cfg).train_x[split.transfer], dataset),
         normalise(dataset.test_x, dataset),
         torch.from_numpy(dataset.test_y),
     )

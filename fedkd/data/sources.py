@@ -1,16 +1,26 @@
 """Dataset loaders: each returns uint8 images (N, C, H, W) and int64 labels with train/test splits.
 
-Loaders are registered by name in DATASETS; ``load_dataset`` is the one entry point.
+``load_dataset(name, data_dir, download)`` is the one entry point. Files are looked up in the
+data directory (``data-dir`` / ``--data-dir``, else ``$FEDKD_DATA_DIR``) under the standard
+layouts; the Hugging Face hub is used only when ``download`` is set explicitly.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
+from fedkd.data import cifar, hub
+from fedkd.data.errors import DataError
+from fedkd.data.idx import has_idx_files, load_idx_split
 from fedkd.registry import Registry
+
+DATA_DIR_ENV = "FEDKD_DATA_DIR"
 
 
 @dataclass(frozen=True)
@@ -30,22 +40,60 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
-DATASETS: Registry = Registry("dataset")
+Loader = Callable[[Path | None, bool], Dataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+# Known without loading anything: the server validates replies against these.
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+INPUT_SHAPES = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 
 
-def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    scaled = x.astype(np.float64) / 255.0  # (N, C, H, W)
-    mean = tuple(float(v) for v in scaled.mean(axis=(0, 2, 3)))
-    std = tuple(float(v) for v in scaled.std(axis=(0, 2, 3)))
-    return mean, std
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std of uint8 images / 255 via 256-bin histograms (no float copy)."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        hist = np.bincount(x[:, c].ravel(), minlength=256).astype(np.float64)
+        mean = float((hist * levels).sum() / hist.sum())
+        var = float((hist * (levels - mean) ** 2).sum() / hist.sum())
+        means.append(mean)
+        stds.append(var**0.5)
+    return tuple(means), tuple(stds)
+
+
+def make_dataset(
+    name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> Dataset:
+    mean, std = channel_stats(train[0])
+    classes = int(max(train[1].max(), test[1].max())) + 1
+    return Dataset(name, train[0], train[1], test[0], test[1], classes, mean, std)
+
+
+def resolve_data_dir(data_dir: str) -> Path | None:
+    """The configured folder, else $FEDKD_DATA_DIR, else None."""
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV, "")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def _not_found(name: str, looked: list[Path], files: str) -> DataError:
+    where = ", ".join(str(p) for p in looked) or "nowhere (no --data-dir and no $FEDKD_DATA_DIR)"
+    return DataError(
+        f"{name} not found; looked in: {where}; put {files} in DIR/{name}/ and pass --data-dir DIR "
+        f"(or set {DATA_DIR_ENV}), or pass --set download=true to fetch it from the Hugging Face hub"
+    )
 
 
 @DATASETS.register("digits")
-def _load_digits(data_dir: str) -> Dataset:
+def _load_digits(root: Path | None, download: bool) -> Dataset:
     """scikit-learn's 8x8 digits (ships with the package). Fixed 80/20 stratified split.
 
-    The split uses its own fixed seed, independent of the run seed, so that the global test
-    set is the same for every experiment, as it is for datasets with an official split.
+    The split has its own fixed seed, independent of the run seed, so the global test set is
+    the same for every experiment, as it is for datasets with an official split.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -56,11 +104,61 @@ def _load_digits(data_dir: str) -> Dataset:
     train_x, test_x, train_y, test_y = train_test_split(
         images, labels, test_size=0.2, stratify=labels, random_state=0
     )
-    mean, std = _channel_stats(train_x)
-    return Dataset("digits", train_x, train_y, test_x, test_y, 10, mean, std)
+    return make_dataset("digits", (train_x, train_y), (test_x, test_y))
+
+
+def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loader:
+    def load(root: Path | None, download: bool) -> Dataset:
+        candidates = []
+        if root is not None:
+            candidates += [root / name, root / torchvision_name / "raw", root]
+        if system_dir:
+            candidates.append(Path(system_dir))
+        for folder in candidates:
+            if has_idx_files(folder):
+                return make_dataset(name, load_idx_split(folder, "train"), load_idx_split(folder, "t10k"))
+        if download:
+            return make_dataset(name, *hub.fetch(name))
+        raise _not_found(name, candidates, "train-images-idx3-ubyte.gz and the three other idx files")
+
+    return load
+
+
+DATASETS.register("mnist")(_idx_loader("mnist", "MNIST", None))
+DATASETS.register("fashion-mnist")(
+    _idx_loader("fashion-mnist", "FashionMNIST", "/usr/share/datasets/fashion-mnist")
+)
+
+
+@DATASETS.register("cifar10")
+def _load_cifar10(root: Path | None, download: bool) -> Dataset:
+    looked: list[Path] = []
+    for base in (root, root / "cifar10") if root is not None else ():
+        pickles = base / "cifar-10-batches-py"
+        looked.append(pickles)
+        if pickles.is_dir():
+            return make_dataset("cifar10", *cifar.load_pickles(pickles))
+    for base in (root / "cifar10-jpeg", root / "cifar10", root) if root is not None else ():
+        archive = base / "cifar10-jpeg.tar.xz"
+        looked.append(archive)
+        if archive.is_file():
+            return make_dataset("cifar10", *cifar.load_jpeg_archive(archive))
+    if download:
+        return make_dataset("cifar10", *hub.fetch("cifar10"))
+    raise _not_found("cifar10", looked, "cifar-10-batches-py/ or cifar10-jpeg.tar.xz")
+
+
+def load_dataset(name: str, data_dir: str = "", download: bool = False) -> Dataset:
+    """Load a registered dataset; cached per process, so clients in one worker share it."""
+    loader = DATASETS.get(name)
+    return _load_cached(name, resolve_data_dir(data_dir), download, loader)
 
 
 @lru_cache(maxsize=4)
-def load_dataset(name: str, data_dir: str = "") -> Dataset:
-    """Load a registered dataset (cached per process: clients in one worker share it)."""
-    return DATASETS.get(name)(data_dir)
+def _load_cached(name: str, root: Path | None, download: bool, loader: Loader) -> Dataset:
+    return loader(root, download)
+
+
+def clear_dataset_cache() -> None:
+    """Forget loaded datasets (after files on disk changed)."""
+    _load_cached.cache_clear()
