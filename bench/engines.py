@@ -48,7 +48,7 @@ def plain_loop(cfg, on_round) -> None:
         start = time.perf_counter()
         preds = []
         for pid in states:
-            step = local_step(cfg, pid, server_round, states[pid], fusion.exchanges_knowledge)
+            step = local_step(cfg, pid, server_round, states[pid], fusion.uploads == "predictions")
             states[pid] = step.state
             preds.append(step.predictions.astype(np.float32).astype(np.float64))
         result = fusion.fuse(np.stack(preds), cfg.fusion)

@@ -17,6 +17,7 @@ from fedkd.config import ExperimentConfig
 MODEL_KEY = "model"
 KNOWLEDGE_KEY = "knowledge"  # reply of train.local: ArrayRecord {"soft": (N_t, C) float32}
 TARGET_KEY = "target"  # content of train.distill: ArrayRecord {"soft": (N_t, C) float32}
+WEIGHTS_KEY = "weights"  # model weights: reply of train.local / content of train.distill (fedavg)
 METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
 
@@ -54,13 +55,16 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         cfg = resolve_config(bound, context)
         pid = partition_id(context)
         settings = msg.content[CONFIG_KEY]
+        upload = str(settings["upload"])  # predictions | weights | nothing
         result = local_step(
-            cfg, pid, int(settings["server-round"]), _load_state(context), bool(settings["predict"])
+            cfg, pid, int(settings["server-round"]), _load_state(context), upload == "predictions"
         )
         _save_state(context, result.state)
         content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
         if result.predictions is not None:
             content[KNOWLEDGE_KEY] = soft_record(result.predictions)
+        if upload == "weights":
+            content[WEIGHTS_KEY] = ArrayRecord(result.state)
         return Message(content, reply_to=msg)
 
     @app.train("distill")
@@ -70,8 +74,11 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         target = None
         if TARGET_KEY in msg.content:
             target = msg.content[TARGET_KEY]["soft"].numpy()
+        replacement = None
+        if WEIGHTS_KEY in msg.content:
+            replacement = msg.content[WEIGHTS_KEY].to_torch_state_dict()
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
-        result = distill_step(cfg, pid, server_round, _load_state(context), target)
+        result = distill_step(cfg, pid, server_round, _load_state(context), target, replacement)
         _save_state(context, result.state)
         metrics = MetricRecord({**result.metrics, "partition-id": pid})
         return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)

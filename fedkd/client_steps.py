@@ -16,6 +16,7 @@ import torch
 
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData, client_data
+from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, build_model
 from fedkd.seeding import torch_generator
 from fedkd.training import accuracy, distill, local_train, predict_proba
@@ -53,12 +54,17 @@ def _snapshot(model: torch.nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _data(cfg: ExperimentConfig, pid: int) -> ClientData:
+    guarded = FUSIONS.get(cfg.fusion.algorithm).guarded
+    return client_data(cfg.data, cfg.run.seed, pid, cfg.fusion.guard_fraction if guarded else 0.0)
+
+
 def local_step(
     cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, predict: bool
 ) -> StepResult:
     """Train on private data; optionally return soft predictions on the transfer set."""
     start = time.perf_counter()
-    data = client_data(cfg.data, cfg.run.seed, pid)
+    data = _data(cfg, pid)
     t = cfg.train
     with torch_threads(t.client_threads):
         model = _model(cfg, pid, data, state)
@@ -84,37 +90,69 @@ def local_step(
 
 
 def distill_step(
-    cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, target: np.ndarray | None
+    cfg: ExperimentConfig,
+    pid: int,
+    server_round: int,
+    state: StateDict | None,
+    target: np.ndarray | None,
+    replacement: StateDict | None = None,
 ) -> StepResult:
-    """Distil from a personalised target (if any), revisit private data, then evaluate."""
+    """Distil from a personalised target (if any), revisit private data, then evaluate.
+
+    ``replacement``: weights to adopt instead (weight-averaging baselines). For a guarded
+    algorithm, a distillation that lowers accuracy on the guard slice by more than the
+    tolerance is undone (metric ``rolled-back`` = 1).
+    """
     start = time.perf_counter()
-    data = client_data(cfg.data, cfg.run.seed, pid)
+    data = _data(cfg, pid)
     t = cfg.train
     metrics: dict[str, float] = {}
     with torch_threads(t.client_threads):
-        model = _model(cfg, pid, data, state)
+        model = _model(cfg, pid, data, replacement if replacement is not None else state)
         if target is not None:
-            metrics["distill-loss"] = distill(
-                model,
-                data.transfer_x,
-                torch.from_numpy(np.asarray(target, dtype=np.float32)),
-                temperature=t.temperature,
-                epochs=t.distill_epochs,
-                batch_size=t.batch_size,
-                lr=t.learning_rate,
-                generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
-            )
-            if t.revisit_epochs > 0:
-                local_train(
-                    model,
-                    data.train_x,
-                    data.train_y,
-                    epochs=t.revisit_epochs,
-                    batch_size=t.batch_size,
-                    lr=t.learning_rate,
-                    generator=torch_generator(cfg.run.seed, "revisit", pid, server_round),
-                )
+            guarded = len(data.val_y) > 0
+            if guarded:
+                before, snapshot = accuracy(model, data.val_x, data.val_y), _snapshot(model)
+            metrics["distill-loss"] = _distill_and_revisit(cfg, pid, server_round, model, data, target)
+            if guarded:
+                after = accuracy(model, data.val_x, data.val_y)
+                rolled_back = after < before - cfg.fusion.guard_tolerance
+                if rolled_back:
+                    model.load_state_dict(snapshot)
+                metrics["rolled-back"] = float(rolled_back)
         metrics["local-acc"] = accuracy(model, data.test_x, data.test_y)
         metrics["global-acc"] = accuracy(model, data.global_x, data.global_y)
     metrics["compute-seconds"] = time.perf_counter() - start
     return StepResult(_snapshot(model), None, metrics)
+
+
+def _distill_and_revisit(
+    cfg: ExperimentConfig,
+    pid: int,
+    server_round: int,
+    model: torch.nn.Module,
+    data: ClientData,
+    target: np.ndarray,
+) -> float:
+    t = cfg.train
+    loss = distill(
+        model,
+        data.transfer_x,
+        torch.from_numpy(np.asarray(target, dtype=np.float32)),
+        temperature=t.temperature,
+        epochs=t.distill_epochs,
+        batch_size=t.batch_size,
+        lr=t.learning_rate,
+        generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
+    )
+    if t.revisit_epochs > 0:
+        local_train(
+            model,
+            data.train_x,
+            data.train_y,
+            epochs=t.revisit_epochs,
+            batch_size=t.batch_size,
+            lr=t.learning_rate,
+            generator=torch_generator(cfg.run.seed, "revisit", pid, server_round),
+        )
+    return loss

@@ -63,6 +63,9 @@ class FusionConfig:
     neighbour_top_m: int = 3
     beta: float = 10.0
     include_self: bool = True
+    dsfl_temperature: float = 0.1  # DS-FL entropy reduction (lower: sharper)
+    guard_fraction: float = 0.1  # knfu-guard: share of private data held out for the guard
+    guard_tolerance: float = 0.0  # knfu-guard: allowed drop in guard accuracy before rollback
 
 
 @dataclass(frozen=True)

@@ -74,5 +74,14 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _require(t.learning_rate > 0, f"learning-rate={t.learning_rate}; allowed: > 0")
     _require(t.temperature > 0, f"temperature={t.temperature}; allowed: > 0")
     _require(f.beta >= 0, f"beta={f.beta} is invalid; allowed: beta >= 0")
+    _require(f.dsfl_temperature > 0, f"dsfl-temperature={f.dsfl_temperature}; allowed: > 0")
+    _require(0 < f.guard_fraction < 1, f"guard-fraction={f.guard_fraction}; allowed: 0 < value < 1")
+    _require(f.guard_tolerance >= 0, f"guard-tolerance={f.guard_tolerance}; allowed: >= 0")
+    if FUSIONS.get(f.algorithm).uploads == "weights":
+        _require(
+            len(set(names)) == 1,
+            f"algorithm={f.algorithm} averages weights and needs one architecture for all clients; "
+            f"models={cfg.model.models!r} lists {len(set(names))}",
+        )
     _require(f.neighbour_top_m >= 1, f"neighbour-top-m={f.neighbour_top_m}; allowed: >= 1")
     _require(f.neighbour_threshold >= 0, f"neighbour-threshold={f.neighbour_threshold}; allowed: >= 0")

@@ -1,9 +1,10 @@
 """KnowledgeFusionStrategy: the one round loop of fedkd, on Flower's Grid.
 
 One round: ``train.local`` to every client -> validate each reply (drop failed or invalid
-ones with a log line) -> fuse with the configured algorithm -> ``train.distill`` with one
-personalised target per client -> collect local/global accuracy. The loop reads only the
-algorithm's flags (``exchanges_knowledge``) and never branches on its name.
+ones with a log line) -> combine the uploads (fusion, or weight averaging) -> ``train.distill``
+with one personalised message per client -> collect local/global accuracy. The loop reads only
+the algorithm's flags (``uploads``, ``guarded``, via server/exchanges.py) and never branches
+on its name.
 """
 
 from __future__ import annotations
@@ -18,20 +19,13 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.client_app import CONFIG_KEY, KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY, soft_record
+from clients.client_app import CONFIG_KEY, METRICS_KEY
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import NUM_CLASSES
 from fedkd.fusion import FUSIONS
-from fedkd.knowledge import simplex_violation
 from fedkd.metrics import alma, mean_finite
+from server.exchanges import ReplyRejected, exchange_for
 
 log = logging.getLogger("flwr.fedkd")
-
-SIMPLEX_TOLERANCE = 1e-3
-
-
-class ReplyRejected(Exception):
-    """A reply that cannot be used this round; the message says why in a few words."""
 
 
 def payload_bytes(messages: Iterable[Message]) -> int:
@@ -64,7 +58,9 @@ class RoundOutcome:
     """Bookkeeping for one round while it runs."""
 
     node_of: dict[int, int] = field(default_factory=dict)  # partition id -> node id
-    knowledge: dict[int, np.ndarray] = field(default_factory=dict)  # pid -> (N_t, C)
+    accepted: dict[int, Any] = field(default_factory=dict)  # pid -> validated upload
+    replies: dict[int, Message] = field(default_factory=dict)  # pid -> its train.local reply
+    rolled_back: list[int] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     compute_s: float = 0.0
     bytes_up: int = 0
@@ -80,8 +76,7 @@ class KnowledgeFusionStrategy:
     ) -> None:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
-        # the server holds no data: shapes come from the config and the dataset's metadata
-        self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
+        self.exchange = exchange_for(cfg)
         self.on_round = on_round
         self.node_timeout_s = node_timeout_s
         self.pid_of_node: dict[int, int] = {}
@@ -101,19 +96,20 @@ class KnowledgeFusionStrategy:
         start = time.perf_counter()
         out = RoundOutcome()
         self._local_phase(grid, nodes, server_round, out)
-        targets, weights = self._fuse(out, server_round)
-        local_acc, global_acc = self._distill_phase(grid, server_round, targets, out)
+        contents, weights = self._combine(out, server_round)
+        local_acc, global_acc = self._distill_phase(grid, server_round, contents, out)
         return {
             "round": server_round,
             **alma(local_acc),
             "global_acc": mean_finite(global_acc.values()),
-            "client_acc": {pid: local_acc[pid] for pid in sorted(local_acc)},
+            "client_acc": local_acc,
             "weights": weights.tolist(),
             "bytes_up": out.bytes_up,
             "bytes_down": out.bytes_down,
             "wall_s": time.perf_counter() - start,
             "compute_s": out.compute_s,
             "failed_clients": out.failed,
+            "rolled_back": sorted(out.rolled_back),
         }
 
     # -- phases ---------------------------------------------------------------------------
@@ -124,8 +120,7 @@ class KnowledgeFusionStrategy:
         return replies
 
     def _local_phase(self, grid: Grid, nodes: list[int], server_round: int, out: RoundOutcome) -> None:
-        predict = self.fusion.exchanges_knowledge
-        settings = ConfigRecord({"server-round": server_round, "predict": predict})
+        settings = ConfigRecord({"server-round": server_round, "upload": self.fusion.uploads})
         messages = [
             Message(
                 RecordDict({CONFIG_KEY: settings}),
@@ -140,17 +135,16 @@ class KnowledgeFusionStrategy:
             try:
                 pid = self._check_metrics(reply, out)
                 out.node_of[pid] = node
-                if predict:
-                    out.knowledge[pid] = self._check_knowledge(reply)
+                out.accepted[pid] = self.exchange.accept(reply)
+                out.replies[pid] = reply
             except ReplyRejected as why:
                 self._reject(out, node, "train.local", str(why), server_round)
 
-    def _fuse(self, out: RoundOutcome, server_round: int) -> tuple[dict[int, np.ndarray | None], np.ndarray]:
+    def _combine(self, out: RoundOutcome, server_round: int) -> tuple[dict[int, RecordDict], np.ndarray]:
         k = self.cfg.data.num_clients
         weights = np.zeros((k, k))
-        exchanges = self.fusion.exchanges_knowledge
-        pids = sorted(out.knowledge) if exchanges else sorted(out.node_of)
-        if exchanges and len(pids) < self.cfg.run.min_replies:
+        pids = sorted(out.accepted)
+        if self.fusion.uploads != "nothing" and len(pids) < self.cfg.run.min_replies:
             log.warning(
                 "round %d: %d valid replies < min-replies=%d: no fusion this round",
                 server_round,
@@ -158,23 +152,21 @@ class KnowledgeFusionStrategy:
                 self.cfg.run.min_replies,
             )
             return {}, weights
-        if exchanges:
-            preds = np.stack([out.knowledge[p] for p in pids])  # (K', N_t, C)
-        else:
-            preds = np.zeros((len(pids), 0, self.expected_shape[1]))  # nothing was uploaded
-        result = self.fusion.fuse(preds, self.cfg.fusion)
-        weights[np.ix_(pids, pids)] = result.weights
-        return dict(zip(pids, result.targets, strict=True)), weights
+        try:
+            contents, sub = self.exchange.combine(out.accepted, out.replies)
+        except ReplyRejected as why:
+            log.warning("round %d: no fusion this round: %s", server_round, why)
+            return {}, weights
+        weights[np.ix_(pids, pids)] = sub
+        return contents, weights
 
     def _distill_phase(
-        self, grid: Grid, server_round: int, targets: dict[int, np.ndarray | None], out: RoundOutcome
+        self, grid: Grid, server_round: int, contents: dict[int, RecordDict], out: RoundOutcome
     ) -> tuple[dict[int, float], dict[int, float]]:
         settings = ConfigRecord({"server-round": server_round})
         messages = []
         for pid, node in sorted(out.node_of.items()):
-            content = RecordDict({CONFIG_KEY: settings})
-            if targets.get(pid) is not None:
-                content[TARGET_KEY] = soft_record(targets[pid])
+            content = RecordDict({CONFIG_KEY: settings, **contents.get(pid, {})})
             messages.append(
                 Message(content, dst_node_id=node, message_type="train.distill", group_id=str(server_round))
             )
@@ -186,6 +178,8 @@ class KnowledgeFusionStrategy:
                 metrics = reply.content[METRICS_KEY]
                 local_acc[pid] = float(metrics["local-acc"])
                 global_acc[pid] = float(metrics["global-acc"])
+                if metrics.get("rolled-back", 0.0):
+                    out.rolled_back.append(pid)
             except (ReplyRejected, KeyError) as why:
                 self._reject(out, reply.metadata.src_node_id, "train.distill", str(why), server_round)
         # replies arrive in any order: sort so that sums (ALMA) are bit-identical across engines
@@ -208,23 +202,10 @@ class KnowledgeFusionStrategy:
         out.compute_s += float(metrics.get("compute-seconds", 0.0))
         return pid
 
-    def _check_knowledge(self, reply: Message) -> np.ndarray:
-        if KNOWLEDGE_KEY not in reply.content or "soft" not in reply.content[KNOWLEDGE_KEY]:
-            raise ReplyRejected("reply carries no soft predictions")
-        preds = reply.content[KNOWLEDGE_KEY]["soft"].numpy().astype(np.float64)
-        if preds.shape != self.expected_shape:
-            raise ReplyRejected(f"soft predictions have shape {preds.shape}, expected {self.expected_shape}")
-        if not np.isfinite(preds).all():
-            raise ReplyRejected("soft predictions contain NaN or inf")
-        violation = simplex_violation(preds)
-        if violation > SIMPLEX_TOLERANCE:
-            raise ReplyRejected(f"soft prediction rows are off the simplex by {violation:.3g}")
-        return preds
-
     def _reject(self, out: RoundOutcome, node: int, phase: str, reason: str, server_round: int) -> None:
         pid = self.pid_of_node.get(node)
         if phase == "train.local" and pid is not None:
-            out.node_of.pop(pid, None)  # dropped for the whole round: no distill, no score
+            out.node_of.pop(pid, None)  # dropped for the whole round: no distil, no score
         out.failed.append({"node_id": node, "partition_id": pid, "phase": phase, "reason": reason})
         log.warning(
             "round %d: dropped %s reply of node %s (partition %s): %s", server_round, phase, node, pid, reason

@@ -10,6 +10,7 @@ from clients.client_app import (
     METRICS_KEY,
     MODEL_KEY,
     TARGET_KEY,
+    WEIGHTS_KEY,
     make_client_app,
     soft_record,
 )
@@ -34,8 +35,8 @@ def _msg(kind, content):
     return msg
 
 
-def _local(app, ctx, server_round=1, predict=True):
-    content = RecordDict({CONFIG_KEY: ConfigRecord({"server-round": server_round, "predict": predict})})
+def _local(app, ctx, server_round=1, upload="predictions"):
+    content = RecordDict({CONFIG_KEY: ConfigRecord({"server-round": server_round, "upload": upload})})
     return app(_msg("train.local", content), ctx)
 
 
@@ -57,8 +58,18 @@ def test_train_local_returns_soft_predictions_and_keeps_model_in_state():
 
 def test_train_local_without_predict_sends_no_knowledge():
     cfg = tiny_config(algorithm="local")
-    reply = _local(make_client_app(cfg), _context(cfg, 0), predict=False)
+    reply = _local(make_client_app(cfg), _context(cfg, 0), upload="nothing")
+    assert KNOWLEDGE_KEY not in reply.content and WEIGHTS_KEY not in reply.content
+
+
+def test_train_local_uploads_weights_when_asked():
+    cfg = tiny_config(algorithm="fedavg", models="cnn-s")
+    ctx = _context(cfg, 0)
+    reply = _local(make_client_app(cfg), ctx, upload="weights")
     assert KNOWLEDGE_KEY not in reply.content
+    sent = reply.content[WEIGHTS_KEY].to_torch_state_dict()
+    kept = ctx.state[MODEL_KEY].to_torch_state_dict()
+    assert sent.keys() == kept.keys() and all((sent[k] == kept[k]).all() for k in sent)
 
 
 def test_config_comes_from_run_config_when_not_bound():

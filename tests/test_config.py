@@ -34,7 +34,10 @@ def test_underscore_keys_are_accepted_as_kebab():
             {"dataset": "imagenet"},
             "unknown dataset 'imagenet'; allowed: cifar10, digits, fashion-mnist, mnist",
         ),
-        ({"algorithm": "magic"}, "unknown algorithm 'magic'; allowed: fedmd, knfu, local"),
+        (
+            {"algorithm": "magic"},
+            "unknown algorithm 'magic'; allowed: dsfl, fedavg, fedmd, knfu, knfu-guard, local",
+        ),
         ({"models": "mlp,transformer"}, "unknown model 'transformer'"),
         ({"alpha": 0}, "alpha=0.0 is invalid; allowed: alpha > 0"),
         ({"alpha": -1.5}, "alpha=-1.5"),
@@ -44,6 +47,12 @@ def test_underscore_keys_are_accepted_as_kebab():
         ({"divergence": "l2"}, "unknown divergence 'l2'"),
         ({"neighbour-rule": "knn"}, "unknown neighbour-rule 'knn'"),
         ({"models": "mlp,mlp,mlp", "num-clients": 2}, "3 architectures for 2 clients"),
+        (
+            {"algorithm": "fedavg"},
+            "needs one architecture for all clients; models='mlp,cnn-s,lenet5' lists 3",
+        ),
+        ({"dsfl-temperature": 0}, "dsfl-temperature=0.0; allowed: > 0"),
+        ({"guard-fraction": 1.0}, "guard-fraction=1.0; allowed: 0 < value < 1"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(overrides, fragment):

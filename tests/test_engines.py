@@ -23,6 +23,7 @@ ROUND_KEYS = {
     "wall_s",
     "compute_s",
     "failed_clients",
+    "rolled_back",
 }
 
 
@@ -30,7 +31,7 @@ def _numbers(results):
     return [(r["alma"], r["global_acc"], r["client_acc"], r["weights"]) for r in results.rounds]
 
 
-@pytest.mark.parametrize("algorithm", ["knfu", "fedmd", "local"])
+@pytest.mark.parametrize("algorithm", ["knfu", "knfu-guard", "fedmd", "dsfl", "local"])
 def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
     cfg = tiny_config(algorithm=algorithm, **{"out-dir": str(tmp_path)})
     first = run_experiment(cfg)

@@ -98,7 +98,7 @@ def test_fedmd_is_plain_mean_for_everyone():
 
 def test_local_exchanges_nothing():
     local = FUSIONS.get("local")
-    assert local.exchanges_knowledge is False
+    assert local.uploads == "nothing"
     result = local.fuse(np.zeros((4, 0, 10)), FusionConfig())
     assert result.targets == [None] * 4
     np.testing.assert_array_equal(result.weights, np.eye(4))

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from fedkd.config import ConfigError, DataConfig
-from fedkd.data.partition import FederatedSplit, federated_split
+from fedkd.data.partition import FederatedSplit, federated_split, stratified_holdout
 from fedkd.data.sources import Dataset, load_dataset
+from fedkd.seeding import numpy_rng
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ClientData:
     train_y: torch.Tensor  # (N_k,) int64
     test_x: torch.Tensor  # local test split, same label mix as train
     test_y: torch.Tensor
+    val_x: torch.Tensor  # guard slice held out of train (empty unless asked for)
+    val_y: torch.Tensor
     transfer_x: torch.Tensor  # (N_t, C, H, W): shared public set, labels unused
     global_x: torch.Tensor  # the dataset's test split
     global_y: torch.Tensor
@@ -69,15 +72,23 @@ def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
     )
 
 
-def client_data(cfg: DataConfig, seed: int, partition_id: int) -> ClientData:
+def client_data(cfg: DataConfig, seed: int, partition_id: int, val_fraction: float = 0.0) -> ClientData:
+    """One client's tensors; ``val_fraction`` of its private train split is held out as ``val``."""
     dataset, split = federation(cfg, seed)
     transfer_x, global_x, global_y = _shared_tensors(cfg, seed)
     train, test = split.client_train[partition_id], split.client_test[partition_id]
+    val = np.empty(0, dtype=np.int64)
+    if val_fraction > 0:
+        train, val = stratified_holdout(
+            train, dataset.train_y, val_fraction, numpy_rng(seed, "guard", partition_id)
+        )
     return ClientData(
         train_x=normalise(dataset.train_x[train], dataset),
         train_y=torch.from_numpy(dataset.train_y[train]),
         test_x=normalise(dataset.train_x[test], dataset),
         test_y=torch.from_numpy(dataset.train_y[test]),
+        val_x=normalise(dataset.train_x[val], dataset),
+        val_y=torch.from_numpy(dataset.train_y[val]),
         transfer_x=transfer_x,
         global_x=global_x,
         global_y=global_y,

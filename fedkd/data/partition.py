@@ -112,7 +112,7 @@ class FederatedSplit:
         return len(self.client_train)
 
 
-def _stratified_holdout(
+def stratified_holdout(
     indices: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (keep, holdout), holding out ``fraction`` of every class."""
@@ -154,7 +154,7 @@ def federated_split(
         )
     client_train, client_test = [], []
     for pid, part in enumerate(_partition_pool(pool, labels, cfg, seed)):
-        train, test = _stratified_holdout(
+        train, test = stratified_holdout(
             part, labels, cfg.local_test_fraction, numpy_rng(seed, "local-test", pid)
         )
         if 0 < cfg.max_client_samples < len(train):

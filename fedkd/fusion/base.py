@@ -1,8 +1,10 @@
 """The contract between the round loop and a fusion algorithm.
 
-The round loop never branches on an algorithm's name: it reads ``exchanges_knowledge`` to know
-whether clients upload predictions, and sends each client the target ``fuse`` made for it
-(None: that client learns locally this round).
+The round loop never branches on an algorithm's name. It reads two flags: ``uploads`` (what
+clients send after local training: "predictions", "weights" or "nothing") and ``guarded``
+(clients keep a validation slice and undo a distillation that hurts it). For "predictions"
+and "nothing" it sends each client the target ``fuse`` made for it (None: that client learns
+locally this round).
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ class FusionResult:
     weights: np.ndarray  # (K, K): row k = how much client k learns from each client j
 
 
+UPLOADS = ("predictions", "weights", "nothing")
+
+
 class FusionAlgorithm(Protocol):
-    exchanges_knowledge: bool
+    uploads: str  # one of UPLOADS
+    guarded: bool
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         """preds: (K, N, C) soft predictions of the K clients that replied, in a fixed order."""

@@ -9,7 +9,8 @@ from fedkd.fusion.base import FUSIONS, FusionResult
 
 
 class FedMDMean:
-    exchanges_knowledge = True
+    uploads = "predictions"
+    guarded = False
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]

@@ -52,7 +52,8 @@ def neighbour_weights(d: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarra
 
 
 class KnFu:
-    exchanges_knowledge = True
+    uploads = "predictions"
+    guarded = False
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         d = divergence_matrix(preds, cfg.divergence)  # (K, K)
@@ -65,3 +66,14 @@ class KnFu:
 
 
 FUSIONS.register("knfu")(KnFu())
+
+
+class GuardedKnFu(KnFu):
+    """KnFu plus a client-side guard (beyond the paper): a client keeps the distilled model only
+    if accuracy on a held-out slice of its private data did not drop by more than
+    ``guard-tolerance``; otherwise it rolls back to its pre-distillation model for that round."""
+
+    guarded = True
+
+
+FUSIONS.register("knfu-guard")(GuardedKnFu())

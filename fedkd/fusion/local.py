@@ -9,7 +9,8 @@ from fedkd.fusion.base import FUSIONS, FusionResult
 
 
 class LocalOnly:
-    exchanges_knowledge = False
+    uploads = "nothing"
+    guarded = False
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]

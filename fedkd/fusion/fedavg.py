@@ -1,0 +1,23 @@
+"""FedAvg reference for same-architecture runs: clients upload weights, not predictions.
+
+The averaging itself is Flower's own ``FedAvg.aggregate_train`` (server/weight_averaging.py);
+this entry only declares the exchange. It needs one architecture for every client.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedkd.config import FusionConfig
+from fedkd.fusion.base import FUSIONS, FusionResult
+
+
+class FedAvgReference:
+    uploads = "weights"
+    guarded = False
+
+    def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
+        raise TypeError("fedavg averages weights on the server; it has no prediction fusion")
+
+
+FUSIONS.register("fedavg")(FedAvgReference())

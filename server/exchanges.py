@@ -1,0 +1,109 @@
+"""What travels up after local training, how the server checks it, and what goes back down.
+
+One class per kind of upload, chosen by the fusion algorithm's ``uploads`` flag:
+``predictions`` (soft predictions -> the algorithm's ``fuse`` -> one target per client),
+``weights`` (model weights -> Flower's own FedAvg aggregation -> the same weights for all) and
+``nothing`` (local learning only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from clients.client_app import KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY, WEIGHTS_KEY, soft_record
+from fedkd.config import ExperimentConfig
+from fedkd.data.sources import NUM_CLASSES
+from fedkd.fusion import FUSIONS
+from fedkd.knowledge import simplex_violation
+
+SIMPLEX_TOLERANCE = 1e-3
+
+
+class ReplyRejected(Exception):
+    """A reply that cannot be used this round; the message says why in a few words."""
+
+
+class PredictionExchange:
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.fusion = FUSIONS.get(cfg.fusion.algorithm)
+        # the server holds no data: shapes come from the config and the dataset's metadata
+        self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
+
+    def accept(self, reply: Message) -> np.ndarray:
+        if KNOWLEDGE_KEY not in reply.content or "soft" not in reply.content[KNOWLEDGE_KEY]:
+            raise ReplyRejected("reply carries no soft predictions")
+        preds = reply.content[KNOWLEDGE_KEY]["soft"].numpy().astype(np.float64)
+        if preds.shape != self.expected_shape:
+            raise ReplyRejected(f"soft predictions have shape {preds.shape}, expected {self.expected_shape}")
+        if not np.isfinite(preds).all():
+            raise ReplyRejected("soft predictions contain NaN or inf")
+        violation = simplex_violation(preds)
+        if violation > SIMPLEX_TOLERANCE:
+            raise ReplyRejected(f"soft prediction rows are off the simplex by {violation:.3g}")
+        return preds
+
+    def combine(
+        self, accepted: dict[int, Any], replies: dict[int, Message]
+    ) -> tuple[dict[int, RecordDict], np.ndarray]:
+        """accepted: pid -> (N_t, C). Returns per-pid content for train.distill and a (K', K') matrix."""
+        pids = sorted(accepted)
+        result = self.fusion.fuse(np.stack([accepted[p] for p in pids]), self.cfg.fusion)  # (K', N_t, C)
+        contents = {
+            pid: RecordDict({TARGET_KEY: soft_record(target)})
+            for pid, target in zip(pids, result.targets, strict=True)
+            if target is not None
+        }
+        return contents, result.weights
+
+
+class NoExchange:
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+
+    def accept(self, reply: Message) -> None:
+        return None
+
+    def combine(
+        self, accepted: dict[int, Any], replies: dict[int, Message]
+    ) -> tuple[dict[int, RecordDict], np.ndarray]:
+        return {}, np.eye(len(accepted))
+
+
+class WeightExchange:
+    """Weight averaging with Flower's FedAvg strategy (weighted by num-examples)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.strategy = FedAvg()
+
+    def accept(self, reply: Message) -> ArrayRecord:
+        if WEIGHTS_KEY not in reply.content:
+            raise ReplyRejected("reply carries no model weights")
+        record = reply.content[WEIGHTS_KEY]
+        if not all(np.isfinite(arr.numpy()).all() for arr in record.values()):
+            raise ReplyRejected("model weights contain NaN or inf")
+        return record
+
+    def combine(
+        self, accepted: dict[int, Any], replies: dict[int, Message]
+    ) -> tuple[dict[int, RecordDict], np.ndarray]:
+        pids = sorted(accepted)
+        ordered = [replies[p] for p in pids]
+        averaged, _ = self.strategy.aggregate_train(server_round=0, replies=ordered)
+        if averaged is None:
+            raise ReplyRejected("Flower's FedAvg could not aggregate the replies (inconsistent weights)")
+        sizes = np.array([float(replies[p].content[METRICS_KEY]["num-examples"]) for p in pids])
+        weights = np.tile(sizes / sizes.sum(), (len(pids), 1))  # everyone gets the same average
+        return {pid: RecordDict({WEIGHTS_KEY: averaged}) for pid in pids}, weights
+
+
+EXCHANGES = {"predictions": PredictionExchange, "weights": WeightExchange, "nothing": NoExchange}
+
+
+def exchange_for(cfg: ExperimentConfig):
+    return EXCHANGES[FUSIONS.get(cfg.fusion.algorithm).uploads](cfg)
