@@ -191,6 +191,95 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     click.echo(f"heatmap: {partition_heatmap(hist, Path(out) / 'partition.png', title)}")
 
 
+SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+
+
+def resolve_sweep_file(name: str) -> Path:
+    """A path, or the name of a shipped sweep (experiments/sweeps/NAME.toml)."""
+    path = Path(name)
+    if path.is_file() or path.suffix == ".toml":
+        return path
+    shipped = SWEEPS_DIR / f"{name}.toml"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.toml")))
+    raise ConfigError(f"sweep {name!r} not found; give a .toml path or one of: {names}")
+
+
+@main.command()
+@click.argument("sweep_file")
+@click.option("--out", type=str, help="Folder for runs.jsonl and run results [default: runs/<sweep name>].")
+@click.option(
+    "--workers", type=int, default=None, help="Runs side by side [default: cores for inprocess, else 1]."
+)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
+@click.option("--retry-failed", is_flag=True, help="Run again the configurations recorded as failed.")
+def sweep(
+    sweep_file: str, out: str | None, workers: int | None, sets: tuple[str, ...], retry_failed: bool
+) -> None:
+    """Run a parameter sweep; running it again resumes where it stopped."""
+    import os
+
+    from tqdm import tqdm
+
+    from experiments.sweep import RUNS_FILE, expand, load_sweep, pending_runs, run_sweep
+
+    spec = load_sweep(resolve_sweep_file(sweep_file))
+    planned = expand(spec, parse_set_options(sets))
+    out_dir = Path(out or Path("runs") / spec.name)
+    if workers is None:
+        engines = {run.config.run.engine for run in planned}
+        workers = (os.cpu_count() or 1) if engines == {"inprocess"} else 1
+    if workers < 1:
+        raise ConfigError(f"--workers={workers} is invalid; allowed: >= 1")
+    todo = pending_runs(planned, out_dir / RUNS_FILE, retry_failed)
+    click.echo(
+        f"sweep {spec.name}: {len(planned)} configurations over {', '.join(spec.axes) or 'no axes'}; "
+        f"{len(planned) - len(todo)} already done, {len(todo)} to run with {workers} worker(s) -> {out_dir}"
+    )
+    failed = 0
+    with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
+        for row in run_sweep(planned, out_dir, workers, retry_failed):
+            bar.update(1)
+            if row["status"] == "ok":
+                axes = " ".join(f"{k}={v}" for k, v in row["axes"].items())
+                bar.set_postfix_str(f"{axes}: ALMA {row['final']['alma']:.3f}")
+            else:
+                failed += 1
+                tqdm.write(f"failed: {row['axes']}: {row['error']}")
+    click.echo(f"done: {out_dir / RUNS_FILE}" + (f" ({failed} failed)" if failed else ""))
+
+
+@main.command()
+@click.argument("sweep_dir")
+@click.option("--out", type=str, help="Folder for report.md and figures [default: SWEEP_DIR].")
+@click.option("--run", "run_id", type=str, help="Run id whose weight matrix and partition to show.")
+def report(sweep_dir: str, out: str | None, run_id: str | None) -> None:
+    """Summary table (Markdown + CSV), paired tests and figures of a sweep."""
+    from experiments.report import write_report
+
+    click.echo(f"report: {write_report(sweep_dir, out, run_id)}")
+
+
+@main.command()
+@click.argument("results_file")
+@click.option("--out", type=str, help="Folder for the figures [default: beside RESULTS_FILE].")
+def plot(results_file: str, out: str | None) -> None:
+    """Figures of one run's results.json."""
+    import json
+
+    from experiments.plots import run_figures
+
+    path = Path(results_file)
+    try:
+        history = json.loads(path.read_text())
+        history["rounds"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        raise ConfigError(f"{results_file!r} is not a fedkd results.json with at least one round") from None
+    for name, figure in run_figures(history, Path(out) if out else path.parent).items():
+        click.echo(f"{name}: {figure}")
+
+
 @main.command("keys")
 @click.option(
     "--toml", "as_toml", is_flag=True, help="Print the [tool.flwr.app.config] block for pyproject.toml."

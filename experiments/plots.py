@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 
 def partition_heatmap(hist: np.ndarray, path: str | Path, title: str) -> Path:
@@ -36,7 +37,195 @@ def partition_heatmap(hist: np.ndarray, path: str | Path, title: str) -> Path:
                 fontsize=7,
                 color="white" if value < hist.max() / 2 else "black",
             )
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """PNG for the report, PDF for papers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
+    fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path
+
+
+def weights_heatmap(weights: list[list[float]], path: str | Path, title: str) -> Path:
+    """Row k: how much client k learned from each client j (the fusion weight matrix)."""
+    w = np.asarray(weights)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    image = ax.imshow(w, cmap="magma", vmin=0.0, vmax=max(float(w.max()), 1e-9))
+    ax.set_xlabel("teacher client j")
+    ax.set_ylabel("student client k")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="weight w_kj")
+    return _save(fig, Path(path))
+
+
+def run_figures(history: dict, out: str | Path) -> dict[str, Path]:
+    """Figures of one results.json: ALMA per round, per-client accuracy, weights, bytes."""
+    out = Path(out)
+    rounds = history["rounds"]
+    x = [r["round"] for r in rounds]
+    alg = history["config"]["fusion"]["algorithm"]
+    figures = {}
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(x, [r["alma"] for r in rounds], marker="o", label="ALMA (mean)")
+    ax.plot(x, [r["alma_min"] for r in rounds], linestyle="--", label="ALMA (worst client)")
+    ax.plot(x, [r["global_acc"] for r in rounds], linestyle=":", label="global test accuracy")
+    ax.set(xlabel="round", ylabel="accuracy", title=f"{alg}: accuracy per round", ylim=(0, 1))
+    ax.legend()
+    figures["accuracy per round"] = _save(fig, out / "accuracy_per_round.png")
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for pid in sorted(rounds[-1]["client_acc"], key=int):
+        ax.plot(x, [r["client_acc"].get(pid, np.nan) for r in rounds], alpha=0.7, label=f"client {pid}")
+    ax.set(xlabel="round", ylabel="local test accuracy", title=f"{alg}: per-client accuracy", ylim=(0, 1))
+    ax.legend(fontsize=6, ncol=2)
+    figures["per-client accuracy"] = _save(fig, out / "client_accuracy.png")
+    figures["weights"] = weights_heatmap(
+        rounds[-1]["weights"], out / "weights.png", f"{alg}: who learned from whom"
+    )
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.bar(np.array(x) - 0.2, [r["bytes_up"] / 1e3 for r in rounds], width=0.4, label="up")
+    ax.bar(np.array(x) + 0.2, [r["bytes_down"] / 1e3 for r in rounds], width=0.4, label="down")
+    ax.set(xlabel="round", ylabel="kB per round (all clients)", title=f"{alg}: communication")
+    ax.legend()
+    figures["bytes per round"] = _save(fig, out / "bytes_per_round.png")
+    return figures
+
+
+def pick_fusion_run(rows: list[dict]) -> dict | None:
+    """The run whose weight matrix the report shows: the first KnFu run, else the first run."""
+    for row in rows:
+        if row["axes"].get("algorithm", row["config"]["algorithm"]).startswith("knfu"):
+            return row
+    return rows[0] if rows else None
+
+
+def _algorithm(row: dict) -> str:
+    return row["axes"].get("algorithm", row["config"]["algorithm"])
+
+
+def _panels(rows: list[dict], axes: list[str], exclude: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """Rows grouped by every axis except the excluded ones (one subplot each, at most 12)."""
+    keys = [a for a in axes if a not in exclude]
+    panels: dict[tuple, list[dict]] = {}
+    for row in rows:
+        panels.setdefault(tuple((k, row["axes"].get(k)) for k in keys), []).append(row)
+    return dict(list(sorted(panels.items(), key=lambda kv: str(kv[0])))[:12])
+
+
+def _grid(n: int):
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axs = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), dpi=110, squeeze=False)
+    for ax in axs.flat[n:]:
+        ax.axis("off")
+    return fig, list(axs.flat)
+
+
+def _title(key: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in key) or "all runs"
+
+
+def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | None) -> dict[str, Path]:
+    figures: dict[str, Path] = {}
+    panels = _panels(rows, axes, ("algorithm", "seed"))
+    fig, axs = _grid(len(panels))
+    for ax, (key, members) in zip(axs, panels.items(), strict=False):
+        for alg in sorted({_algorithm(r) for r in members}):
+            curves = np.array(
+                [[x["alma"] for x in r["history"]["rounds"]] for r in members if _algorithm(r) == alg]
+            )
+            mean, std = curves.mean(axis=0), curves.std(axis=0)
+            rounds = np.arange(1, curves.shape[1] + 1)
+            ax.plot(rounds, mean, marker=".", label=alg)
+            ax.fill_between(rounds, mean - std, mean + std, alpha=0.15)
+        ax.set(title=_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    figures["ALMA per round"] = _save(fig, out / "alma_per_round.png")
+
+    if "alpha" in axes:
+        panels = _panels(rows, axes, ("algorithm", "seed", "alpha"))
+        fig, axs = _grid(len(panels))
+        for ax, (key, members) in zip(axs, panels.items(), strict=False):
+            for alg in sorted({_algorithm(r) for r in members}):
+                alphas = sorted({r["axes"]["alpha"] for r in members if _algorithm(r) == alg})
+                finals = [
+                    [r["final"]["alma"] for r in members if _algorithm(r) == alg and r["axes"]["alpha"] == a]
+                    for a in alphas
+                ]
+                ax.errorbar(
+                    alphas,
+                    [np.mean(f) for f in finals],
+                    yerr=[np.std(f) for f in finals],
+                    marker="o",
+                    capsize=3,
+                    label=alg,
+                )
+            ax.set(
+                xscale="log",
+                title=_title(key),
+                xlabel="Dirichlet alpha (log scale; larger = more IID)",
+                ylabel="final ALMA (mean ± std over seeds)",
+            )
+            ticks = sorted({r["axes"]["alpha"] for r in members})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.legend(fontsize=7)
+        figures["final ALMA vs alpha"] = _save(fig, out / "alma_vs_alpha.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    algs = sorted({_algorithm(r) for r in rows})
+    for i, alg in enumerate(algs):
+        accs = [
+            acc
+            for r in rows
+            if _algorithm(r) == alg
+            for acc in r["history"]["rounds"][-1]["client_acc"].values()
+        ]
+        jitter = np.random.default_rng(i).uniform(-0.15, 0.15, size=len(accs))
+        ax.scatter(i + jitter, accs, s=6, alpha=0.4)
+        ax.hlines(np.mean(accs), i - 0.3, i + 0.3, color="black")
+    ax.set_xticks(range(len(algs)), algs)
+    ax.set(ylabel="final local test accuracy per client", title="per-client accuracy (all runs; bar = mean)")
+    figures["per-client accuracy"] = _save(fig, out / "client_accuracy.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for alg in algs:
+        per_round = np.array(
+            [
+                [(x["bytes_up"] + x["bytes_down"]) / 1e3 for x in r["history"]["rounds"]]
+                for r in rows
+                if _algorithm(r) == alg
+            ]
+        )
+        ax.plot(np.arange(1, per_round.shape[1] + 1), per_round.mean(axis=0), marker=".", label=alg)
+    ax.set(xlabel="round", ylabel="kB per round (up + down, all clients)", title="communication per round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_yscale("symlog")
+    ax.legend(fontsize=7)
+    figures["bytes per round"] = _save(fig, out / "bytes_per_round.png")
+
+    if chosen is not None:
+        title = f"{_algorithm(chosen)} {_title(tuple(chosen['axes'].items()))}"
+        figures["weights"] = weights_heatmap(
+            chosen["history"]["rounds"][-1]["weights"], out / "weights.png", title
+        )
+        figures["partition"] = _chosen_partition(chosen, out / "partition.png")
+    return figures
+
+
+def _chosen_partition(row: dict, path: Path) -> Path:
+    from fedkd.config import ExperimentConfig
+    from fedkd.data.federation import federation
+    from fedkd.data.partition import class_histogram
+
+    cfg = ExperimentConfig.from_run_config(row["config"])
+    dataset, split = federation(cfg.data, cfg.run.seed)
+    hist = class_histogram(dataset.train_y, split, dataset.num_classes)
+    out = partition_heatmap(
+        hist, path, f"{dataset.name} {cfg.data.partitioner} alpha={cfg.data.alpha}, seed {cfg.run.seed}"
+    )
+    return out

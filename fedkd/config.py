@@ -33,6 +33,7 @@ class DataConfig:
     min_partition_size: int = 10
     max_client_samples: int = 0  # cap on each client's private train split; 0: no cap
     local_test_fraction: float = 0.2
+    global_test_size: int = 0  # evaluate on a fixed random subset of the test split; 0: all of it
     transfer_size: int = 200
     transfer_dataset: str = ""  # empty: held out from the training data; else another dataset
 

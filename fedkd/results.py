@@ -22,7 +22,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def atomic_write_json(path: str | Path, payload: Any) -> None:
+def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,13 +30,17 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w") as handle:
-            json.dump(_clean(payload), handle, indent=1, allow_nan=False)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(_clean(payload), indent=1, allow_nan=False))
 
 
 def environment_info() -> dict[str, str]:

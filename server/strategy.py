@@ -98,6 +98,9 @@ class KnowledgeFusionStrategy:
         self._local_phase(grid, nodes, server_round, out)
         contents, weights = self._combine(out, server_round)
         local_acc, global_acc = self._distill_phase(grid, server_round, contents, out)
+        if not local_acc:
+            first = out.failed[0]["reason"] if out.failed else "no reply"
+            raise RuntimeError(f"round {server_round}: no client completed the round; first problem: {first}")
         return {
             "round": server_round,
             **alma(local_acc),

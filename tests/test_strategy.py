@@ -92,3 +92,14 @@ def test_payload_bytes_counts_array_data():
         )
     # float32 payload plus the small .npy header that Flower's Array carries
     assert 5 * 10 * 4 <= payload_bytes([msg]) < 5 * 10 * 4 + 256
+
+
+def test_a_round_where_every_client_fails_stops_the_run():
+    cfg = tiny_config(models="mlp", **{"num-clients": 2, "min-replies": 1})
+
+    def broken(message, context):
+        raise RuntimeError("no GPU")
+
+    grid = InProcessGrid(broken, 2)
+    with task_identity(1), pytest.raises(RuntimeError, match="round 1: no client completed the round.*no GPU"):
+        KnowledgeFusionStrategy(cfg).run_round(grid, sorted(grid.get_node_ids()), 1)

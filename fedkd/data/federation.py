@@ -64,11 +64,14 @@ def federation(cfg: DataConfig, seed: int) -> tuple[Dataset, FederatedSplit]:
 @lru_cache(maxsize=8)
 def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dataset, split = federation(cfg, seed)
+    test = np.arange(len(dataset.test_y))
+    if 0 < cfg.global_test_size < len(test):  # the same subset for every client and algorithm
+        test = np.sort(numpy_rng(seed, "global-test").choice(test, cfg.global_test_size, replace=False))
     # transfer images are normalised with the clients' statistics: they are the clients' inputs
     return (
         normalise(transfer_source(cfg).train_x[split.transfer], dataset),
-        normalise(dataset.test_x, dataset),
-        torch.from_numpy(dataset.test_y),
+        normalise(dataset.test_x[test], dataset),
+        torch.from_numpy(dataset.test_y[test]),
     )
 
 

@@ -1,0 +1,206 @@
+"""Parameter sweeps: grid expansion, parallel runs, a crash-safe results table, resume.
+
+A sweep file (TOML) has ``[base]`` (flat config keys for every run), ``[grid]`` (key = list of
+values: the cartesian product) and optionally ``[zip]`` (key = list, all lists the same
+length: varied together). Each finished run appends one JSON line to ``DIR/runs.jsonl``; a run
+whose config hash is already there is skipped, so running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tomllib
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedkd.config import ConfigError, ExperimentConfig
+
+RUNS_FILE = "runs.jsonl"
+# Keys that change where or how a run executes, never its numbers: not part of its identity.
+NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    axes: dict[str, Any]  # the values this run takes on the sweep's axes
+    config: ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    zipped: dict[str, list[Any]]
+
+    @property
+    def axes(self) -> list[str]:
+        return [*self.grid, *self.zipped]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {exc}") from None
+    unknown = set(raw) - {"base", "grid", "zip", "name"}
+    if unknown:
+        raise ConfigError(
+            f"sweep file {path}: unknown table {sorted(unknown)[0]!r}; allowed: base, grid, zip"
+        )
+    grid, zipped = raw.get("grid", {}), raw.get("zip", {})
+    for table, values in (("grid", grid), ("zip", zipped)):
+        for key, value in values.items():
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"sweep file {path}: [{table}] {key} must be a non-empty list")
+    if len({len(v) for v in zipped.values()}) > 1:
+        raise ConfigError(f"sweep file {path}: [zip] lists must all have the same length")
+    both = set(grid) & set(zipped)
+    if both:
+        raise ConfigError(f"sweep file {path}: key {sorted(both)[0]!r} is in both [grid] and [zip]")
+    return Sweep(raw.get("name", path.stem), raw.get("base", {}), grid, zipped)
+
+
+def run_id_of(cfg: ExperimentConfig) -> str:
+    """Stable identity of a run: hash of its full config, minus where/how it executes."""
+    identity = {k: v for k, v in cfg.to_run_config().items() if k not in NON_IDENTITY_KEYS}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Every configuration of the sweep, validated, in a deterministic order."""
+    base = ExperimentConfig().with_overrides({**sweep.base, **(overrides or {})})
+    grid_rows = [
+        dict(zip(sweep.grid, combo, strict=True)) for combo in itertools.product(*sweep.grid.values())
+    ]
+    n_zip = len(next(iter(sweep.zipped.values()))) if sweep.zipped else 1
+    zip_rows = [{k: v[i] for k, v in sweep.zipped.items()} for i in range(n_zip)]
+    planned, seen = [], set()
+    for grid_row, zip_row in itertools.product(grid_rows, zip_rows):
+        axes = {**grid_row, **zip_row}
+        cfg = base.with_overrides(axes).validate()
+        run_id = run_id_of(cfg)
+        if run_id not in seen:
+            seen.add(run_id)
+            planned.append(PlannedRun(run_id, axes, cfg))
+    return planned
+
+
+# -- the results table -------------------------------------------------------------------------
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of runs.jsonl; a torn last line (killed mid-write) is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def repair_table(path: Path) -> None:
+    """Cut a torn trailing line so that the next append starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """One complete line per write, then fsync: a crash loses at most this row, never corrupts others."""
+    line = (json.dumps(row, allow_nan=False, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- running -----------------------------------------------------------------------------------
+def execute(run: PlannedRun, out_dir: str) -> dict[str, Any]:
+    """Run one configuration (in a worker process); never raises, returns the table row."""
+    import logging
+
+    from experiments.engines import run_experiment
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr.fedkd").setLevel(logging.WARNING)  # no round lines from workers
+    run_dir = Path(out_dir) / "runs" / run.run_id
+    cfg = run.config.with_overrides({"out-dir": str(run_dir)})
+    row: dict[str, Any] = {"id": run.run_id, "axes": run.axes, "config": cfg.to_run_config()}
+    try:
+        from fedkd.data.federation import federation
+
+        federation(cfg.data, cfg.run.seed)  # data problems fail here, with the loader's message
+        results = run_experiment(cfg)
+        final = results.payload["final"]
+        row.update(status="ok", final=final, results=str(results.path))
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        row.update(status="failed", error=f"{type(exc).__name__}: {message}"[:500])
+        row["traceback_tail"] = traceback.format_exc().splitlines()[-3:]
+    return _json_safe(row)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def pending_runs(planned: list[PlannedRun], table: Path, retry_failed: bool) -> list[PlannedRun]:
+    done = {row["id"] for row in read_rows(table) if row.get("status") == "ok" or not retry_failed}
+    return [run for run in planned if run.run_id not in done]
+
+
+def run_sweep(
+    planned: list[PlannedRun], out_dir: str | Path, workers: int, retry_failed: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Run what is not yet in the table, ``workers`` processes at a time; yield each row."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / RUNS_FILE
+    repair_table(table)
+    todo = pending_runs(planned, table, retry_failed)
+    if workers <= 1:
+        for run in todo:
+            row = execute(run, str(out))
+            append_row(table, row)
+            yield row
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        queue = iter(todo)
+        running: set[Future] = set()
+        for run in itertools.islice(queue, workers):
+            running.add(pool.submit(execute, run, str(out)))
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                row = future.result()
+                append_row(table, row)
+                yield row
+                nxt = next(queue, None)
+                if nxt is not None:
+                    running.add(pool.submit(execute, nxt, str(out)))

@@ -1,0 +1,171 @@
+"""Sweeps: grid expansion, crash-safe resume (SIGKILL), failed runs, and the report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from experiments.cli import main
+from experiments.sweep import Sweep, expand, load_sweep, read_rows, repair_table
+from fedkd.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "sweeps" / "smoke.toml"
+
+
+def test_shipped_sweeps_expand_and_validate():
+    sizes = {"smoke": 8, "alpha": 45, "knfu-mnist": 90, "knfu-paper": 72}
+    for name, size in sizes.items():
+        assert len(expand(load_sweep(ROOT / "experiments" / "sweeps" / f"{name}.toml"))) == size
+
+
+def test_grid_times_zip_and_duplicates_collapse():
+    sweep = Sweep("t", {"engine": "inprocess"}, {"seed": [0, 1]}, {"alpha": [0.1, 1.0], "rounds": [2, 3]})
+    runs = expand(sweep)
+    assert [(r.axes["seed"], r.axes["alpha"], r.axes["rounds"]) for r in runs] == [
+        (0, 0.1, 2),
+        (0, 1.0, 3),
+        (1, 0.1, 2),
+        (1, 1.0, 3),
+    ]
+    same = expand(Sweep("t", {}, {"engine": ["inprocess", "ray"]}, {}))
+    assert len(same) == 1  # the engine does not change the numbers, so not the identity
+
+
+def test_bad_axis_value_is_a_config_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grid]\nalpha = [0.5, -1]\n")
+    with pytest.raises(ConfigError, match="alpha=-1.0 is invalid"):
+        expand(load_sweep(bad))
+    bad.write_text("[grid]\nalpha = 0.5\n")
+    with pytest.raises(ConfigError, match="must be a non-empty list"):
+        load_sweep(bad)
+
+
+def _rows(out: Path) -> list[dict]:
+    return read_rows(out / "runs.jsonl")
+
+
+def test_sweep_resume_and_report(tmp_path):
+    out = tmp_path / "smoke"
+    runner = CliRunner()
+    first = runner.invoke(main, ["sweep", str(SMOKE), "--out", str(out), "--workers", "2"])
+    assert first.exit_code == 0, first.output
+    rows = _rows(out)
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
+    assert len({r["id"] for r in rows}) == 8
+    again = runner.invoke(main, ["sweep", str(SMOKE), "--out", str(out)])
+    assert "8 already done, 0 to run" in again.output and len(_rows(out)) == 8
+
+    report = runner.invoke(main, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    text = (out / "report.md").read_text()
+    table_rows = [
+        line for line in text.splitlines() if line.startswith("| 0.3 |") or line.startswith("| 3 |")
+    ]
+    assert len(table_rows) == 4  # 2 alphas x 2 algorithms, 2 seeds each
+    assert "| knfu | local | 4 |" in text  # the paired test over alpha x seed
+    csv_lines = (out / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("alpha,algorithm,n,alma_mean") and len(csv_lines) == 5
+    for name in [
+        "alma_per_round",
+        "alma_vs_alpha",
+        "client_accuracy",
+        "bytes_per_round",
+        "weights",
+        "partition",
+    ]:
+        assert f"figures/{name}.png" in text
+        with Image.open(out / "figures" / f"{name}.png") as image:
+            image.verify()
+            assert image.size[0] >= 400 and image.size[1] >= 300
+        assert (out / "figures" / f"{name}.pdf").stat().st_size > 1000
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    spec = tmp_path / "mixed.toml"
+    spec.write_text(
+        '[base]\nengine = "inprocess"\nnum-clients = 3\nrounds = 1\nlocal-epochs = 1\ndistill-epochs = 1\n'
+        f'transfer-size = 60\ndata-dir = "{tmp_path / "empty"}"\n[grid]\ndataset = ["mnist", "digits"]\n'
+    )
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    rows = {r["axes"]["dataset"]: r for r in _rows(tmp_path / "out")}
+    assert rows["digits"]["status"] == "ok"
+    assert rows["mnist"]["status"] == "failed" and "mnist not found" in rows["mnist"]["error"]
+    assert "\n" not in rows["mnist"]["error"]
+
+
+def test_torn_last_line_is_cut_before_appending(tmp_path):
+    table = tmp_path / "runs.jsonl"
+    table.write_text('{"id": "a", "status": "ok"}\n{"id": "b", "sta')
+    assert [r["id"] for r in read_rows(table)] == ["a"]
+    repair_table(table)
+    assert table.read_text() == '{"id": "a", "status": "ok"}\n'
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_configuration(tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(SMOKE), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(_rows(out)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker processes, no clean-up
+        proc.wait()
+    done_before = len(_rows(out))
+    assert 2 <= done_before < 8
+    with open(out / "runs.jsonl", "a") as handle:  # and a row torn by power loss mid-write
+        handle.write('{"id": "torn", "status": "o')
+    resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{done_before} already done, {8 - done_before} to run" in resumed.stdout
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]  # every line is whole JSON
+    assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_plot_single_run(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        CliRunner()
+        .invoke(
+            main,
+            [
+                "run",
+                "--engine",
+                "inprocess",
+                "--num-clients",
+                "3",
+                "--rounds",
+                "2",
+                "--set",
+                "transfer-size=60",
+                "--out",
+                str(out),
+            ],
+        )
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(main, ["plot", str(out / "results.json")])
+    assert result.exit_code == 0, result.output
+    for name in ["accuracy_per_round", "client_accuracy", "weights", "bytes_per_round"]:
+        with Image.open(out / f"{name}.png") as image:
+            image.verify()
+    bad = CliRunner().invoke(main, ["plot", str(tmp_path / "nope.json")])
+    assert bad.exit_code == 2 and "is not a fedkd results.json" in bad.output
