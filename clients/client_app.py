@@ -8,11 +8,12 @@ metrics leaves the client.
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
+from fedkd.training import resolve_device
 
 MODEL_KEY = "model"
 KNOWLEDGE_KEY = "knowledge"  # reply of train.local: ArrayRecord {"soft": (N_t, C) float32}
@@ -20,15 +21,24 @@ TARGET_KEY = "target"  # content of train.distill: ArrayRecord {"soft": (N_t, C)
 WEIGHTS_KEY = "weights"  # model weights: reply of train.local / content of train.distill (fedavg)
 METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
+INFO_KEY = "info"
 
 
 def resolve_config(bound: ExperimentConfig | None, context: Context) -> ExperimentConfig:
-    """The config bound into the app (fedkd run), else the run_config (flwr run)."""
-    return bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
+    """The config bound into the app (fedkd run), else the run_config (flwr run); then the
+    node's own settings (data location)."""
+    cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
+    return resolve_node_config(cfg, context)
 
 
 def partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
+
+
+def resolve_node_config(cfg: ExperimentConfig, context: Context) -> ExperimentConfig:
+    """A SuperNode may say where its data lives (``--node-config "data-dir=/data"``)."""
+    data_dir = context.node_config.get("data-dir")
+    return cfg.with_overrides({"data-dir": str(data_dir)}) if data_dir else cfg
 
 
 def _load_state(context: Context) -> StateDict | None:
@@ -49,6 +59,18 @@ def soft_record(soft: np.ndarray) -> ArrayRecord:
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
     app = ClientApp()
+
+    @app.query("hello")
+    def hello(msg: Message, context: Context) -> Message:
+        """Who am I (partition id) and what do I compute on: asked once before round 1."""
+        cfg = resolve_config(bound, context)
+        content = RecordDict(
+            {
+                METRICS_KEY: MetricRecord({"partition-id": partition_id(context)}),
+                INFO_KEY: ConfigRecord({"device": str(resolve_device(cfg.train.device))}),
+            }
+        )
+        return Message(content, reply_to=msg)
 
     @app.train("local")
     def train_local(msg: Message, context: Context) -> Message:

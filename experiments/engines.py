@@ -53,9 +53,10 @@ def run_inprocess(
 
 
 def ray_backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
-    """One CPU per virtual client; Ray quiet and without its dashboard."""
+    """``client-threads`` CPUs and ``client-gpus`` GPUs per virtual client (a fraction packs
+    several clients on one GPU without oversubscribing it); Ray quiet, no dashboard."""
     return {
-        "client_resources": {"num_cpus": cfg.train.client_threads, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": cfg.train.client_threads, "num_gpus": cfg.run.client_gpus},
         "init_args": {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": True},
     }
 

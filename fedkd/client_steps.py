@@ -19,7 +19,7 @@ from fedkd.data.federation import ClientData, client_data
 from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, build_model
 from fedkd.seeding import torch_generator
-from fedkd.training import accuracy, distill, local_train, predict_proba
+from fedkd.training import accuracy, distill, local_train, mixed_precision, predict_proba, resolve_device
 
 StateDict = dict[str, torch.Tensor]
 
@@ -32,12 +32,14 @@ class StepResult:
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Pin intra-op threads (results then do not depend on the host's core count)."""
+def client_compute(cfg: ExperimentConfig) -> Iterator[None]:
+    """Pin intra-op threads (results then do not depend on the host's core count) and set
+    the mixed-precision mode for the loops run inside."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(cfg.train.client_threads)
     try:
-        yield
+        with mixed_precision(cfg.train.mixed_precision):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -47,11 +49,12 @@ def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict |
     model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed, pid)
     if state is not None:
         model.load_state_dict(state)
-    return model
+    return model.to(resolve_device(cfg.train.device))
 
 
 def _snapshot(model: torch.nn.Module) -> StateDict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A CPU copy of the weights (what goes into context.state and over the wire)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _data(cfg: ExperimentConfig, pid: int) -> ClientData:
@@ -66,7 +69,7 @@ def local_step(
     start = time.perf_counter()
     data = _data(cfg, pid)
     t = cfg.train
-    with torch_threads(t.client_threads):
+    with client_compute(cfg):
         model = _model(cfg, pid, data, state)
         loss = local_train(
             model,
@@ -105,9 +108,8 @@ def distill_step(
     """
     start = time.perf_counter()
     data = _data(cfg, pid)
-    t = cfg.train
     metrics: dict[str, float] = {}
-    with torch_threads(t.client_threads):
+    with client_compute(cfg):
         model = _model(cfg, pid, data, replacement if replacement is not None else state)
         if target is not None:
             guarded = len(data.val_y) > 0

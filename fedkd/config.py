@@ -53,6 +53,8 @@ class TrainConfig:
     distill_epochs: int = 2
     revisit_epochs: int = 1
     client_threads: int = 1
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    mixed_precision: bool = False  # bfloat16 autocast on CUDA
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class RunConfig:
     seed: int = 0
     engine: str = "ray"
     min_replies: int = 2
+    fraction: float = 1.0  # share of clients asked to train each round (partial participation)
+    reply_timeout: float = 0.0  # seconds to wait for replies in a phase; 0: wait for all
+    client_gpus: float = 0.0  # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU)
     # Folder for results.json; empty: no file (the round lines are still logged).
     out_dir: str = ""
 

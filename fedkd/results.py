@@ -52,7 +52,7 @@ def environment_info() -> dict[str, str]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "device": "cpu",
+        "cuda_available": str(torch.cuda.is_available()),
     }
     try:
         from importlib.metadata import version

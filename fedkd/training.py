@@ -1,19 +1,59 @@
 """Plain torch loops for one client: local training, soft predictions, distillation, evaluation.
 
 Every loop takes an explicit ``torch.Generator`` for batch order, so results depend only on the
-seed, never on which engine or process ran the client.
+seed, never on which engine or process ran the client. Data tensors stay on the CPU; each
+mini-batch moves to the model's device (CUDA on edge GPUs), optionally under bfloat16 autocast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedkd.config import ConfigError
 from fedkd.losses import kd_loss
+
+_MIXED_PRECISION: ContextVar[bool] = ContextVar("mixed_precision", default=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is invalid; allowed: auto, cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name!r} is invalid; allowed: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or cpu")
+    return device
+
+
+@contextmanager
+def mixed_precision(enabled: bool) -> Iterator[None]:
+    """bfloat16 autocast for the loops run inside (CUDA only; a no-op on CPU)."""
+    token = _MIXED_PRECISION.set(enabled)
+    try:
+        yield
+    finally:
+        _MIXED_PRECISION.reset(token)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _autocast(device: torch.device):
+    enabled = _MIXED_PRECISION.get() and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -24,8 +64,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[to
 
 def _fit(
     model: nn.Module,
-    x: torch.Tensor,
-    loss_of_batch,
+    n: int,
+    loss_of_batch: Callable[[torch.Tensor, torch.device], torch.Tensor],
     epochs: int,
     batch_size: int,
     lr: float,
@@ -33,13 +73,15 @@ def _fit(
 ) -> float:
     """Adam over shuffled mini-batches; returns the mean loss of the last epoch."""
     model.train()
+    device = _device(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     last = float("nan")
     for _ in range(epochs):
         total, seen = 0.0, 0
-        for idx in _batches(len(x), batch_size, generator):
+        for idx in _batches(n, batch_size, generator):
             optimizer.zero_grad()
-            loss = loss_of_batch(idx)
+            with _autocast(device):
+                loss = loss_of_batch(idx, device)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
@@ -59,9 +101,11 @@ def local_train(
     generator: torch.Generator,
 ) -> float:
     """Cross-entropy on private data. x: (N, C, H, W) float, y: (N,) int64."""
-    return _fit(
-        model, x, lambda idx: F.cross_entropy(model(x[idx]), y[idx]), epochs, batch_size, lr, generator
-    )
+
+    def loss(idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+
+    return _fit(model, len(x), loss, epochs, batch_size, lr, generator)
 
 
 def distill(
@@ -76,34 +120,33 @@ def distill(
     generator: torch.Generator,
 ) -> float:
     """Match a personalised soft target on the transfer set. targets: (N_t, C) on the simplex."""
-    return _fit(
-        model,
-        x,
-        lambda idx: kd_loss(model(x[idx]), targets[idx], temperature),
-        epochs,
-        batch_size,
-        lr,
-        generator,
-    )
+
+    def loss(idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return kd_loss(model(x[idx].to(device)).float(), targets[idx].to(device), temperature)
+
+    return _fit(model, len(x), loss, epochs, batch_size, lr, generator)
 
 
 @torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    model.eval()
+    device = _device(model)
+    for i in range(0, len(x), batch_size):
+        with _autocast(device):
+            yield model(x[i : i + batch_size].to(device)).float().cpu()
+
+
 def predict_proba(model: nn.Module, x: torch.Tensor, temperature: float, batch_size: int = 512) -> np.ndarray:
     """Soft predictions softmax(logits / T): (N, C, H, W) -> (N, C) float64 numpy."""
-    model.eval()
-    chunks = [
-        F.softmax(model(x[i : i + batch_size]) / temperature, dim=1) for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(chunks).double().cpu().numpy()
+    chunks = [F.softmax(z / temperature, dim=1) for z in _logits(model, x, batch_size)]
+    return torch.cat(chunks).double().numpy()
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    model.eval()
     if len(x) == 0:
         return float("nan")
-    correct = sum(
-        int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
-        for i in range(0, len(x), batch_size)
-    )
+    correct, start = 0, 0
+    for z in _logits(model, x, batch_size):
+        correct += int((z.argmax(dim=1) == y[start : start + len(z)]).sum())
+        start += len(z)
     return correct / len(x)

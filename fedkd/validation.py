@@ -7,6 +7,8 @@ split is built, with the same error type.
 
 from __future__ import annotations
 
+import re
+
 from fedkd.config import ConfigError, ExperimentConfig
 
 ENGINES = ("ray", "inprocess")
@@ -71,6 +73,13 @@ def validate_config(cfg: ExperimentConfig) -> None:
         _require(value >= 1, f"{key}={value} is invalid; allowed: >= 1")
     for key, value in (("distill-epochs", t.distill_epochs), ("revisit-epochs", t.revisit_epochs)):
         _require(value >= 0, f"{key}={value} is invalid; allowed: >= 0")
+    _require(
+        re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
+        f"device={t.device!r} is invalid; allowed: auto, cpu, cuda, cuda:N",
+    )
+    _require(0 < r.fraction <= 1, f"fraction={r.fraction} is invalid; allowed: 0 < fraction <= 1")
+    _require(r.reply_timeout >= 0, f"reply-timeout={r.reply_timeout}; allowed: >= 0 (0: wait for all)")
+    _require(r.client_gpus >= 0, f"client-gpus={r.client_gpus}; allowed: >= 0")
     _require(t.learning_rate > 0, f"learning-rate={t.learning_rate}; allowed: > 0")
     _require(t.temperature > 0, f"temperature={t.temperature}; allowed: > 0")
     _require(f.beta >= 0, f"beta={f.beta} is invalid; allowed: beta >= 0")

@@ -36,7 +36,9 @@ def run_federation(
         else:
             log.info(round_line(rec, cfg.run.rounds))
 
-    KnowledgeFusionStrategy(cfg, on_round=record).run(grid)
+    strategy = KnowledgeFusionStrategy(cfg, on_round=record)
+    results.payload["environment"]["client_devices"] = strategy.client_devices  # filled by hello
+    strategy.run(grid)
     return results
 
 

@@ -10,6 +10,7 @@ on its name.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.client_app import CONFIG_KEY, METRICS_KEY
+from clients.client_app import CONFIG_KEY, INFO_KEY, METRICS_KEY
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import alma, mean_finite
+from fedkd.seeding import numpy_rng
 from server.exchanges import ReplyRejected, exchange_for
 
 log = logging.getLogger("flwr.fedkd")
@@ -61,6 +63,7 @@ class RoundOutcome:
     accepted: dict[int, Any] = field(default_factory=dict)  # pid -> validated upload
     replies: dict[int, Message] = field(default_factory=dict)  # pid -> its train.local reply
     rolled_back: list[int] = field(default_factory=list)
+    asked: list[int] = field(default_factory=list)  # partition ids asked to train (when known)
     failed: list[dict[str, Any]] = field(default_factory=list)
     compute_s: float = 0.0
     bytes_up: int = 0
@@ -80,17 +83,52 @@ class KnowledgeFusionStrategy:
         self.on_round = on_round
         self.node_timeout_s = node_timeout_s
         self.pid_of_node: dict[int, int] = {}
+        self.client_devices: dict[int, str] = {}
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, grid: Grid) -> list[dict[str, Any]]:
         nodes = wait_for_nodes(grid, self.cfg.data.num_clients, self.node_timeout_s)
+        node_of_pid = self.hello(grid, nodes)
         history = []
         for server_round in range(1, self.cfg.run.rounds + 1):
-            record = self.run_round(grid, nodes, server_round)
+            record = self.run_round(grid, self.participants(node_of_pid, server_round), server_round)
             history.append(record)
             if self.on_round is not None:
                 self.on_round(record)
         return history
+
+    def hello(self, grid: Grid, nodes: list[int]) -> dict[int, int]:
+        """Ask every node for its partition id (and device) once; returns pid -> node id."""
+        messages = [
+            Message(RecordDict(), dst_node_id=node, message_type="query.hello", group_id="0")
+            for node in nodes
+        ]
+        node_of_pid: dict[int, int] = {}
+        for reply in grid.send_and_receive(messages, timeout=self._timeout()):
+            try:
+                pid = self._check_metrics(reply, RoundOutcome())
+            except ReplyRejected as why:
+                log.warning("node %s left out: %s", reply.metadata.src_node_id, why)
+                continue
+            node_of_pid[pid] = reply.metadata.src_node_id
+            self.client_devices[pid] = str(reply.content[INFO_KEY]["device"])
+        if not node_of_pid:
+            raise RuntimeError("no client answered the hello query")
+        return dict(sorted(node_of_pid.items()))
+
+    def participants(self, node_of_pid: dict[int, int], server_round: int) -> list[int]:
+        """All nodes, or a seeded sample of ``fraction`` of them (by partition id, so the same
+        clients are drawn on every engine)."""
+        pids = sorted(node_of_pid)
+        k = min(len(pids), max(self.cfg.run.min_replies, math.ceil(self.cfg.run.fraction * len(pids))))
+        if k < len(pids):
+            pids = sorted(
+                numpy_rng(self.cfg.run.seed, "participation", server_round).choice(pids, k, replace=False)
+            )
+        return [node_of_pid[int(p)] for p in pids]
+
+    def _timeout(self) -> float | None:
+        return self.cfg.run.reply_timeout or None
 
     def run_round(self, grid: Grid, nodes: list[int], server_round: int) -> dict[str, Any]:
         start = time.perf_counter()
@@ -113,17 +151,32 @@ class KnowledgeFusionStrategy:
             "compute_s": out.compute_s,
             "failed_clients": out.failed,
             "rolled_back": sorted(out.rolled_back),
+            "participants": sorted(out.asked),
         }
 
     # -- phases ---------------------------------------------------------------------------
     def _send(self, grid: Grid, messages: list[Message], out: RoundOutcome) -> list[Message]:
+        """Send and collect; a node that does not answer within reply-timeout is recorded."""
         out.bytes_down += payload_bytes(messages)
-        replies = list(grid.send_and_receive(messages))
+        replies = list(grid.send_and_receive(messages, timeout=self._timeout()))
         out.bytes_up += payload_bytes(replies)
+        answered = {r.metadata.src_node_id for r in replies}
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            if node not in answered:
+                phase = msg.metadata.message_type
+                self._reject(
+                    out,
+                    node,
+                    phase,
+                    f"no reply within reply-timeout={self.cfg.run.reply_timeout:g} s",
+                    int(msg.metadata.group_id),
+                )
         return replies
 
     def _local_phase(self, grid: Grid, nodes: list[int], server_round: int, out: RoundOutcome) -> None:
         settings = ConfigRecord({"server-round": server_round, "upload": self.fusion.uploads})
+        out.asked = [self.pid_of_node[n] for n in nodes if n in self.pid_of_node]
         messages = [
             Message(
                 RecordDict({CONFIG_KEY: settings}),

@@ -24,6 +24,7 @@ ROUND_KEYS = {
     "compute_s",
     "failed_clients",
     "rolled_back",
+    "participants",
 }
 
 

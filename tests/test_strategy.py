@@ -101,5 +101,8 @@ def test_a_round_where_every_client_fails_stops_the_run():
         raise RuntimeError("no GPU")
 
     grid = InProcessGrid(broken, 2)
-    with task_identity(1), pytest.raises(RuntimeError, match="round 1: no client completed the round.*no GPU"):
+    with (
+        task_identity(1),
+        pytest.raises(RuntimeError, match="round 1: no client completed the round.*no GPU"),
+    ):
         KnowledgeFusionStrategy(cfg).run_round(grid, sorted(grid.get_node_ids()), 1)

@@ -1,0 +1,103 @@
+"""Credentials for a Flower Deployment Engine federation: a local CA, a SuperLink TLS
+certificate and one authentication key pair per SuperNode (Flower's node keys: EC, OpenSSH
+format). For testing and small labs; production sites use their own CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o600 if private else 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedkd"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            entries.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(entries)
+
+
+def make_certificates(out: str | Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
+    """ca.crt (the root the SuperNodes and the CLI trust), server.pem + server.key (the SuperLink)."""
+    out = Path(out)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("fedkd test CA"))
+        .issuer_name(_name("fedkd test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_format = serialization.PrivateFormat.PKCS8
+    return {
+        "ca": _write(out / "ca.crt", ca_cert.public_bytes(pem)),
+        "ca_key": _write(
+            out / "ca.key", ca_key.private_bytes(pem, key_format, serialization.NoEncryption()), True
+        ),
+        "cert": _write(out / "server.pem", server_cert.public_bytes(pem)),
+        "key": _write(
+            out / "server.key", server_key.private_bytes(pem, key_format, serialization.NoEncryption()), True
+        ),
+    }
+
+
+def make_node_keys(out: str | Path, count: int) -> list[tuple[Path, Path]]:
+    """(private key, public key) per SuperNode, EC P-384 in OpenSSH format."""
+    out = Path(out)
+    pairs = []
+    for i in range(count):
+        key = ec.generate_private_key(ec.SECP384R1())
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        pairs.append((_write(out / f"node-{i}", private, True), _write(out / f"node-{i}.pub", public)))
+    return pairs
