@@ -101,3 +101,75 @@ def make_node_keys(out: str | Path, count: int) -> list[tuple[Path, Path]]:
         )
         pairs.append((_write(out / f"node-{i}", private, True), _write(out / f"node-{i}.pub", public)))
     return pairs
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def superlink_command(certs: Path | None, host: str, port: int, database: Path, node_auth: bool) -> list[str]:
+    """flower-superlink with TLS (unless ``certs`` is None) and SuperNode authentication."""
+    cmd = [
+        "flower-superlink",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--database",
+        str(database),
+        "--disable-runtime-dependency-installation",
+    ]
+    if certs is None:
+        return [*cmd, "--insecure"]
+    cmd += [
+        "--ssl-ca-certfile",
+        str(certs / "ca.crt"),
+        "--ssl-certfile",
+        str(certs / "server.pem"),
+        "--ssl-keyfile",
+        str(certs / "server.key"),
+    ]
+    return [*cmd, "--enable-supernode-auth"] if node_auth else cmd
+
+
+def supernode_command(
+    superlink: str,
+    certs: Path | None,
+    key: Path | None,
+    partition_id: int,
+    num_partitions: int,
+    port: int,
+    data_dir: str = "",
+) -> list[str]:
+    """flower-supernode for one device: its partition, its data folder, its auth key."""
+    node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if data_dir:
+        node_config += f' data-dir="{data_dir}"'
+    cmd = ["flower-supernode", "--superlink", superlink, "--node-config", node_config, "--port", str(port)]
+    if certs is None:
+        return [*cmd, "--insecure"]
+    cmd += ["--root-certificates", str(certs / "ca.crt")]
+    return [*cmd, "--auth-supernode-private-key", str(key)] if key is not None else cmd
+
+
+def write_connection(flwr_home: Path, name: str, address: str, certs: Path | None) -> Path:
+    """Add a named SuperLink connection to $FLWR_HOME/config.toml (what `flwr run . NAME` uses)."""
+    import tomllib
+
+    import tomli_w
+
+    path = flwr_home / "config.toml"
+    config = tomllib.loads(path.read_text()) if path.exists() else {}
+    links = config.setdefault("superlink", {})
+    entry: dict[str, object] = {"address": address}
+    if certs is None:
+        entry["insecure"] = True
+    else:
+        entry["root-certificates"] = str((certs / "ca.crt").resolve())
+    links[name] = entry
+    links.setdefault("default", name)
+    return _write(path, tomli_w.dumps(config).encode())
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in LOOPBACK or host.startswith("127.")

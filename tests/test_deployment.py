@@ -1,0 +1,135 @@
+"""SuperLink + 2 SuperNodes on loopback with TLS and SuperNode authentication (slow, in CI).
+
+The same ClientApp as in simulation; one SuperNode is killed mid-run and the federation goes
+on. Every process started here is stopped by process group at the end, even on failure.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.deploy import (
+    make_certificates,
+    make_node_keys,
+    superlink_command,
+    supernode_command,
+    write_connection,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _rounds_done(path: Path) -> int:
+    try:
+        return len(json.loads(path.read_text())["rounds"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
+    certs = tmp_path / "certs"
+    make_certificates(certs, ["localhost", "127.0.0.1"])
+    keys = make_node_keys(tmp_path / "keys", 2)
+    link_port = _free_port()
+    address = f"127.0.0.1:{link_port}"
+    write_connection(tmp_path / "flwr-home", "loopback", address, certs)
+    procs: list[subprocess.Popen] = []
+
+    def start(cmd: list[str], log: str) -> subprocess.Popen:
+        handle = open(tmp_path / log, "w")
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(proc)
+        return proc
+
+    out = tmp_path / "out"
+    try:
+        start(
+            superlink_command(certs, "127.0.0.1", link_port, tmp_path / "state.db", node_auth=True),
+            "superlink.log",
+        )
+        _wait_port(link_port)
+        for _, public in keys:
+            reg = subprocess.run(
+                [str(BIN / "flwr"), "supernode", "register", str(public), "loopback"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert reg.returncode == 0 and "registered successfully" in reg.stdout, reg.stdout + reg.stderr
+        nodes = [
+            start(supernode_command(address, certs, private, pid, 2, _free_port()), f"supernode-{pid}.log")
+            for pid, (private, _) in enumerate(keys)
+        ]
+        overrides = (
+            f"num-clients=2 rounds=3 models='mlp' local-epochs=1 distill-epochs=1 transfer-size=60 "
+            f"min-replies=1 reply-timeout=30.0 out-dir='{out}'"
+        )
+        run = start(
+            [str(BIN / "flwr"), "run", str(ROOT), "loopback", "--run-config", overrides, "--stream"],
+            "flwr-run.log",
+        )
+        deadline = time.monotonic() + 420
+        while _rounds_done(out / "results.json") < 1 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.5)
+        assert _rounds_done(out / "results.json") >= 1, (tmp_path / "flwr-run.log").read_text()[-3000:]
+        _stop_group(nodes[1])  # a device goes away mid-run
+        while _rounds_done(out / "results.json") < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        saved = json.loads((out / "results.json").read_text())
+        assert len(saved["rounds"]) == 3, (tmp_path / "flwr-run.log").read_text()[-3000:]
+        assert saved["environment"]["client_devices"] == {"0": "cpu", "1": "cpu"}
+        first, last = saved["rounds"][0], saved["rounds"][-1]
+        assert set(first["client_acc"]) == {"0", "1"} and first["failed_clients"] == []
+        assert set(last["client_acc"]) == {"0"}
+        assert any(f["partition_id"] == 1 for f in last["failed_clients"])
+        assert 0.0 < saved["final"]["alma"] <= 1.0
+    finally:
+        for proc in reversed(procs):
+            _stop_group(proc)
+    assert all(proc.poll() is not None for proc in procs)
