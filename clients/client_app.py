@@ -58,7 +58,9 @@ def soft_record(soft: np.ndarray) -> ArrayRecord:
 
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
-    app = ClientApp()
+    from clients.privacy_mod import make_privacy_mod
+
+    app = ClientApp(mods=[make_privacy_mod(lambda context: resolve_config(bound, context))])
 
     @app.query("hello")
     def hello(msg: Message, context: Context) -> Message:

@@ -395,6 +395,43 @@ def deploy_connection(name, superlink, certs, insecure) -> None:
     click.echo(f"wrote {write_connection(home, name, superlink, _certs(certs, insecure, 'Control API'))}")
 
 
+@main.command()
+@config_options
+@click.option(
+    "--multipliers", default="0.01,0.03,0.1,0.3,1", show_default=True, help="Noise multipliers to audit."
+)
+@click.option(
+    "--client", "pid", type=int, default=0, show_default=True, help="Partition id of the audited client."
+)
+@click.option("--out", type=str, default="runs/audit", show_default=True)
+def audit(config_file, sets, multipliers, pid, out, **shorthands) -> None:
+    """Membership-inference audit of released soft targets, without and with noise."""
+    from experiments.plots import audit_figure
+    from fedkd.audit import membership_auc
+    from fedkd.results import atomic_write_json
+
+    cfg = build_config(config_file, shorthands, sets, None)
+    try:
+        values = [float(v) for v in multipliers.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--multipliers {multipliers!r} is not a comma list of numbers") from None
+    if not values or min(values) <= 0:
+        raise ConfigError(f"--multipliers {multipliers!r}: allowed: numbers > 0")
+    if not 0 <= pid < cfg.data.num_clients:
+        raise ConfigError(f"--client={pid} is invalid; allowed: 0..{cfg.data.num_clients - 1}")
+    rows = membership_auc(cfg, values, pid)
+    click.echo(
+        f"membership inference on client {pid}'s released soft targets ({rows[0]['members']} members "
+        f"+ as many non-members); clip={cfg.privacy.clip:g}, gaussian noise on {cfg.privacy.noise_on}"
+    )
+    click.echo(f"{'noise multiplier':>16} {'attack AUC':>10} {'release acc':>11}")
+    for row in rows:
+        label = "none" if row["noise_multiplier"] == 0 else f"{row['noise_multiplier']:g}"
+        click.echo(f"{label:>16} {row['auc']:>10.3f} {row['release_accuracy']:>11.3f}")
+    atomic_write_json(Path(out) / "audit.json", {"config": cfg.to_run_config(), "client": pid, "rows": rows})
+    click.echo(f"figure: {audit_figure(rows, Path(out) / 'audit_auc.png')}")
+
+
 @main.command("keys")
 @click.option(
     "--toml", "as_toml", is_flag=True, help="Print the [tool.flwr.app.config] block for pyproject.toml."

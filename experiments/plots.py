@@ -229,3 +229,21 @@ def _chosen_partition(row: dict, path: Path) -> Path:
         hist, path, f"{dataset.name} {cfg.data.partitioner} alpha={cfg.data.alpha}, seed {cfg.run.seed}"
     )
     return out
+
+
+def audit_figure(rows: list[dict], path: str | Path) -> Path:
+    """Membership-inference AUC against the noise multiplier (0.5 = no leakage)."""
+    noisy = [r for r in rows if r["noise_multiplier"] > 0]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot([r["noise_multiplier"] for r in noisy], [r["auc"] for r in noisy], marker="o", label="with noise")
+    clean = next(r for r in rows if r["noise_multiplier"] == 0)
+    ax.axhline(clean["auc"], color="red", linestyle="--", label=f"no noise (AUC {clean['auc']:.3f})")
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
+    ax.set(
+        xscale="log",
+        xlabel="noise multiplier (per-entry std / clip)",
+        ylabel="membership-inference AUC",
+        title="confidence attack on released soft targets",
+    )
+    ax.legend()
+    return _save(fig, Path(path))

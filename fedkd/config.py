@@ -72,6 +72,19 @@ class FusionConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    mechanism: str = "none"  # none | gaussian | laplace (noise on soft targets, client-side)
+    calibrate_from: str = "noise-multiplier"  # noise-multiplier | target-epsilon
+    noise_multiplier: float = 1.0  # per-entry noise scale / clip bound
+    target_epsilon: float = 1.0  # per-release epsilon, when calibrate-from = target-epsilon
+    delta: float = 1e-5
+    clip: float = 1.0  # row norm bound (L2 for gaussian, L1 for laplace)
+    noise_on: str = "probabilities"  # probabilities | logits
+    sensitivity_model: str = "client"  # client (whole release) | row (one transfer-set row)
+    max_epsilon: float = 0.0  # > 0: stop releasing before a client would exceed it
+
+
+@dataclass(frozen=True)
 class RunConfig:
     rounds: int = 10
     seed: int = 0
@@ -90,6 +103,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> ExperimentConfig:

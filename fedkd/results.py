@@ -103,5 +103,7 @@ def round_line(record: dict[str, Any], total_rounds: int) -> str:
         f" | ALMA {record['alma']:.4f} (min {record['alma_min']:.4f})"
         f" | global acc {record['global_acc']:.4f}"
         f" | up {record['bytes_up'] / 1e3:.1f} kB down {record['bytes_down'] / 1e3:.1f} kB"
-        f" | {record['wall_s']:.2f} s" + (f" | {failed} dropped" if failed else "")
+        f" | {record['wall_s']:.2f} s"
+        + (f" | {failed} dropped" if failed else "")
+        + (f" | eps <= {max(record['epsilon'].values()):.3g}" if record.get("epsilon") else "")
     )

@@ -31,7 +31,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
     from fedkd.knowledge import DIVERGENCES
     from fedkd.models import parse_model_list
 
-    d, t, f, r = cfg.data, cfg.train, cfg.fusion, cfg.run
+    d, t, f, r, pv = cfg.data, cfg.train, cfg.fusion, cfg.run, cfg.privacy
+    _choice("mechanism", pv.mechanism, ("none", "gaussian", "laplace"))
+    _choice("noise-on", pv.noise_on, ("probabilities", "logits"))
+    _choice("sensitivity-model", pv.sensitivity_model, ("client", "row"))
+    _require(pv.noise_multiplier > 0, f"noise-multiplier={pv.noise_multiplier} is invalid; allowed: > 0")
+    _choice("calibrate-from", pv.calibrate_from, ("noise-multiplier", "target-epsilon"))
+    _require(pv.target_epsilon > 0, f"target-epsilon={pv.target_epsilon} is invalid; allowed: epsilon > 0")
+    _require(0 < pv.delta < 1, f"delta={pv.delta} is invalid; allowed: 0 < delta < 1")
+    _require(pv.clip > 0, f"clip={pv.clip} is invalid; allowed: > 0")
+    _require(pv.max_epsilon >= 0, f"max-epsilon={pv.max_epsilon} is invalid; allowed: > 0 (0: no limit)")
     _choice("dataset", d.dataset, DATASETS.names())
     _choice("partitioner", d.partitioner, PARTITIONERS.names())
     _choice("algorithm", f.algorithm, FUSIONS.names())

@@ -11,6 +11,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd.config import ExperimentConfig, as_dict
+from fedkd.privacy import noise_scale
 from fedkd.results import RunResults, round_line
 from server.strategy import KnowledgeFusionStrategy
 
@@ -38,7 +39,23 @@ def run_federation(
 
     strategy = KnowledgeFusionStrategy(cfg, on_round=record)
     results.payload["environment"]["client_devices"] = strategy.client_devices  # filled by hello
+    if strategy.ledger is not None:
+        ledger = strategy.ledger
+        results.payload["privacy"] = {
+            "mechanism": cfg.privacy.mechanism,
+            "accounting": ledger.method,
+            "noise_scale": noise_scale(cfg.privacy, cfg.data.transfer_size),
+            "effective_noise_multiplier": ledger.effective_multiplier()
+            if cfg.privacy.mechanism == "gaussian"
+            else None,
+            "per_release_epsilon": ledger.per_release_epsilon()
+            if cfg.privacy.mechanism == "laplace"
+            else None,
+        }
     strategy.run(grid)
+    if strategy.stopped:
+        results.payload["stopped"] = strategy.stopped
+        results.flush()
     return results
 
 

@@ -24,6 +24,7 @@ from clients.client_app import CONFIG_KEY, INFO_KEY, METRICS_KEY
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import alma, mean_finite
+from fedkd.privacy import PrivacyLedger
 from fedkd.seeding import numpy_rng
 from server.exchanges import ReplyRejected, exchange_for
 
@@ -38,6 +39,13 @@ def payload_bytes(messages: Iterable[Message]) -> int:
             for record in msg.content.array_records.values():
                 total += sum(len(arr.data) for arr in record.values())
     return total
+
+
+def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
+    """Accounting applies when noised predictions are released."""
+    if cfg.privacy.mechanism == "none" or FUSIONS.get(cfg.fusion.algorithm).uploads != "predictions":
+        return None
+    return PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.1) -> list[int]:
@@ -84,6 +92,8 @@ class KnowledgeFusionStrategy:
         self.node_timeout_s = node_timeout_s
         self.pid_of_node: dict[int, int] = {}
         self.client_devices: dict[int, str] = {}
+        self.ledger = privacy_ledger(cfg)
+        self.stopped: str | None = None  # why the run ended early, if it did
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, grid: Grid) -> list[dict[str, Any]]:
@@ -91,7 +101,17 @@ class KnowledgeFusionStrategy:
         node_of_pid = self.hello(grid, nodes)
         history = []
         for server_round in range(1, self.cfg.run.rounds + 1):
-            record = self.run_round(grid, self.participants(node_of_pid, server_round), server_round)
+            participants = self.participants(node_of_pid, server_round)
+            if self.ledger is not None and self.ledger.would_exceed(
+                [self.pid_of_node[n] for n in participants]
+            ):
+                self.stopped = (
+                    f"stopped before round {server_round}: a client would exceed "
+                    f"max-epsilon={self.cfg.privacy.max_epsilon:g} ({self.ledger.method})"
+                )
+                log.warning(self.stopped)
+                break
+            record = self.run_round(grid, participants, server_round)
             history.append(record)
             if self.on_round is not None:
                 self.on_round(record)
@@ -127,6 +147,14 @@ class KnowledgeFusionStrategy:
             )
         return [node_of_pid[int(p)] for p in pids]
 
+    def _account(self, released: list[int]) -> dict[int, float] | None:
+        """Cumulative epsilon per client after this round's releases (None: no noise)."""
+        if self.ledger is None:
+            return None
+        for pid in released:
+            self.ledger.record_release(pid)
+        return {pid: self.ledger.epsilon_after(pid) for pid in sorted(self.ledger.releases)}
+
     def _timeout(self) -> float | None:
         return self.cfg.run.reply_timeout or None
 
@@ -152,6 +180,7 @@ class KnowledgeFusionStrategy:
             "failed_clients": out.failed,
             "rolled_back": sorted(out.rolled_back),
             "participants": sorted(out.asked),
+            "epsilon": self._account(out.asked),
         }
 
     # -- phases ---------------------------------------------------------------------------
