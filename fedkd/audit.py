@@ -64,7 +64,10 @@ def membership_auc(cfg: ExperimentConfig, multipliers: list[float], pid: int = 0
                 calibrate_from="noise-multiplier",
             )
             released = privatize(
-                clean, privacy, cfg.train.temperature, numpy_rng(cfg.run.seed, "audit-noise", f"{multiplier:g}")
+                clean,
+                privacy,
+                cfg.train.temperature,
+                numpy_rng(cfg.run.seed, "audit-noise", f"{multiplier:g}"),
             )
         score = released[np.arange(len(y)), y]
         rows.append(

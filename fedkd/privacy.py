@@ -66,6 +66,14 @@ def noise_scale(cfg: PrivacyConfig, rows: int) -> float:
     return cfg.noise_multiplier * cfg.clip
 
 
+def add_noise(x: np.ndarray, cfg: PrivacyConfig, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """The mechanism itself: i.i.d. Gaussian (std) or Laplace (scale b) noise on every entry."""
+    scale = noise_scale(cfg, rows)
+    if cfg.mechanism == "gaussian":
+        return x + rng.normal(0.0, scale, size=x.shape)
+    return x + rng.laplace(0.0, scale, size=x.shape)
+
+
 def privatize(
     soft: np.ndarray, cfg: PrivacyConfig, temperature: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -77,11 +85,9 @@ def privatize(
         if cfg.noise_on == "logits"
         else soft.astype(np.float64)
     )
-    order = 2 if cfg.mechanism == "gaussian" else 1
-    x = clip_rows(x, cfg.clip, order)
-    scale = noise_scale(cfg, soft.shape[0])
-    noise = rng.normal(0.0, scale, size=x.shape) if order == 2 else rng.laplace(0.0, scale, size=x.shape)
-    noisy = x + noise
+    noisy = add_noise(
+        clip_rows(x, cfg.clip, 2 if cfg.mechanism == "gaussian" else 1), cfg, soft.shape[0], rng
+    )
     if cfg.noise_on == "logits":
         z = noisy / temperature
         z = z - z.max(axis=-1, keepdims=True)

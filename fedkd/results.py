@@ -91,6 +91,9 @@ class RunResults:
             "global_acc": record["global_acc"],
             "round": record["round"],
         }
+        self.flush()
+
+    def flush(self) -> None:
         if self.path is not None:
             atomic_write_json(self.path, self.payload)
 
