@@ -94,6 +94,28 @@ def run_figures(history: dict, out: str | Path) -> dict[str, Path]:
     return figures
 
 
+AXIS_LABELS = {
+    "alpha": "Dirichlet alpha (larger = more IID)",
+    "noise-multiplier": "noise multiplier (per-entry std / clip)",
+    "max-client-samples": "private samples per client (cap)",
+    "num-clients": "clients",
+}
+
+
+def numeric_axes(rows: list[dict], axes: list[str]) -> list[str]:
+    """Axes (not seed or algorithm) with several numeric values: each gets a final-vs-axis plot."""
+    found = []
+    for axis in axes:
+        values = {r["axes"].get(axis) for r in rows}
+        if (
+            axis not in ("seed", "algorithm")
+            and len(values) > 1
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ):
+            found.append(axis)
+    return found
+
+
 def pick_fusion_run(rows: list[dict]) -> dict | None:
     """The run whose weight matrix the report shows: the first KnFu run, else the first run."""
     for row in rows:
@@ -146,35 +168,36 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
         ax.legend(fontsize=7)
     figures["ALMA per round"] = _save(fig, out / "alma_per_round.png")
 
-    if "alpha" in axes:
-        panels = _panels(rows, axes, ("algorithm", "seed", "alpha"))
+    for axis in numeric_axes(rows, axes):
+        panels = _panels(rows, axes, ("algorithm", "seed", axis))
         fig, axs = _grid(len(panels))
         for ax, (key, members) in zip(axs, panels.items(), strict=False):
             for alg in sorted({_algorithm(r) for r in members}):
-                alphas = sorted({r["axes"]["alpha"] for r in members if _algorithm(r) == alg})
+                xs = sorted({r["axes"][axis] for r in members if _algorithm(r) == alg})
                 finals = [
-                    [r["final"]["alma"] for r in members if _algorithm(r) == alg and r["axes"]["alpha"] == a]
-                    for a in alphas
+                    [r["final"]["alma"] for r in members if _algorithm(r) == alg and r["axes"][axis] == x]
+                    for x in xs
                 ]
                 ax.errorbar(
-                    alphas,
+                    xs,
                     [np.mean(f) for f in finals],
                     yerr=[np.std(f) for f in finals],
                     marker="o",
                     capsize=3,
                     label=alg,
                 )
+            ticks = sorted({r["axes"][axis] for r in members})
+            log_x = min(ticks) > 0 and max(ticks) / min(ticks) >= 20
             ax.set(
-                xscale="log",
+                xscale="log" if log_x else "linear",
                 title=_title(key),
-                xlabel="Dirichlet alpha (log scale; larger = more IID)",
+                xlabel=AXIS_LABELS.get(axis, axis) + (" (log scale)" if log_x else ""),
                 ylabel="final ALMA (mean ± std over seeds)",
             )
-            ticks = sorted({r["axes"]["alpha"] for r in members})
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.legend(fontsize=7)
-        figures["final ALMA vs alpha"] = _save(fig, out / "alma_vs_alpha.png")
+        figures[f"final ALMA vs {axis}"] = _save(fig, out / f"alma_vs_{axis}.png")
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     algs = sorted({_algorithm(r) for r in rows})

@@ -21,7 +21,7 @@ SMOKE = ROOT / "experiments" / "sweeps" / "smoke.toml"
 
 
 def test_shipped_sweeps_expand_and_validate():
-    sizes = {"smoke": 8, "alpha": 45, "knfu-mnist": 90, "knfu-paper": 72}
+    sizes = {"smoke": 8, "alpha": 45, "knfu-mnist": 90, "knfu-paper": 72, "privacy": 20}
     for name, size in sizes.items():
         assert len(expand(load_sweep(ROOT / "experiments" / "sweeps" / f"{name}.toml"))) == size
 
