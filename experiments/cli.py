@@ -69,6 +69,14 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         f"{cfg.data.partitioner} alpha={cfg.data.alpha} | transfer set {len(split.transfer)} | "
         f"{cfg.run.rounds} rounds | engine {cfg.run.engine} | seed {cfg.run.seed}"
     ]
+    if cfg.privacy.mechanism != "none":
+        from fedkd.privacy import PrivacyLedger, noise_scale
+
+        ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
+        lines.append(
+            f"privacy: {cfg.privacy.mechanism} noise on {cfg.privacy.noise_on}, clip {cfg.privacy.clip:g}, "
+            f"scale {noise_scale(cfg.privacy, cfg.data.transfer_size):.4g}; epsilon accounted by {ledger.method}"
+        )
     for pid in range(cfg.data.num_clients):
         arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
         params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0, pid))
@@ -164,6 +172,8 @@ def run(
     start = time.perf_counter()
     results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)))
     final = results.payload["final"]
+    if results.payload.get("stopped"):
+        click.echo(results.payload["stopped"])
     click.echo(
         f"done in {time.perf_counter() - start:.1f} s | final ALMA {final['alma']:.4f}"
         f" | global acc {final['global_acc']:.4f}" + (f" | results: {results.path}" if results.path else "")
