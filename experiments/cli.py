@@ -75,7 +75,8 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
         lines.append(
             f"privacy: {cfg.privacy.mechanism} noise on {cfg.privacy.noise_on}, clip {cfg.privacy.clip:g}, "
-            f"scale {noise_scale(cfg.privacy, cfg.data.transfer_size):.4g}; epsilon accounted by {ledger.method}"
+            f"scale {noise_scale(cfg.privacy, cfg.data.transfer_size):.4g}; "
+            f"epsilon accounted by {ledger.method}"
         )
     for pid in range(cfg.data.num_clients):
         arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -15,14 +14,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedkd.atomic import atomic_write
+
 
 def _write(path: Path, data: bytes, private: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o600 if private else 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(
+        path, lambda handle: handle.write(data), binary=True, mode=0o600 if private else 0o644
+    )
 
 
 def _name(common_name: str) -> x509.Name:

@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import os
-import tomllib
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ConfigError, ExperimentConfig
+from fedkd.config import ConfigError, ExperimentConfig, read_toml
 
 RUNS_FILE = "runs.jsonl"
 # Keys that change where or how a run executes, never its numbers: not part of its identity.
@@ -48,12 +47,7 @@ class Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "sweep file")
     unknown = set(raw) - {"base", "grid", "zip", "name"}
     if unknown:
         raise ConfigError(

@@ -71,15 +71,7 @@ def local_step(
     t = cfg.train
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
-        loss = local_train(
-            model,
-            data.train_x,
-            data.train_y,
-            epochs=t.local_epochs,
-            batch_size=t.batch_size,
-            lr=t.learning_rate,
-            generator=torch_generator(cfg.run.seed, "local", pid, server_round),
-        )
+        loss = _train_private(cfg, pid, server_round, model, data, "local", t.local_epochs)
         preds = predict_proba(model, data.transfer_x, t.temperature) if predict else None
     return StepResult(
         _snapshot(model),
@@ -148,13 +140,27 @@ def _distill_and_revisit(
         generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
     )
     if t.revisit_epochs > 0:
-        local_train(
-            model,
-            data.train_x,
-            data.train_y,
-            epochs=t.revisit_epochs,
-            batch_size=t.batch_size,
-            lr=t.learning_rate,
-            generator=torch_generator(cfg.run.seed, "revisit", pid, server_round),
-        )
+        _train_private(cfg, pid, server_round, model, data, "revisit", t.revisit_epochs)
     return loss
+
+
+def _train_private(
+    cfg: ExperimentConfig,
+    pid: int,
+    server_round: int,
+    model: torch.nn.Module,
+    data: ClientData,
+    phase: str,
+    epochs: int,
+) -> float:
+    """Cross-entropy epochs on the private split, batch order from (seed, phase, client, round)."""
+    t = cfg.train
+    return local_train(
+        model,
+        data.train_x,
+        data.train_y,
+        epochs=epochs,
+        batch_size=t.batch_size,
+        lr=t.learning_rate,
+        generator=torch_generator(cfg.run.seed, phase, pid, server_round),
+    )

@@ -185,15 +185,20 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file of flat keys (top level or under a [config] table)."""
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file is a one-line ConfigError naming it."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        return tomllib.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of flat keys (top level or under a [config] table)."""
+    raw = read_toml(path, "config file")
     table = raw.get("config", raw)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {str(path)!r}: [config] must be a table of keys")

@@ -25,6 +25,7 @@ ROUND_KEYS = {
     "failed_clients",
     "rolled_back",
     "participants",
+    "epsilon",
 }
 
 
