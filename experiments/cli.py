@@ -265,11 +265,12 @@ def sweep(
 @click.argument("sweep_dir")
 @click.option("--out", type=str, help="Folder for report.md and figures [default: SWEEP_DIR].")
 @click.option("--run", "run_id", type=str, help="Run id whose weight matrix and partition to show.")
-def report(sweep_dir: str, out: str | None, run_id: str | None) -> None:
+@click.option("--audit", type=str, help="audit.json from `fedkd audit`: adds the privacy trade-off figure.")
+def report(sweep_dir: str, out: str | None, run_id: str | None, audit: str | None) -> None:
     """Summary table (Markdown + CSV), paired tests and figures of a sweep."""
     from experiments.report import write_report
 
-    click.echo(f"report: {write_report(sweep_dir, out, run_id)}")
+    click.echo(f"report: {write_report(sweep_dir, out, run_id, audit)}")
 
 
 @main.command()

@@ -270,3 +270,64 @@ def audit_figure(rows: list[dict], path: str | Path) -> Path:
     )
     ax.legend()
     return _save(fig, Path(path))
+
+
+def privacy_tradeoff(rows: list[dict], audit_rows: list[dict], path: str | Path) -> Path:
+    """Final ALMA (left) and membership-inference AUC (right) against the noise multiplier;
+    tick labels carry the epsilon each multiplier costs after the run's rounds."""
+    from fedkd.config import ExperimentConfig
+    from fedkd.privacy import PrivacyLedger
+
+    noisy = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) != "none"]
+    clean = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) == "none"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, alg in zip(colours, sorted({_algorithm(r) for r in noisy}), strict=False):
+        mine = [r for r in noisy if _algorithm(r) == alg]
+        xs = sorted({r["config"]["noise-multiplier"] for r in mine})
+        finals = [[r["final"]["alma"] for r in mine if r["config"]["noise-multiplier"] == x] for x in xs]
+        ax.errorbar(
+            xs,
+            [np.mean(f) for f in finals],
+            yerr=[np.std(f) for f in finals],
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{alg} ALMA",
+        )
+        base = [r["final"]["alma"] for r in clean if _algorithm(r) == alg]
+        if base:
+            ax.axhline(
+                np.mean(base), color=colour, linestyle="--", linewidth=1, label=f"{alg} ALMA, no noise"
+            )
+    ticks = sorted({r["config"]["noise-multiplier"] for r in noisy})
+    cfg = ExperimentConfig.from_run_config(noisy[0]["config"])
+    ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
+    labels = []
+    for t in ticks:
+        ledger.cfg = cfg.with_overrides({"noise-multiplier": t}).privacy
+        ledger._cache.clear()
+        labels.append(f"{t:g}\neps={ledger.epsilon_for(cfg.run.rounds):.3g}")
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+    model = f"{cfg.privacy.sensitivity_model}-level, delta={cfg.privacy.delta:g}"
+    ax.set(
+        xlabel=f"noise multiplier; epsilon after {cfg.run.rounds} rounds ({model})",
+        ylabel="final ALMA (mean ± std over seeds)",
+    )
+    twin = ax.twinx()
+    audited = [r for r in audit_rows if r["noise_multiplier"] > 0]
+    twin.plot(
+        [r["noise_multiplier"] for r in audited],
+        [r["auc"] for r in audited],
+        color="black",
+        marker="s",
+        label="attack AUC",
+    )
+    twin.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    twin.set_ylabel("membership-inference AUC (0.5 = chance)")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    ax.set_title("privacy noise on soft targets: accuracy vs leakage")
+    return _save(fig, Path(path))

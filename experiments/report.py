@@ -149,7 +149,9 @@ def csv_text(axes: list[str], table: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_report(sweep_dir: str | Path, out: str | Path | None = None, run_id: str | None = None) -> Path:
+def write_report(
+    sweep_dir: str | Path, out: str | Path | None = None, run_id: str | None = None, audit: str | None = None
+) -> Path:
     """Write report.md, summary.md/.csv and figures into ``out`` (default: the sweep folder)."""
     from fedkd.results import atomic_write_text
 
@@ -160,6 +162,11 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None, run_id: s
     tests = paired_tests(rows)
     chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else plots.pick_fusion_run(rows)
     figures = plots.sweep_figures(rows, axes, out / "figures", chosen)
+    if audit:
+        audit_rows = json.loads(Path(audit).read_text())["rows"]
+        figures["privacy trade-off"] = plots.privacy_tradeoff(
+            rows, audit_rows, out / "figures" / "privacy.png"
+        )
     atomic_write_text(out / "summary.md", markdown_table(axes, table) + "\n")
     atomic_write_text(out / "summary.csv", csv_text(axes, table))
     lines = [
