@@ -108,7 +108,7 @@ def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
         ]
         overrides = (
             f"num-clients=2 rounds=3 models='mlp' local-epochs=1 distill-epochs=1 transfer-size=60 "
-            f"min-replies=1 reply-timeout=30.0 out-dir='{out}'"
+            f"min-replies=1 reply-timeout=90.0 out-dir='{out}'"
         )
         run = start(
             [str(BIN / "flwr"), "run", str(ROOT), "loopback", "--run-config", overrides, "--stream"],
