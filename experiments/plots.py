@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -60,7 +61,7 @@ def weights_heatmap(weights: list[list[float]], path: str | Path, title: str) ->
     image = ax.imshow(w, cmap="magma", vmin=0.0, vmax=max(float(w.max()), 1e-9))
     ax.set_xlabel("teacher client j")
     ax.set_ylabel("student client k")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 48), fontsize=9)
     fig.colorbar(image, ax=ax, label="weight w_kj")
     return _save(fig, Path(path))
 
@@ -153,8 +154,15 @@ def _title(key: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in key) or "all runs"
 
 
+def _colours(rows: list[dict]) -> dict[str, str]:
+    """One colour per algorithm across every panel and figure."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {alg: cycle[i % len(cycle)] for i, alg in enumerate(sorted({_algorithm(r) for r in rows}))}
+
+
 def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | None) -> dict[str, Path]:
     figures: dict[str, Path] = {}
+    colour = _colours(rows)
     panels = _panels(rows, axes, ("algorithm", "seed"))
     fig, axs = _grid(len(panels))
     for ax, (key, members) in zip(axs, panels.items(), strict=False):
@@ -164,8 +172,8 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
             )
             mean, std = curves.mean(axis=0), curves.std(axis=0)
             rounds = np.arange(1, curves.shape[1] + 1)
-            ax.plot(rounds, mean, marker=".", label=alg)
-            ax.fill_between(rounds, mean - std, mean + std, alpha=0.15)
+            ax.plot(rounds, mean, marker=".", label=alg, color=colour[alg])
+            ax.fill_between(rounds, mean - std, mean + std, alpha=0.15, color=colour[alg])
         ax.set(title=_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
@@ -188,6 +196,7 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
                     marker="o",
                     capsize=3,
                     label=alg,
+                    color=colour[alg],
                 )
             ticks = sorted({r["axes"][axis] for r in members})
             log_x = min(ticks) > 0 and max(ticks) / min(ticks) >= 20
@@ -212,7 +221,7 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
             for acc in r["history"]["rounds"][-1]["client_acc"].values()
         ]
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, size=len(accs))
-        ax.scatter(i + jitter, accs, s=6, alpha=0.4)
+        ax.scatter(i + jitter, accs, s=6, alpha=0.4, color=colour[alg])
         ax.hlines(np.mean(accs), i - 0.3, i + 0.3, color="black")
     ax.set_xticks(range(len(algs)), algs)
     ax.set(ylabel="final local test accuracy per client", title="per-client accuracy (all runs; bar = mean)")
@@ -227,7 +236,13 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
                 if _algorithm(r) == alg
             ]
         )
-        ax.plot(np.arange(1, per_round.shape[1] + 1), per_round.mean(axis=0), marker=".", label=alg)
+        ax.plot(
+            np.arange(1, per_round.shape[1] + 1),
+            per_round.mean(axis=0),
+            marker=".",
+            label=alg,
+            color=colour[alg],
+        )
     ax.set(xlabel="round", ylabel="kB per round (up + down, all clients)", title="communication per round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_yscale("symlog")
