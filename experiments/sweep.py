@@ -23,7 +23,7 @@ from fedkd.config import ConfigError, ExperimentConfig, read_toml
 
 RUNS_FILE = "runs.jsonl"
 # Keys that change where or how a run executes, never its numbers: not part of its identity.
-NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads")
+NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads", "data-dir", "device")
 
 
 @dataclass(frozen=True)
