@@ -22,8 +22,8 @@ from typing import Any
 from fedkd.config import ConfigError, ExperimentConfig, read_toml
 
 RUNS_FILE = "runs.jsonl"
-# Keys that change where or how a run executes, never its numbers: not part of its identity.
-NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads", "data-dir", "device")
+# Keys that change where or how a run executes (on CPU), never its numbers: not part of its identity.
+NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads", "data-dir")
 
 
 @dataclass(frozen=True)
