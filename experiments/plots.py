@@ -154,6 +154,21 @@ def _title(key: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in key) or "all runs"
 
 
+def _final_alma_errorbar(ax, rows: list[dict], x_of, label: str, colour: str) -> None:
+    """Mean ± std over seeds of final ALMA at each x (x_of(row) gives a run's x)."""
+    xs = sorted({x_of(r) for r in rows})
+    finals = [[r["final"]["alma"] for r in rows if x_of(r) == x] for x in xs]
+    ax.errorbar(
+        xs,
+        [np.mean(f) for f in finals],
+        yerr=[np.std(f) for f in finals],
+        marker="o",
+        capsize=3,
+        label=label,
+        color=colour,
+    )
+
+
 def _colours(rows: list[dict]) -> dict[str, str]:
     """One colour per algorithm across every panel and figure."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -184,20 +199,8 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
         fig, axs = _grid(len(panels))
         for ax, (key, members) in zip(axs, panels.items(), strict=False):
             for alg in sorted({_algorithm(r) for r in members}):
-                xs = sorted({r["axes"][axis] for r in members if _algorithm(r) == alg})
-                finals = [
-                    [r["final"]["alma"] for r in members if _algorithm(r) == alg and r["axes"][axis] == x]
-                    for x in xs
-                ]
-                ax.errorbar(
-                    xs,
-                    [np.mean(f) for f in finals],
-                    yerr=[np.std(f) for f in finals],
-                    marker="o",
-                    capsize=3,
-                    label=alg,
-                    color=colour[alg],
-                )
+                mine = [r for r in members if _algorithm(r) == alg]
+                _final_alma_errorbar(ax, mine, lambda r, a=axis: r["axes"][a], alg, colour[alg])
             ticks = sorted({r["axes"][axis] for r in members})
             log_x = min(ticks) > 0 and max(ticks) / min(ticks) >= 20
             ax.set(
@@ -305,17 +308,7 @@ def privacy_tradeoff(rows: list[dict], audit_rows: list[dict], path: str | Path)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for colour, alg in zip(colours, sorted({_algorithm(r) for r in noisy}), strict=False):
         mine = [r for r in noisy if _algorithm(r) == alg]
-        xs = sorted({r["config"]["noise-multiplier"] for r in mine})
-        finals = [[r["final"]["alma"] for r in mine if r["config"]["noise-multiplier"] == x] for x in xs]
-        ax.errorbar(
-            xs,
-            [np.mean(f) for f in finals],
-            yerr=[np.std(f) for f in finals],
-            marker="o",
-            capsize=3,
-            color=colour,
-            label=f"{alg} ALMA",
-        )
+        _final_alma_errorbar(ax, mine, lambda r: r["config"]["noise-multiplier"], f"{alg} ALMA", colour)
         base = [r["final"]["alma"] for r in clean if _algorithm(r) == alg]
         if base:
             ax.axhline(
@@ -323,11 +316,11 @@ def privacy_tradeoff(rows: list[dict], audit_rows: list[dict], path: str | Path)
             )
     ticks = sorted({r["config"]["noise-multiplier"] for r in noisy})
     cfg = ExperimentConfig.from_run_config(noisy[0]["config"])
-    ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
     labels = []
     for t in ticks:
-        ledger.cfg = cfg.with_overrides({"noise-multiplier": t}).privacy
-        ledger._cache.clear()
+        ledger = PrivacyLedger(
+            cfg.with_overrides({"noise-multiplier": t}).privacy, cfg.data.transfer_size, cfg.data.num_clients
+        )
         labels.append(f"{t:g}\neps={ledger.epsilon_for(cfg.run.rounds):.3g}")
     ax.set_xscale("log")
     ax.set_xticks(ticks, labels)
