@@ -124,3 +124,31 @@ def test_audit_noise_lowers_membership_inference_auc():
     clean, noisy = rows[0], rows[1]
     assert clean["noise_multiplier"] == 0.0 and clean["auc"] > 0.6  # an overfit model leaks membership
     assert noisy["auc"] < clean["auc"] - 0.1
+
+
+def test_privacy_tradeoff_figure(tmp_path):
+    from PIL import Image
+
+    from experiments.plots import privacy_tradeoff
+
+    base = tiny_config(**{"sensitivity-model": "row"})
+    rows = []
+    for mechanism, multiplier, alma in [("none", 1.0, 0.9), ("gaussian", 0.1, 0.88), ("gaussian", 1.0, 0.8)]:
+        config = base.with_overrides({"mechanism": mechanism, "noise-multiplier": multiplier}).to_run_config()
+        rows.append(
+            {
+                "axes": {"algorithm": "knfu", "mechanism": mechanism, "noise-multiplier": multiplier},
+                "config": config,
+                "final": {"alma": alma},
+            }
+        )
+    audit = [
+        {"noise_multiplier": 0.0, "auc": 0.7},
+        {"noise_multiplier": 0.1, "auc": 0.68},
+        {"noise_multiplier": 1.0, "auc": 0.52},
+    ]
+    path = privacy_tradeoff(rows, audit, tmp_path / "privacy.png")
+    with Image.open(path) as image:
+        image.verify()
+        assert image.size[0] >= 800
+    assert path.with_suffix(".pdf").exists()
