@@ -95,3 +95,78 @@ def test_console_script_runs_end_to_end(tmp_path):
 def test_keys_lists_every_run_config_key():
     result = _run(["keys"])
     assert result.exit_code == 0 and "beta = 10.0" in result.output and "num-clients = 10" in result.output
+
+
+def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_path):
+    creds = tmp_path / "creds"
+    made = _run(["deploy", "credentials", "--out", str(creds), "--nodes", "1"])
+    assert (
+        made.exit_code == 0
+        and (creds / "certs" / "ca.crt").exists()
+        and (creds / "keys" / "node-0.pub").exists()
+    )
+    link = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--print"])
+    assert (
+        link.exit_code == 0 and "--enable-supernode-auth" in link.output and "--ssl-certfile" in link.output
+    )
+    node = _run(
+        [
+            "deploy",
+            "supernode",
+            "--superlink",
+            "10.1.2.3:8000",
+            "--certs",
+            str(creds / "certs"),
+            "--key",
+            str(creds / "keys" / "node-0"),
+            "--partition-id",
+            "0",
+            "--num-partitions",
+            "2",
+            "--data-dir",
+            "/data",
+            "--print",
+        ]
+    )
+    assert node.exit_code == 0 and "partition-id=0 num-partitions=2" in node.output
+    assert "--auth-supernode-private-key" in node.output
+    insecure = _run(["deploy", "superlink", "--insecure", "--print"])
+    assert (
+        insecure.exit_code == 0
+        and "WARNING: --insecure" in insecure.output
+        and "--insecure" in insecure.output
+    )
+    for args, fragment in [
+        (["deploy", "superlink", "--print"], "--certs DIR is required"),
+        (
+            [
+                "deploy",
+                "supernode",
+                "--superlink",
+                "h:1",
+                "--partition-id",
+                "2",
+                "--num-partitions",
+                "2",
+                "--insecure",
+            ],
+            "--partition-id=2 is invalid; allowed: 0..1",
+        ),
+        (
+            [
+                "deploy",
+                "supernode",
+                "--superlink",
+                "h:1",
+                "--partition-id",
+                "0",
+                "--num-partitions",
+                "2",
+                "--certs",
+                str(creds / "certs"),
+            ],
+            "--key FILE is required",
+        ),
+    ]:
+        bad = _run(args)
+        assert bad.exit_code == 2 and fragment in bad.output
