@@ -17,8 +17,6 @@ import click
 from experiments.cli_deploy import deploy as deploy_group
 from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
 
-log = logging.getLogger("flwr.fedkd")
-
 # Shorthand option -> run_config key (the same keys --set accepts).
 SHORTHANDS = {
     "dataset": "dataset",
@@ -73,7 +71,7 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
     if cfg.privacy.mechanism != "none":
         from fedkd.privacy import PrivacyLedger, noise_scale
 
-        ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
+        ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size)
         lines.append(
             f"privacy: {cfg.privacy.mechanism} noise on {cfg.privacy.noise_on}, clip {cfg.privacy.clip:g}, "
             f"scale {noise_scale(cfg.privacy, cfg.data.transfer_size):.4g}; "

@@ -101,9 +101,6 @@ def make_node_keys(out: str | Path, count: int) -> list[tuple[Path, Path]]:
     return pairs
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def superlink_command(certs: Path | None, host: str, port: int, database: Path, node_auth: bool) -> list[str]:
     """flower-superlink with TLS (unless ``certs`` is None) and SuperNode authentication."""
     cmd = [
@@ -166,8 +163,3 @@ def write_connection(flwr_home: Path, name: str, address: str, certs: Path | Non
     links[name] = entry
     links.setdefault("default", name)
     return _write(path, tomli_w.dumps(config).encode())
-
-
-def is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    return host in LOOPBACK or host.startswith("127.")

@@ -318,9 +318,7 @@ def privacy_tradeoff(rows: list[dict], audit_rows: list[dict], path: str | Path)
     cfg = ExperimentConfig.from_run_config(noisy[0]["config"])
     labels = []
     for t in ticks:
-        ledger = PrivacyLedger(
-            cfg.with_overrides({"noise-multiplier": t}).privacy, cfg.data.transfer_size, cfg.data.num_clients
-        )
+        ledger = PrivacyLedger(cfg.with_overrides({"noise-multiplier": t}).privacy, cfg.data.transfer_size)
         labels.append(f"{t:g}\neps={ledger.epsilon_for(cfg.run.rounds):.3g}")
     ax.set_xscale("log")
     ax.set_xticks(ticks, labels)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.config import ConfigError, ExperimentConfig, read_toml
+from fedkd.results import json_safe
 
 RUNS_FILE = "runs.jsonl"
 # Keys that change where or how a run executes (on CPU), never its numbers: not part of its identity.
@@ -151,17 +152,7 @@ def execute(run: PlannedRun, out_dir: str) -> dict[str, Any]:
         message = " ".join(str(exc).split()) or type(exc).__name__
         row.update(status="failed", error=f"{type(exc).__name__}: {message}"[:500])
         row["traceback_tail"] = traceback.format_exc().splitlines()[-3:]
-    return _json_safe(row)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # NaN
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
+    return json_safe(row)
 
 
 def pending_runs(planned: list[PlannedRun], table: Path, retry_failed: bool) -> list[PlannedRun]:

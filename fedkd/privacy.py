@@ -101,7 +101,6 @@ class PrivacyLedger:
 
     cfg: PrivacyConfig
     rows: int
-    num_clients: int
 
     def __post_init__(self) -> None:
         self.releases: dict[int, int] = {}

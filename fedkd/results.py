@@ -11,14 +11,14 @@ from typing import Any
 from fedkd.atomic import atomic_write
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN: write null for non-finite floats."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -27,7 +27,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(_clean(payload), indent=1, allow_nan=False))
+    atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
 
 
 def environment_info() -> dict[str, str]:

@@ -62,8 +62,11 @@ class PredictionExchange:
 
 
 class NoExchange:
+    """Nothing is uploaded; the algorithm still decides the (identity) weights and no targets."""
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
+        self.fusion = FUSIONS.get(cfg.fusion.algorithm)
 
     def accept(self, reply: Message) -> None:
         return None
@@ -71,7 +74,11 @@ class NoExchange:
     def combine(
         self, accepted: dict[int, Any], replies: dict[int, Message]
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
-        return {}, np.eye(len(accepted))
+        empty = np.zeros((len(accepted), 0, NUM_CLASSES[self.cfg.data.dataset]))  # (K', 0, C): no uploads
+        result = self.fusion.fuse(empty, self.cfg.fusion)
+        targets = [t for t in result.targets if t is not None]
+        assert not targets, "an algorithm that uploads nothing cannot make targets"
+        return {}, result.weights
 
 
 class WeightExchange:

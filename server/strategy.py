@@ -45,7 +45,7 @@ def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
     """Accounting applies when noised predictions are released."""
     if cfg.privacy.mechanism == "none" or FUSIONS.get(cfg.fusion.algorithm).uploads != "predictions":
         return None
-    return PrivacyLedger(cfg.privacy, cfg.data.transfer_size, cfg.data.num_clients)
+    return PrivacyLedger(cfg.privacy, cfg.data.transfer_size)
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.1) -> list[int]:

@@ -75,7 +75,6 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_more_noise():
         return PrivacyLedger(
             PrivacyConfig(mechanism="gaussian", noise_multiplier=multiplier, sensitivity_model=model),
             rows=200,
-            num_clients=3,
         )
 
     low, high = ledger(1.0), ledger(4.0)
@@ -85,7 +84,7 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_more_noise():
     # client-level protection of a 200-row release costs far more than row-level
     assert ledger(1.0, "client").epsilon_for(1) > 10 * low.epsilon_for(1)
     laplace = PrivacyLedger(
-        PrivacyConfig(mechanism="laplace", noise_multiplier=2.0, sensitivity_model="row"), 200, 3
+        PrivacyConfig(mechanism="laplace", noise_multiplier=2.0, sensitivity_model="row"), 200
     )
     assert laplace.epsilon_for(3) == pytest.approx(3 * 0.5)  # basic composition of eps = 1 / 2
 
