@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from fresh_process import measure_in_fresh_process  # noqa: E402 - bench/ is on the path
 
 
 def bench_config(clients: int, rounds: int):
@@ -143,15 +144,8 @@ def main() -> None:
     rows = []
     for clients in args.clients:
         for driver in args.drivers:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", driver, str(clients), "--rounds", str(args.rounds)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                sys.exit(f"{driver} with {clients} clients failed:\n{proc.stderr[-2000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            one = ["--one", driver, str(clients), "--rounds", str(args.rounds)]
+            rows.append(measure_in_fresh_process(__file__, one, f"{driver} with {clients} clients"))
     print(f"digits, knfu, {args.rounds} rounds; per-round = median of rounds 2..{args.rounds}")
     print(
         f"{'clients':>7} {'driver':>10} {'round s':>8} {'x plain':>8} {'startup s':>10} {'round 1 s':>10}"

@@ -80,8 +80,14 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         pid = partition_id(context)
         settings = msg.content[CONFIG_KEY]
         upload = str(settings["upload"])  # predictions | weights | nothing
+        # weight averaging: start from the global model the server sent (when it sent one)
+        state = msg.content[WEIGHTS_KEY].to_torch_state_dict() if WEIGHTS_KEY in msg.content else None
         result = local_step(
-            cfg, pid, int(settings["server-round"]), _load_state(context), upload == "predictions"
+            cfg,
+            pid,
+            int(settings["server-round"]),
+            state if state is not None else _load_state(context),
+            upload == "predictions",
         )
         _save_state(context, result.state)
         content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
@@ -101,8 +107,11 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         replacement = None
         if WEIGHTS_KEY in msg.content:
             replacement = msg.content[WEIGHTS_KEY].to_torch_state_dict()
-        server_round = int(msg.content[CONFIG_KEY]["server-round"])
-        result = distill_step(cfg, pid, server_round, _load_state(context), target, replacement)
+        settings = msg.content[CONFIG_KEY]
+        evaluate = bool(settings.get("evaluate", True))
+        result = distill_step(
+            cfg, pid, int(settings["server-round"]), _load_state(context), target, replacement, evaluate
+        )
         _save_state(context, result.state)
         metrics = MetricRecord({**result.metrics, "partition-id": pid})
         return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)

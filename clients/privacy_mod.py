@@ -12,6 +12,7 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
+from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
 from fedkd.privacy import privatize
 from fedkd.seeding import numpy_rng
@@ -33,7 +34,9 @@ def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig]):
         # seeded for reproducible simulation; see docs/privacy.md for deployments
         rng = numpy_rng(cfg.run.seed, "privacy", partition_id(context), server_round)
         soft = reply.content[KNOWLEDGE_KEY]["soft"].numpy().astype(np.float64)
-        reply.content[KNOWLEDGE_KEY] = soft_record(privatize(soft, cfg.privacy, cfg.train.temperature, rng))
+        reply.content[KNOWLEDGE_KEY] = soft_record(
+            privatize(soft, cfg.privacy, compute_budget(cfg).temperature, rng)
+        )
         return reply
 
     return privacy_mod

@@ -57,6 +57,7 @@ def build_config(
 
 def describe_federation(cfg: ExperimentConfig) -> list[str]:
     """Build the data split now (errors surface before any engine starts) and describe it."""
+    from fedkd.budget import compute_budget
     from fedkd.data.federation import federation
     from fedkd.data.partition import class_histogram
     from fedkd.models import architecture_for, build_model, count_parameters
@@ -68,6 +69,7 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         f"{cfg.data.partitioner} alpha={cfg.data.alpha} | transfer set {len(split.transfer)} | "
         f"{cfg.run.rounds} rounds | engine {cfg.run.engine} | seed {cfg.run.seed}"
     ]
+    lines.append(compute_budget(cfg).describe() + f" | eval every {cfg.run.eval_every} round(s)")
     if cfg.privacy.mechanism != "none":
         from fedkd.privacy import PrivacyLedger, noise_scale
 
@@ -79,7 +81,7 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         )
     for pid in range(cfg.data.num_clients):
         arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
-        params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0, pid))
+        params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0))
         classes = int((hist[pid] > 0).sum())
         lines.append(
             f"  client {pid:>3}: {arch:<11} {params:>9,d} params | train {len(split.client_train[pid]):>5}"
@@ -265,11 +267,29 @@ def sweep(
 @click.option("--out", type=str, help="Folder for report.md and figures [default: SWEEP_DIR].")
 @click.option("--run", "run_id", type=str, help="Run id whose weight matrix and partition to show.")
 @click.option("--audit", type=str, help="audit.json from `fedkd audit`: adds the privacy trade-off figure.")
-def report(sweep_dir: str, out: str | None, run_id: str | None, audit: str | None) -> None:
-    """Summary table (Markdown + CSV), paired tests and figures of a sweep."""
+@click.option(
+    "--reference", default="local", show_default=True, help="Method every other one is compared with."
+)
+@click.option(
+    "--columns",
+    default="algorithm",
+    show_default=True,
+    help="Comma list of axes whose values make the table's columns (methods); "
+    "the other non-seed axes make its rows.",
+)
+def report(
+    sweep_dir: str, out: str | None, run_id: str | None, audit: str | None, reference: str, columns: str
+) -> None:
+    """Per-cell means with 95% CIs, Holm-adjusted paired comparisons, tables and figures of a sweep.
+
+    results.md holds the block the README pastes (pivot table + comparisons), runs.csv the
+    per-run numbers it is computed from."""
     from experiments.report import write_report
 
-    click.echo(f"report: {write_report(sweep_dir, out, run_id, audit)}")
+    axes = [c.strip() for c in columns.split(",") if c.strip()]
+    path = write_report(sweep_dir, out, run_id, audit, reference, axes)
+    click.echo((path.parent / "results.md").read_text(), nl=False)
+    click.echo(f"report: {path}")
 
 
 @main.command()

@@ -66,10 +66,15 @@ def weights_heatmap(weights: list[list[float]], path: str | Path, title: str) ->
     return _save(fig, Path(path))
 
 
+def evaluated_rounds(history: dict) -> list[dict]:
+    """The rounds that were evaluated (every ``eval-every`` rounds and the last one)."""
+    return [r for r in history["rounds"] if r.get("evaluated", True)]
+
+
 def run_figures(history: dict, out: str | Path) -> dict[str, Path]:
     """Figures of one results.json: ALMA per round, per-client accuracy, weights, bytes."""
     out = Path(out)
-    rounds = history["rounds"]
+    rounds = evaluated_rounds(history)
     x = [r["round"] for r in rounds]
     alg = history["config"]["fusion"]["algorithm"]
     figures = {}
@@ -86,6 +91,7 @@ def run_figures(history: dict, out: str | Path) -> dict[str, Path]:
     ax.set(xlabel="round", ylabel="local test accuracy", title=f"{alg}: per-client accuracy", ylim=(0, 1))
     ax.legend(fontsize=6, ncol=2)
     figures["per-client accuracy"] = _save(fig, out / "client_accuracy.png")
+    rounds, x = history["rounds"], [r["round"] for r in history["rounds"]]  # every round from here on
     figures["weights"] = weights_heatmap(
         rounds[-1]["weights"], out / "weights.png", f"{alg}: who learned from whom"
     )
@@ -182,11 +188,10 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
     fig, axs = _grid(len(panels))
     for ax, (key, members) in zip(axs, panels.items(), strict=False):
         for alg in sorted({_algorithm(r) for r in members}):
-            curves = np.array(
-                [[x["alma"] for x in r["history"]["rounds"]] for r in members if _algorithm(r) == alg]
-            )
+            runs = [evaluated_rounds(r["history"]) for r in members if _algorithm(r) == alg]
+            curves = np.array([[x["alma"] for x in run] for run in runs])  # (seeds, evaluated rounds)
             mean, std = curves.mean(axis=0), curves.std(axis=0)
-            rounds = np.arange(1, curves.shape[1] + 1)
+            rounds = np.array([x["round"] for x in runs[0]])
             ax.plot(rounds, mean, marker=".", label=alg, color=colour[alg])
             ax.fill_between(rounds, mean - std, mean + std, alpha=0.15, color=colour[alg])
         ax.set(title=_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")

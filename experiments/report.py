@@ -1,8 +1,9 @@
-"""Sweep report: summary table (mean, std, 95% CI over seeds), paired tests, figures, report.md.
+"""Sweep report: per-cell statistics with CIs, Holm-adjusted paired comparisons, figures.
 
-Statistics are over seeds: runs that differ only in ``seed`` form one group. A paired test
-compares two algorithms on configurations that match in every other axis (seed included), so
-each pair shares the same split and the same model initialisations.
+Statistics are over seeds: runs that differ only in ``seed`` form one group. Comparisons pair
+two methods on the same cell and seed, so each pair shares the same split and the same initial
+models (experiments/tables.py). The flat runs.csv written here is the single source of every
+published number.
 """
 
 from __future__ import annotations
@@ -16,13 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from experiments import plots
+from experiments.stats import mean_ci
 from experiments.sweep import RUNS_FILE, read_rows
+from experiments.tables import (
+    METRICS,
+    RunTable,
+    axis_order,
+    axis_text,
+    methods_of,
+    read_runs_csv,
+    resolve_reference,
+    results_tables,
+    write_runs_csv,
+)
 from fedkd.config import ConfigError
 
 SEED = "seed"
+RUNS_CSV = "runs.csv"
 
 
 def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -45,74 +58,50 @@ def group_axes(rows: list[dict[str, Any]]) -> list[str]:
     return axes
 
 
-def _key(row: dict[str, Any], axes: list[str]) -> tuple:
-    return tuple(row["axes"].get(a) for a in axes)
-
-
-def mean_std_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean, sample std and the half-width of the 95% t-interval (nan for n < 2)."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size < 2:
-        return float(arr.mean()), math.nan, math.nan
-    std = float(arr.std(ddof=1))
-    return float(arr.mean()), std, float(stats.t.ppf(0.975, arr.size - 1) * std / math.sqrt(arr.size))
-
-
-def summary(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+def run_table(rows: list[dict[str, Any]]) -> RunTable:
+    """The flat table every statistic is computed from: one record per finished run."""
     axes = group_axes(rows)
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    records = []
     for row in rows:
-        groups[_key(row, axes)].append(row)
-    table = []
-    for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
+        final = row["history"].get("final") or row["final"]
+        record: dict[str, Any] = {a: axis_text(row["axes"].get(a, "")) for a in axes}
+        record["seed"] = int(row["axes"].get(SEED, row["config"].get(SEED, 0)))
+        for metric in METRICS:
+            value = final.get(metric)
+            record[metric] = float(value) if value is not None else math.nan
+        records.append(record)
+    return RunTable(axes, records)
+
+
+def summary(table: RunTable) -> list[dict[str, Any]]:
+    """Per group of runs that differ only in seed: ALMA mean, std, 95% CI; sampling error of
+    one run's ALMA (its local test splits); global accuracy; KnFu's mean self-weight."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in table.records:
+        groups[tuple(record[a] for a in table.axes)].append(record)
+    orders = [axis_order([r[a] for r in table.records]) for a in table.axes]
+    out = []
+    for key in sorted(groups, key=lambda k: [o.index(v) for o, v in zip(orders, k, strict=True)]):
         members = groups[key]
-        alma_m, alma_s, alma_ci = mean_std_ci([r["final"]["alma"] for r in members])
-        glob_m, glob_s, _ = mean_std_ci([r["final"]["global_acc"] for r in members])
-        table.append(
+        alma_m, alma_s, alma_ci = mean_ci([r["alma"] for r in members])
+        out.append(
             {
-                **dict(zip(axes, key, strict=True)),
+                **dict(zip(table.axes, key, strict=True)),
                 "n": len(members),
                 "alma_mean": alma_m,
                 "alma_std": alma_s,
                 "alma_ci95": alma_ci,
-                "global_mean": glob_m,
-                "global_std": glob_s,
+                "alma_se_run": _finite_mean([r["alma_se"] for r in members]),
+                "global_mean": _finite_mean([r["global_acc"] for r in members]),
+                "self_weight": _finite_mean([r["self_weight"] for r in members]),
             }
         )
-    return axes, table
+    return out
 
 
-def paired_tests(rows: list[dict[str, Any]], reference: str = "knfu") -> list[dict[str, Any]]:
-    """``reference`` vs each other algorithm, paired over all other axes (seeds included)."""
-    if not any("algorithm" in r["axes"] for r in rows):
-        return []
-    others = [a for a in group_axes(rows) if a != "algorithm"] + [SEED]
-    by_alg: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for row in rows:
-        by_alg[row["axes"]["algorithm"]][_key(row, others)] = row["final"]["alma"]
-    if reference not in by_alg:
-        return []
-    results = []
-    for alg in sorted(a for a in by_alg if a != reference):
-        common = sorted(set(by_alg[reference]) & set(by_alg[alg]), key=str)
-        if len(common) < 2:
-            continue
-        diff = np.array([by_alg[reference][k] - by_alg[alg][k] for k in common])
-        p = float(
-            stats.ttest_rel([by_alg[reference][k] for k in common], [by_alg[alg][k] for k in common]).pvalue
-        )
-        results.append(
-            {
-                "reference": reference,
-                "other": alg,
-                "pairs": len(common),
-                "mean_diff": float(diff.mean()),
-                "wins": int((diff > 0).sum()),
-                "losses": int((diff < 0).sum()),
-                "p_value": p,
-            }
-        )
-    return results
+def _finite_mean(values: list[float]) -> float:
+    arr = np.array([v for v in values if math.isfinite(v)], dtype=np.float64)
+    return float(arr.mean()) if arr.size else math.nan
 
 
 def _fmt(value: Any) -> str:
@@ -121,76 +110,94 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _axis(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+SUMMARY_COLUMNS = {
+    "n": "seeds",
+    "alma_mean": "final ALMA mean",
+    "alma_std": "std",
+    "alma_ci95": "95% CI ±",
+    "alma_se_run": "one run's sampling SE",
+    "global_mean": "global acc",
+    "self_weight": "self-weight",
+}
 
 
 def markdown_table(axes: list[str], table: list[dict[str, Any]]) -> str:
-    header = [*axes, "n", "final ALMA (mean ± std)", "95% CI ±", "global acc (mean ± std)"]
+    header = [*axes, *SUMMARY_COLUMNS.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
-        cells = [_axis(row[a]) for a in axes] + [
-            str(row["n"]),
-            f"{_fmt(row['alma_mean'])} ± {_fmt(row['alma_std'])}",
-            _fmt(row["alma_ci95"]),
-            f"{_fmt(row['global_mean'])} ± {_fmt(row['global_std'])}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(
+            "| " + " | ".join([row[a] for a in axes] + [_fmt(row[k]) for k in SUMMARY_COLUMNS]) + " |"
+        )
     return "\n".join(lines)
 
 
 def csv_text(axes: list[str], table: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=[*axes, "n", "alma_mean", "alma_std", "alma_ci95", "global_mean", "global_std"]
-    )
+    writer = csv.DictWriter(buffer, fieldnames=[*axes, *SUMMARY_COLUMNS], lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     return buffer.getvalue()
 
 
+def default_columns(axes: list[str]) -> list[str]:
+    return ["algorithm"] if "algorithm" in axes else axes[:1]
+
+
 def write_report(
-    sweep_dir: str | Path, out: str | Path | None = None, run_id: str | None = None, audit: str | None = None
+    sweep_dir: str | Path,
+    out: str | Path | None = None,
+    run_id: str | None = None,
+    audit: str | None = None,
+    reference: str = "local",
+    columns: list[str] | None = None,
 ) -> Path:
-    """Write report.md, summary.md/.csv and figures into ``out`` (default: the sweep folder)."""
+    """Write runs.csv, summary.md/.csv, results.md (the README block), figures and report.md into
+    ``out`` (default: the sweep folder). Every table is computed from runs.csv as written, so
+    the committed CSV regenerates the published tables exactly."""
     from fedkd.results import atomic_write_text
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out else sweep_dir
     rows = load_runs(sweep_dir)
-    axes, table = summary(rows)
-    tests = paired_tests(rows)
+    runs_csv = write_runs_csv(run_table(rows))
+    table = read_runs_csv(runs_csv)
+    columns = columns or default_columns(table.axes)
+    blocks = results_tables(table, columns, reference) if _has_reference(table, columns, reference) else ""
+    per_group = summary(table)
     chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else plots.pick_fusion_run(rows)
-    figures = plots.sweep_figures(rows, axes, out / "figures", chosen)
+    figures = plots.sweep_figures(rows, group_axes(rows), out / "figures", chosen)
     if audit:
         audit_rows = json.loads(Path(audit).read_text())["rows"]
         figures["privacy trade-off"] = plots.privacy_tradeoff(
             rows, audit_rows, out / "figures" / "privacy.png"
         )
-    atomic_write_text(out / "summary.md", markdown_table(axes, table) + "\n")
-    atomic_write_text(out / "summary.csv", csv_text(axes, table))
+    atomic_write_text(out / RUNS_CSV, runs_csv)
+    atomic_write_text(out / "summary.md", markdown_table(table.axes, per_group) + "\n")
+    atomic_write_text(out / "summary.csv", csv_text(table.axes, per_group))
+    atomic_write_text(out / "results.md", blocks)
     lines = [
         f"# Sweep report: {sweep_dir.name}",
         "",
-        f"{len(rows)} finished runs; statistics over seeds (mean ± sample std, 95% t-interval).",
-        "",
-        markdown_table(axes, table),
+        f"{len(rows)} finished runs; statistics over seeds.",
         "",
     ]
-    if tests:
-        lines += [
-            "## Paired comparisons (final ALMA, paired over every other axis and seed)",
-            "",
-            "| reference | other | pairs | mean diff | wins | losses | p (paired t) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {t['reference']} | {t['other']} | {t['pairs']} | {t['mean_diff']:+.4f} | {t['wins']} | "
-            f"{t['losses']} | {t['p_value']:.3g} |"
-            for t in tests
-        ]
-        lines.append("")
+    if blocks:
+        lines += ["## Comparisons", "", blocks]
+    lines += [
+        "## Every group (mean, sample std and 95% t-interval over seeds)",
+        "",
+        markdown_table(table.axes, per_group),
+        "",
+    ]
     lines += ["## Figures", ""] + [f"![{name}](figures/{path.name})" for name, path in figures.items()]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _has_reference(table: RunTable, columns: list[str], reference: str) -> bool:
+    try:
+        resolve_reference(reference, methods_of(table, columns))
+    except ConfigError:
+        return False
+    return True

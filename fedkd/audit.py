@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from fedkd.budget import compute_budget
 from fedkd.client_steps import local_step
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import client_data
@@ -34,7 +35,6 @@ def _trained_model(cfg: ExperimentConfig, pid: int) -> tuple[torch.nn.Module, ob
         data.input_shape,
         data.num_classes,
         cfg.run.seed,
-        pid,
     )
     model.load_state_dict(state)
     return model, data
@@ -51,7 +51,7 @@ def membership_auc(cfg: ExperimentConfig, multipliers: list[float], pid: int = 0
     x = torch.cat([data.train_x[members], data.global_x[outsiders]])  # (2n, C, H, W)
     y = np.concatenate([data.train_y[members].numpy(), data.global_y[outsiders].numpy()])
     is_member = np.r_[np.ones(n), np.zeros(n)]
-    clean = predict_proba(model, x, cfg.train.temperature)  # (2n, C)
+    clean = predict_proba(model, x, compute_budget(cfg).temperature)  # (2n, C), at the upload T
     rows = []
     for multiplier in [0.0, *multipliers]:
         if multiplier == 0.0:
@@ -66,7 +66,7 @@ def membership_auc(cfg: ExperimentConfig, multipliers: list[float], pid: int = 0
             released = privatize(
                 clean,
                 privacy,
-                cfg.train.temperature,
+                compute_budget(cfg).temperature,
                 numpy_rng(cfg.run.seed, "audit-noise", f"{multiplier:g}"),
             )
         score = released[np.arange(len(y)), y]

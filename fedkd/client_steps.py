@@ -14,12 +14,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedkd.budget import ComputeBudget, compute_budget
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData, client_data
 from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, build_model
 from fedkd.seeding import torch_generator
-from fedkd.training import accuracy, distill, local_train, mixed_precision, predict_proba, resolve_device
+from fedkd.training import (
+    FitStats,
+    accuracy,
+    distill,
+    local_train,
+    mixed_precision,
+    predict_proba,
+    resolve_device,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -46,7 +55,7 @@ def client_compute(cfg: ExperimentConfig) -> Iterator[None]:
 
 def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict | None) -> torch.nn.Module:
     arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
-    model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed, pid)
+    model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed)
     if state is not None:
         model.load_state_dict(state)
     return model.to(resolve_device(cfg.train.device))
@@ -65,20 +74,30 @@ def _data(cfg: ExperimentConfig, pid: int) -> ClientData:
 def local_step(
     cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, predict: bool
 ) -> StepResult:
-    """Train on private data; optionally return soft predictions on the transfer set."""
+    """Train on private data (the budget's local epochs); optionally return soft predictions
+    on the transfer set at the algorithm's temperature."""
     start = time.perf_counter()
     data = _data(cfg, pid)
-    t = cfg.train
+    budget = compute_budget(cfg)
+    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
-        loss = _train_private(cfg, pid, server_round, model, data, "local", t.local_epochs)
-        preds = predict_proba(model, data.transfer_x, t.temperature) if predict else None
+        if state is None and cfg.train.pretrain_epochs > 0:
+            _pretrain_public(cfg, pid, model, data)
+        fit = _train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs)
+        samples = fit.samples
+        if budget.revisit_before_upload:
+            samples += _train_private(
+                cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs
+            ).samples
+        preds = predict_proba(model, _rows(data.transfer_x, rows), budget.temperature) if predict else None
     return StepResult(
         _snapshot(model),
         preds,
         {
-            "train-loss": loss,
+            "train-loss": fit.loss,
             "num-examples": float(len(data.train_y)),
+            "private-samples": float(samples),
             "compute-seconds": time.perf_counter() - start,
         },
     )
@@ -91,57 +110,82 @@ def distill_step(
     state: StateDict | None,
     target: np.ndarray | None,
     replacement: StateDict | None = None,
+    evaluate: bool = True,
 ) -> StepResult:
     """Distil from a personalised target (if any), revisit private data, then evaluate.
 
-    ``replacement``: weights to adopt instead (weight-averaging baselines). For a guarded
+    ``replacement``: weights to adopt instead (weight-averaging baselines). The revisit runs
+    whether or not a target came (the budget is the same for every algorithm). For a guarded
     algorithm, a distillation that lowers accuracy on the guard slice by more than the
-    tolerance is undone (metric ``rolled-back`` = 1).
+    tolerance is undone before the revisit (metric ``rolled-back`` = 1).
     """
     start = time.perf_counter()
     data = _data(cfg, pid)
-    metrics: dict[str, float] = {}
+    budget = compute_budget(cfg)
+    metrics: dict[str, float] = {"private-samples": 0.0, "transfer-samples": 0.0}
     with client_compute(cfg):
         model = _model(cfg, pid, data, replacement if replacement is not None else state)
-        if target is not None:
+        if target is not None and budget.distill_epochs > 0:
             guarded = len(data.val_y) > 0
             if guarded:
                 before, snapshot = accuracy(model, data.val_x, data.val_y), _snapshot(model)
-            metrics["distill-loss"] = _distill_and_revisit(cfg, pid, server_round, model, data, target)
+            fit = _distill(cfg, pid, server_round, model, data, target, budget)
+            metrics.update({"distill-loss": fit.loss, "transfer-samples": float(fit.samples)})
             if guarded:
-                after = accuracy(model, data.val_x, data.val_y)
-                rolled_back = after < before - cfg.fusion.guard_tolerance
+                rolled_back = accuracy(model, data.val_x, data.val_y) < before - cfg.fusion.guard_tolerance
                 if rolled_back:
                     model.load_state_dict(snapshot)
                 metrics["rolled-back"] = float(rolled_back)
-        metrics["local-acc"] = accuracy(model, data.test_x, data.test_y)
-        metrics["global-acc"] = accuracy(model, data.global_x, data.global_y)
+        if budget.revisit_epochs > 0 and not budget.revisit_before_upload:
+            fit = _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs)
+            metrics["private-samples"] = float(fit.samples)
+        if evaluate:
+            metrics["local-acc"] = accuracy(model, data.test_x, data.test_y)
+            metrics["local-test-size"] = float(len(data.test_y))
+            metrics["global-acc"] = accuracy(model, data.global_x, data.global_y)
     metrics["compute-seconds"] = time.perf_counter() - start
     return StepResult(_snapshot(model), None, metrics)
 
 
-def _distill_and_revisit(
+def _rows(x: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
+    return x if rows is None else x[torch.from_numpy(rows)]
+
+
+def _pretrain_public(cfg: ExperimentConfig, pid: int, model: torch.nn.Module, data: ClientData) -> FitStats:
+    """Supervised training on the labelled transfer set before round 1 (FedMD's transfer
+    learning), the same for every algorithm when asked for."""
+    t = cfg.train
+    return local_train(
+        model,
+        data.transfer_x,
+        data.transfer_y,
+        epochs=t.pretrain_epochs,
+        batch_size=t.batch_size,
+        lr=t.learning_rate,
+        generator=torch_generator(cfg.run.seed, "pretrain", pid),
+    )
+
+
+def _distill(
     cfg: ExperimentConfig,
     pid: int,
     server_round: int,
     model: torch.nn.Module,
     data: ClientData,
     target: np.ndarray,
-) -> float:
-    t = cfg.train
-    loss = distill(
+    budget: ComputeBudget,
+) -> FitStats:
+    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    return distill(
         model,
-        data.transfer_x,
+        _rows(data.transfer_x, rows),
         torch.from_numpy(np.asarray(target, dtype=np.float32)),
-        temperature=t.temperature,
-        epochs=t.distill_epochs,
-        batch_size=t.batch_size,
-        lr=t.learning_rate,
+        temperature=budget.temperature,
+        epochs=budget.distill_epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.learning_rate,
         generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
     )
-    if t.revisit_epochs > 0:
-        _train_private(cfg, pid, server_round, model, data, "revisit", t.revisit_epochs)
-    return loss
 
 
 def _train_private(
@@ -152,8 +196,9 @@ def _train_private(
     data: ClientData,
     phase: str,
     epochs: int,
-) -> float:
-    """Cross-entropy epochs on the private split, batch order from (seed, phase, client, round)."""
+) -> FitStats:
+    """Cross-entropy epochs on the private split, batch order from (seed, phase, client, round).
+    An epoch is as long as the whole private partition, guard slice included (the budget)."""
     t = cfg.train
     return local_train(
         model,
@@ -163,4 +208,5 @@ def _train_private(
         batch_size=t.batch_size,
         lr=t.learning_rate,
         generator=torch_generator(cfg.run.seed, phase, pid, server_round),
+        samples_per_epoch=len(data.train_y) + len(data.val_y),
     )

@@ -30,10 +30,11 @@ class DataConfig:
     classes_per_client: int = 2  # pathological
     shards_per_client: int = 2  # shard
     quantity_sigma: float = 1.0  # quantity-lognormal
-    min_partition_size: int = 10
-    max_client_samples: int = 0  # cap on each client's private train split; 0: no cap
-    local_test_fraction: float = 0.2
-    global_test_size: int = 0  # evaluate on a fixed random subset of the test split; 0: all of it
+    min_partition_size: int = 25  # samples per client partition (train + local test), at least
+    max_client_samples: int = 0  # cap on each client's private train split (samples); 0: no cap
+    local_test_fraction: float = 0.2  # share of each (capped) partition held out as local test split
+    min_local_test_size: int = 5  # samples; a smaller local test split is a config error
+    global_test_size: int = 500  # fixed random subset of the test split for global acc; 0: all of it
     transfer_size: int = 200
     transfer_dataset: str = ""  # empty: held out from the training data; else another dataset
 
@@ -52,6 +53,9 @@ class TrainConfig:
     temperature: float = 3.0
     distill_epochs: int = 2
     revisit_epochs: int = 1
+    # Supervised epochs on the *labelled* transfer set before round 1, for every client and
+    # every algorithm (FedMD's transfer-learning phase); 0: the transfer set stays unlabelled.
+    pretrain_epochs: int = 0
     client_threads: int = 1
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     mixed_precision: bool = False  # bfloat16 autocast on CUDA
@@ -67,6 +71,7 @@ class FusionConfig:
     beta: float = 10.0
     include_self: bool = True
     dsfl_temperature: float = 0.1  # DS-FL entropy reduction (lower: sharper)
+    fedmd_subset: int = 0  # FedMD: transfer rows drawn afresh each round for consensus/digest; 0: all
     guard_fraction: float = 0.1  # knfu-guard: share of private data held out for the guard
     guard_tolerance: float = 0.0  # knfu-guard: allowed drop in guard accuracy before rollback
 
@@ -88,6 +93,7 @@ class PrivacyConfig:
 class RunConfig:
     rounds: int = 10
     seed: int = 0
+    eval_every: int = 1  # evaluate every N rounds (and always after the last one)
     engine: str = "ray"
     min_replies: int = 2
     fraction: float = 1.0  # share of clients asked to train each round (partial participation)

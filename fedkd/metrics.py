@@ -7,15 +7,35 @@ from collections.abc import Mapping
 import numpy as np
 
 
-def alma(local_acc: Mapping[int, float]) -> dict[str, float]:
-    """Mean, std and min over clients of accuracy on each client's own local test split."""
-    values = np.array([v for v in local_acc.values() if np.isfinite(v)], dtype=np.float64)
+def alma(local_acc: Mapping[int, float], test_sizes: Mapping[int, float] | None = None) -> dict[str, float]:
+    """Mean, std and min over clients of accuracy on each client's own local test split, and
+    the standard error of the mean from test sampling alone: sqrt(sum_k a_k (1 - a_k) / n_k) / K
+    (a client's accuracy on n_k test samples is a binomial proportion)."""
+    keys = [k for k, v in local_acc.items() if np.isfinite(v)]
+    values = np.array([local_acc[k] for k in keys], dtype=np.float64)
+    nan = float("nan")
     if values.size == 0:
-        nan = float("nan")
-        return {"alma": nan, "alma_std": nan, "alma_min": nan}
-    return {"alma": float(values.mean()), "alma_std": float(values.std()), "alma_min": float(values.min())}
+        return {"alma": nan, "alma_std": nan, "alma_min": nan, "alma_se": nan}
+    se = nan
+    if test_sizes is not None and all(test_sizes.get(k, 0) > 0 for k in keys):
+        sizes = np.array([test_sizes[k] for k in keys], dtype=np.float64)
+        se = float(np.sqrt((values * (1.0 - values) / sizes).sum()) / values.size)
+    return {
+        "alma": float(values.mean()),
+        "alma_std": float(values.std()),
+        "alma_min": float(values.min()),
+        "alma_se": se,
+    }
 
 
 def mean_finite(values) -> float:
     arr = np.array([v for v in values if np.isfinite(v)], dtype=np.float64)
     return float(arr.mean()) if arr.size else float("nan")
+
+
+def mean_self_weight(weights: np.ndarray, fused: list[int]) -> float:
+    """Mean weight a client gives its own prediction, over the clients that got a target
+    (K x K weights, row = student). Near 1: the "fusion" is mostly self-distillation."""
+    if not fused:
+        return float("nan")
+    return float(np.mean([weights[k, k] for k in fused]))

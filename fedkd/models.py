@@ -169,12 +169,14 @@ def parse_model_list(models: str) -> list[str]:
     return names
 
 
-def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int, partition_id: int
-) -> nn.Module:
-    """Build a freshly initialised model; init weights depend only on (seed, partition id)."""
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
+    """Build a freshly initialised model; init weights depend only on (seed, architecture).
+
+    Every client of one architecture starts from the same weights, under every algorithm: the
+    shared initial model that weight averaging needs (FedAvg's round 1 averages networks that
+    start alike), and the same init for the same client and seed whatever the algorithm."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "model-init", partition_id))
+        torch.manual_seed(derive_seed(seed, "model-init", name))
         return MODELS.get(name)(input_shape, num_classes)
 
 

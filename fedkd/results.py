@@ -72,12 +72,12 @@ class RunResults:
         return self.payload["rounds"]
 
     def append(self, record: dict[str, Any]) -> None:
+        """Add a round; ``final`` follows the last evaluated round."""
         self.rounds.append(record)
-        self.payload["final"] = {
-            "alma": record["alma"],
-            "global_acc": record["global_acc"],
-            "round": record["round"],
-        }
+        if record.get("evaluated", True):
+            self.payload["final"] = {
+                key: record.get(key) for key in ("alma", "alma_se", "global_acc", "self_weight", "round")
+            }
         self.flush()
 
     def flush(self) -> None:
@@ -88,11 +88,22 @@ class RunResults:
 def round_line(record: dict[str, Any], total_rounds: int) -> str:
     """One human-readable line per round."""
     failed = len(record["failed_clients"])
+    scores = (
+        f" | ALMA {record['alma']:.4f} ± {record['alma_se']:.4f} SE (min {record['alma_min']:.4f})"
+        f" | global acc {record['global_acc']:.4f}"
+        if record.get("evaluated", True)
+        else " | not evaluated"
+    )
+    self_weight = record.get("self_weight")
     return (
         f"round {record['round']:>3}/{total_rounds}"
-        f" | ALMA {record['alma']:.4f} (min {record['alma_min']:.4f})"
-        f" | global acc {record['global_acc']:.4f}"
-        f" | up {record['bytes_up'] / 1e3:.1f} kB down {record['bytes_down'] / 1e3:.1f} kB"
+        + scores
+        + (
+            f" | self-weight {self_weight:.2f}"
+            if self_weight is not None and math.isfinite(self_weight)
+            else ""
+        )
+        + f" | up {record['bytes_up'] / 1e3:.1f} kB down {record['bytes_down'] / 1e3:.1f} kB"
         f" | {record['wall_s']:.2f} s"
         + (f" | {failed} dropped" if failed else "")
         + (f" | eps <= {max(record['epsilon'].values()):.3g}" if record.get("epsilon") else "")

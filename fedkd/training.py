@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,10 +57,22 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator, samples: int | None = None
+) -> Iterator[torch.Tensor]:
+    """One epoch of shuffled mini-batch indices into n rows. ``samples`` (>= n) makes the epoch
+    that many samples long by chaining fresh permutations: a client that holds data out (the
+    guard) still processes as many samples as one that trains on all of it."""
+    samples = n if samples is None else max(samples, n)
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-samples // n))])[:samples]
+    for start in range(0, samples, batch_size):
         yield order[start : start + batch_size]
+
+
+@dataclass(frozen=True)
+class FitStats:
+    loss: float  # mean loss of the last epoch
+    samples: int  # samples processed over all epochs (what the compute budget counts)
 
 
 def _fit(
@@ -70,15 +83,16 @@ def _fit(
     batch_size: int,
     lr: float,
     generator: torch.Generator,
-) -> float:
-    """Adam over shuffled mini-batches; returns the mean loss of the last epoch."""
+    samples_per_epoch: int | None = None,
+) -> FitStats:
+    """Adam over shuffled mini-batches (a fresh optimiser per call, as every phase gets)."""
     model.train()
     device = _device(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    last = float("nan")
+    last, processed = float("nan"), 0
     for _ in range(epochs):
         total, seen = 0.0, 0
-        for idx in _batches(n, batch_size, generator):
+        for idx in _batches(n, batch_size, generator, samples_per_epoch):
             optimizer.zero_grad()
             with _autocast(device):
                 loss = loss_of_batch(idx, device)
@@ -86,8 +100,8 @@ def _fit(
             optimizer.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
-        last = total / max(seen, 1)
-    return last
+        last, processed = total / max(seen, 1), processed + seen
+    return FitStats(last, processed)
 
 
 def local_train(
@@ -99,13 +113,14 @@ def local_train(
     batch_size: int,
     lr: float,
     generator: torch.Generator,
-) -> float:
+    samples_per_epoch: int | None = None,
+) -> FitStats:
     """Cross-entropy on private data. x: (N, C, H, W) float, y: (N,) int64."""
 
     def loss(idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         return F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
 
-    return _fit(model, len(x), loss, epochs, batch_size, lr, generator)
+    return _fit(model, len(x), loss, epochs, batch_size, lr, generator, samples_per_epoch)
 
 
 def distill(
@@ -118,7 +133,7 @@ def distill(
     batch_size: int,
     lr: float,
     generator: torch.Generator,
-) -> float:
+) -> FitStats:
     """Match a personalised soft target on the transfer set. targets: (N_t, C) on the simplex."""
 
     def loss(idx: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -127,7 +142,10 @@ def distill(
     return _fit(model, len(x), loss, epochs, batch_size, lr, generator)
 
 
-@torch.no_grad()
+EVAL_BATCH = 2048  # evaluation needs no gradients: large batches, fewer Python steps
+
+
+@torch.inference_mode()
 def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     model.eval()
     device = _device(model)
@@ -136,13 +154,15 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> Iterator[torc
             yield model(x[i : i + batch_size].to(device)).float().cpu()
 
 
-def predict_proba(model: nn.Module, x: torch.Tensor, temperature: float, batch_size: int = 512) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, x: torch.Tensor, temperature: float, batch_size: int = EVAL_BATCH
+) -> np.ndarray:
     """Soft predictions softmax(logits / T): (N, C, H, W) -> (N, C) float64 numpy."""
     chunks = [F.softmax(z / temperature, dim=1) for z in _logits(model, x, batch_size)]
     return torch.cat(chunks).double().numpy()
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
     if len(x) == 0:
         return float("nan")
     correct, start = 0, 0

@@ -20,6 +20,12 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _at_least(minimum: int, **values: int) -> None:
+    for name, value in values.items():
+        key = name.replace("_", "-")
+        _require(value >= minimum, f"{key}={value} is invalid; allowed: >= {minimum}")
+
+
 def _choice(key: str, value: str, allowed) -> None:
     _require(value in allowed, f"unknown {key} {value!r}; allowed: {', '.join(allowed)}")
 
@@ -65,6 +71,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
     )
     _require(d.transfer_size >= 1, f"transfer-size={d.transfer_size} is invalid; allowed: >= 1")
     _require(d.min_partition_size >= 2, f"min-partition-size={d.min_partition_size}; allowed: >= 2")
+    _require(d.min_local_test_size >= 1, f"min-local-test-size={d.min_local_test_size}; allowed: >= 1")
+    _require(d.global_test_size >= 0, f"global-test-size={d.global_test_size}; allowed: >= 0 (0: all)")
+    _require(r.eval_every >= 1, f"eval-every={r.eval_every} is invalid; allowed: >= 1")
     _require(
         0.0 < d.local_test_fraction < 1.0,
         f"local-test-fraction={d.local_test_fraction}; allowed: 0 < value < 1",
@@ -74,14 +83,14 @@ def validate_config(cfg: ExperimentConfig) -> None:
         1 <= r.min_replies <= d.num_clients,
         f"min-replies={r.min_replies} is invalid; allowed: 1..num-clients ({d.num_clients})",
     )
-    for key, value in (
-        ("local-epochs", t.local_epochs),
-        ("batch-size", t.batch_size),
-        ("client-threads", t.client_threads),
-    ):
-        _require(value >= 1, f"{key}={value} is invalid; allowed: >= 1")
-    for key, value in (("distill-epochs", t.distill_epochs), ("revisit-epochs", t.revisit_epochs)):
-        _require(value >= 0, f"{key}={value} is invalid; allowed: >= 0")
+    _at_least(1, local_epochs=t.local_epochs, batch_size=t.batch_size, client_threads=t.client_threads)
+    _at_least(
+        0, distill_epochs=t.distill_epochs, revisit_epochs=t.revisit_epochs, pretrain_epochs=t.pretrain_epochs
+    )
+    _require(
+        0 <= f.fedmd_subset <= d.transfer_size,
+        f"fedmd-subset={f.fedmd_subset}; allowed: 0 (all) .. transfer-size ({d.transfer_size})",
+    )
     _require(
         re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
         f"device={t.device!r} is invalid; allowed: auto, cpu, cuda, cuda:N",

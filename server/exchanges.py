@@ -34,12 +34,18 @@ class PredictionExchange:
         # the server holds no data: shapes come from the config and the dataset's metadata
         self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
 
-    def accept(self, reply: Message) -> np.ndarray:
+    def local_content(self) -> dict[str, Any]:
+        """Extra content of ``train.local`` messages: nothing for predictions."""
+        return {}
+
+    def accept(self, reply: Message, server_round: int) -> np.ndarray:
         if KNOWLEDGE_KEY not in reply.content or "soft" not in reply.content[KNOWLEDGE_KEY]:
             raise ReplyRejected("reply carries no soft predictions")
         preds = reply.content[KNOWLEDGE_KEY]["soft"].numpy().astype(np.float64)
-        if preds.shape != self.expected_shape:
-            raise ReplyRejected(f"soft predictions have shape {preds.shape}, expected {self.expected_shape}")
+        rows = self.fusion.transfer_rows(self.cfg, server_round)
+        expected = self.expected_shape if rows is None else (len(rows), self.expected_shape[1])
+        if preds.shape != expected:
+            raise ReplyRejected(f"soft predictions have shape {preds.shape}, expected {expected}")
         if not np.isfinite(preds).all():
             raise ReplyRejected("soft predictions contain NaN or inf")
         violation = simplex_violation(preds)
@@ -68,7 +74,10 @@ class NoExchange:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
 
-    def accept(self, reply: Message) -> None:
+    def local_content(self) -> dict[str, Any]:
+        return {}
+
+    def accept(self, reply: Message, server_round: int) -> None:
         return None
 
     def combine(
@@ -87,8 +96,14 @@ class WeightExchange:
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.strategy = FedAvg()
+        self.latest: ArrayRecord | None = None  # the last averaged model
 
-    def accept(self, reply: Message) -> ArrayRecord:
+    def local_content(self) -> dict[str, Any]:
+        """Every client trains from the current global model, also one that sat rounds out or
+        whose reply was dropped (FedAvg sends the global model each round)."""
+        return {} if self.latest is None else {WEIGHTS_KEY: self.latest}
+
+    def accept(self, reply: Message, server_round: int) -> ArrayRecord:
         if WEIGHTS_KEY not in reply.content:
             raise ReplyRejected("reply carries no model weights")
         record = reply.content[WEIGHTS_KEY]
@@ -106,6 +121,7 @@ class WeightExchange:
             raise ReplyRejected("Flower's FedAvg could not aggregate the replies (inconsistent weights)")
         sizes = np.array([float(replies[p].content[METRICS_KEY]["num-examples"]) for p in pids])
         weights = np.tile(sizes / sizes.sum(), (len(pids), 1))  # everyone gets the same average
+        self.latest = averaged
         return {pid: RecordDict({WEIGHTS_KEY: averaged}) for pid in pids}, weights
 
 

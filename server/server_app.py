@@ -10,6 +10,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig, as_dict
 from fedkd.privacy import noise_scale
 from fedkd.results import RunResults, round_line
@@ -29,6 +30,7 @@ def run_federation(
     cfg.validate()
     path = Path(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     results = RunResults(as_dict(cfg), path)
+    results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
 
     def record(rec: dict[str, Any]) -> None:
         results.append(rec)

@@ -20,10 +20,10 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.client_app import CONFIG_KEY, INFO_KEY, METRICS_KEY
+from clients.client_app import CONFIG_KEY, INFO_KEY, METRICS_KEY, TARGET_KEY
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
-from fedkd.metrics import alma, mean_finite
+from fedkd.metrics import alma, mean_finite, mean_self_weight
 from fedkd.privacy import PrivacyLedger
 from fedkd.seeding import numpy_rng
 from server.exchanges import ReplyRejected, exchange_for
@@ -74,8 +74,25 @@ class RoundOutcome:
     asked: list[int] = field(default_factory=list)  # partition ids asked to train (when known)
     failed: list[dict[str, Any]] = field(default_factory=list)
     compute_s: float = 0.0
+    private_samples: dict[int, float] = field(default_factory=dict)  # pid -> private samples trained on
+    transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
     bytes_up: int = 0
     bytes_down: int = 0
+
+
+@dataclass
+class Evaluation:
+    """What the distil phase of one round measured."""
+
+    evaluated: bool
+    completed: list[int] = field(default_factory=list)  # pids whose distil reply came back
+    local_acc: dict[int, float] = field(default_factory=dict)
+    global_acc: dict[int, float] = field(default_factory=dict)
+    test_sizes: dict[int, int] = field(default_factory=dict)  # local test split sizes
+
+    def sort(self) -> None:
+        for name in ("local_acc", "global_acc", "test_sizes"):
+            setattr(self, name, dict(sorted(getattr(self, name).items())))
 
 
 class KnowledgeFusionStrategy:
@@ -158,20 +175,30 @@ class KnowledgeFusionStrategy:
     def _timeout(self) -> float | None:
         return self.cfg.run.reply_timeout or None
 
+    def evaluates(self, server_round: int) -> bool:
+        """Evaluate every ``eval-every`` rounds and always after the last one."""
+        return server_round % self.cfg.run.eval_every == 0 or server_round == self.cfg.run.rounds
+
     def run_round(self, grid: Grid, nodes: list[int], server_round: int) -> dict[str, Any]:
         start = time.perf_counter()
         out = RoundOutcome()
         self._local_phase(grid, nodes, server_round, out)
         contents, weights = self._combine(out, server_round)
-        local_acc, global_acc = self._distill_phase(grid, server_round, contents, out)
-        if not local_acc:
+        evaluation = self._distill_phase(grid, server_round, contents, out)
+        if not evaluation.completed:
             first = out.failed[0]["reason"] if out.failed else "no reply"
             raise RuntimeError(f"round {server_round}: no client completed the round; first problem: {first}")
+        fused = sorted(p for p, content in contents.items() if TARGET_KEY in content)
         return {
             "round": server_round,
-            **alma(local_acc),
-            "global_acc": mean_finite(global_acc.values()),
-            "client_acc": local_acc,
+            "evaluated": evaluation.evaluated,
+            **alma(evaluation.local_acc, evaluation.test_sizes),
+            "global_acc": mean_finite(evaluation.global_acc.values()),
+            "client_acc": evaluation.local_acc,
+            "client_test_size": evaluation.test_sizes,
+            "private_samples": dict(sorted(out.private_samples.items())),
+            "transfer_samples": dict(sorted(out.transfer_samples.items())),
+            "self_weight": mean_self_weight(weights, fused),
             "weights": weights.tolist(),
             "bytes_up": out.bytes_up,
             "bytes_down": out.bytes_down,
@@ -208,7 +235,7 @@ class KnowledgeFusionStrategy:
         out.asked = [self.pid_of_node[n] for n in nodes if n in self.pid_of_node]
         messages = [
             Message(
-                RecordDict({CONFIG_KEY: settings}),
+                RecordDict({CONFIG_KEY: settings, **self.exchange.local_content()}),
                 dst_node_id=node,
                 message_type="train.local",
                 group_id=str(server_round),
@@ -220,7 +247,7 @@ class KnowledgeFusionStrategy:
             try:
                 pid = self._check_metrics(reply, out)
                 out.node_of[pid] = node
-                out.accepted[pid] = self.exchange.accept(reply)
+                out.accepted[pid] = self.exchange.accept(reply, server_round)
                 out.replies[pid] = reply
             except ReplyRejected as why:
                 self._reject(out, node, "train.local", str(why), server_round)
@@ -247,28 +274,31 @@ class KnowledgeFusionStrategy:
 
     def _distill_phase(
         self, grid: Grid, server_round: int, contents: dict[int, RecordDict], out: RoundOutcome
-    ) -> tuple[dict[int, float], dict[int, float]]:
-        settings = ConfigRecord({"server-round": server_round})
+    ) -> Evaluation:
+        evaluation = Evaluation(evaluated=self.evaluates(server_round))
+        settings = ConfigRecord({"server-round": server_round, "evaluate": evaluation.evaluated})
         messages = []
         for pid, node in sorted(out.node_of.items()):
             content = RecordDict({CONFIG_KEY: settings, **contents.get(pid, {})})
             messages.append(
                 Message(content, dst_node_id=node, message_type="train.distill", group_id=str(server_round))
             )
-        local_acc: dict[int, float] = {}
-        global_acc: dict[int, float] = {}
         for reply in self._send(grid, messages, out):
             try:
                 pid = self._check_metrics(reply, out)
                 metrics = reply.content[METRICS_KEY]
-                local_acc[pid] = float(metrics["local-acc"])
-                global_acc[pid] = float(metrics["global-acc"])
+                if evaluation.evaluated:
+                    evaluation.local_acc[pid] = float(metrics["local-acc"])
+                    evaluation.global_acc[pid] = float(metrics["global-acc"])
+                    evaluation.test_sizes[pid] = int(metrics["local-test-size"])
+                evaluation.completed.append(pid)
                 if metrics.get("rolled-back", 0.0):
                     out.rolled_back.append(pid)
             except (ReplyRejected, KeyError) as why:
                 self._reject(out, reply.metadata.src_node_id, "train.distill", str(why), server_round)
         # replies arrive in any order: sort so that sums (ALMA) are bit-identical across engines
-        return dict(sorted(local_acc.items())), dict(sorted(global_acc.items()))
+        evaluation.sort()
+        return evaluation
 
     # -- validation -----------------------------------------------------------------------
     def _check_metrics(self, reply: Message, out: RoundOutcome) -> int:
@@ -285,6 +315,12 @@ class KnowledgeFusionStrategy:
         if known != pid:
             raise ReplyRejected(f"node changed partition id from {known} to {pid}")
         out.compute_s += float(metrics.get("compute-seconds", 0.0))
+        for key, tally in (
+            ("private-samples", out.private_samples),
+            ("transfer-samples", out.transfer_samples),
+        ):
+            if key in metrics:
+                tally[pid] = tally.get(pid, 0.0) + float(metrics[key])
         return pid
 
     def _reject(self, out: RoundOutcome, node: int, phase: str, reason: str, server_round: int) -> None:

@@ -12,9 +12,15 @@ from tests.conftest import tiny_config
 
 ROUND_KEYS = {
     "round",
+    "evaluated",
     "alma",
     "alma_std",
     "alma_min",
+    "alma_se",
+    "client_test_size",
+    "private_samples",
+    "transfer_samples",
+    "self_weight",
     "global_acc",
     "client_acc",
     "weights",
@@ -40,7 +46,7 @@ def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
     second = run_experiment(cfg)
     assert _numbers(first) == _numbers(second)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved) == {"config", "environment", "rounds", "final"}
+    assert set(saved) == {"config", "environment", "budget", "rounds", "final"}
     assert saved["config"]["fusion"]["algorithm"] == algorithm
     assert len(saved["rounds"]) == cfg.run.rounds
     assert set(saved["rounds"][0]) == ROUND_KEYS

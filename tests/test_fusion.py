@@ -88,11 +88,14 @@ def test_knfu_target_is_weighted_sum_of_neighbour_predictions():
             np.testing.assert_allclose(target, np.einsum("j,jnc->nc", result.weights[k], preds))
 
 
-def test_fedmd_is_plain_mean_for_everyone():
-    preds = random_preds(k=3)
+def test_fedmd_consensus_is_the_mean_of_class_scores_for_everyone():
+    """FedMD averages logits: from predictions softmax(z_k / T) the target is softmax(mean z / T)."""
+    logits = np.random.default_rng(3).normal(size=(3, 5, 4)) * 4  # (K, N, C) class scores
+    preds = softmax(logits, 3.0)
     result = FUSIONS.get("fedmd").fuse(preds, FusionConfig())
     for target in result.targets:
-        np.testing.assert_allclose(target, preds.mean(axis=0))
+        np.testing.assert_allclose(target, softmax(logits.mean(axis=0), 3.0), atol=1e-12)
+        assert not np.allclose(target, preds.mean(axis=0))  # not the arithmetic mean of probabilities
     np.testing.assert_allclose(result.weights, np.full((3, 3), 1 / 3))
 
 

@@ -91,7 +91,7 @@ def test_fedavg_average_equals_weighted_mean_of_client_weights():
         with task_identity(1):
             replies[pid] = Message(content, dst_node_id=1, message_type="train.local")
     exchange = WeightExchange(tiny_config(algorithm="fedavg", models="mlp"))
-    accepted = {pid: exchange.accept(r) for pid, r in replies.items()}
+    accepted = {pid: exchange.accept(r, 1) for pid, r in replies.items()}
     contents, weights = exchange.combine(accepted, replies)
     averaged = contents[0][WEIGHTS_KEY].to_torch_state_dict()["w"]
     assert averaged.tolist() == pytest.approx([3.25, 3.25])  # (1*10 + 4*30) / 40

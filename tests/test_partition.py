@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fedkd.config import ConfigError, DataConfig
-from fedkd.data.partition import class_histogram, federated_split
+from fedkd.data.partition import class_histogram, federated_split, stratified_holdout
 from fedkd.data.sources import load_dataset
 
 
@@ -110,14 +110,34 @@ def test_quantity_skew_sizes(digits):
     assert min(totals) >= 10 and max(totals) > 3 * min(totals)
 
 
-def test_cap_limits_private_train_but_not_local_test(digits):
-    capped = federated_split(
-        digits.train_y, DataConfig(num_clients=4, partitioner="iid", max_client_samples=30), 0
-    )
-    full = federated_split(digits.train_y, DataConfig(num_clients=4, partitioner="iid"), 0)
-    assert all(len(t) == 30 for t in capped.client_train)
-    assert all(set(c) <= set(f) for c, f in zip(capped.client_train, full.client_train, strict=True))
-    assert all(np.array_equal(c, f) for c, f in zip(capped.client_test, full.client_test, strict=True))
+def test_local_test_split_follows_the_cap(digits):
+    """The cap applies to the partition first; the local test split is cut from the capped
+    partition, so it has the label mix the client trains on and no class it never trains on."""
+    cfg = DataConfig(num_clients=4, alpha=0.3, max_client_samples=40, min_partition_size=60)
+    capped = federated_split(digits.train_y, cfg, 0)
+    full = federated_split(digits.train_y, DataConfig(num_clients=4, alpha=0.3, min_partition_size=60), 0)
+    for pid in range(4):
+        train, test = capped.client_train[pid], capped.client_test[pid]
+        whole = np.concatenate([full.client_train[pid], full.client_test[pid]])
+        assert len(train) == 40 and len(test) == 10  # 50 capped = 40 train + 20% test
+        assert set(train) | set(test) <= set(whole) and not set(train) & set(test)
+        assert set(digits.train_y[test]) <= set(digits.train_y[train])
+        train_counts = np.bincount(digits.train_y[train], minlength=10)
+        test_counts = np.bincount(digits.train_y[test], minlength=10)
+        # every class holds out its 20% share of the capped partition, up to one sample of rounding
+        assert np.abs(test_counts - 0.2 * (train_counts + test_counts)).max() <= 1.0
+
+
+def test_stratified_holdout_takes_the_exact_share_and_never_a_class_s_last_sample():
+    labels = np.array([0] * 7 + [1] * 2 + [2] * 1 + [3] * 10)
+    keep, hold = stratified_holdout(np.arange(20), labels, 0.25, np.random.default_rng(0))
+    assert len(hold) == 5 and len(keep) == 15
+    assert set(labels[hold]) <= set(labels[keep]) and 2 in set(labels[keep])
+
+
+def test_a_local_test_split_below_the_minimum_is_a_config_error(digits):
+    with pytest.raises(ConfigError, match="min-local-test-size=30"):
+        federated_split(digits.train_y, DataConfig(num_clients=10, min_local_test_size=30), 0)
 
 
 def test_transfer_set_from_another_dataset_leaves_the_whole_pool_to_clients(digits):

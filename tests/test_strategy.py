@@ -42,7 +42,13 @@ class ScriptedClients:
             return Message(content, reply_to=message)
         self.targets[pid] = TARGET_KEY in message.content
         metrics = MetricRecord(
-            {"partition-id": pid, "local-acc": 0.1 * (pid + 1), "global-acc": 0.5, "compute-seconds": 0.25}
+            {
+                "partition-id": pid,
+                "local-acc": 0.1 * (pid + 1),
+                "local-test-size": 20,
+                "global-acc": 0.5,
+                "compute-seconds": 0.25,
+            }
         )
         return Message(RecordDict({METRICS_KEY: metrics}), reply_to=message)
 

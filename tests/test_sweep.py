@@ -21,7 +21,15 @@ SMOKE = ROOT / "experiments" / "sweeps" / "smoke.toml"
 
 
 def test_shipped_sweeps_expand_and_validate():
-    sizes = {"smoke": 8, "alpha": 45, "knfu-mnist": 90, "knfu-paper": 72, "privacy": 20}
+    sizes = {
+        "smoke": 8,
+        "alpha": 150,
+        "knfu-self": 90,
+        "knfu-self-mnist": 45,
+        "knfu-mnist": 150,
+        "knfu-paper": 72,
+        "privacy": 20,
+    }
     for name, size in sizes.items():
         assert len(expand(load_sweep(ROOT / "experiments" / "sweeps" / f"{name}.toml"))) == size
 
@@ -67,11 +75,15 @@ def test_sweep_resume_and_report(tmp_path):
     report = runner.invoke(main, ["report", str(out)])
     assert report.exit_code == 0, report.output
     text = (out / "report.md").read_text()
-    table_rows = [
-        line for line in text.splitlines() if line.startswith("| 0.3 |") or line.startswith("| 3 |")
-    ]
-    assert len(table_rows) == 4  # 2 alphas x 2 algorithms, 2 seeds each
-    assert "| knfu | local | 4 |" in text  # the paired test over alpha x seed
+    published = (out / "results.md").read_text()
+    assert published in text and published in report.output  # the README block, printed too
+    assert "| alpha | seeds | local | knfu |" in published  # pivot: one row per alpha
+    assert any(line.startswith("| 0.3 | 2 |") for line in published.splitlines())
+    assert any(line.startswith("| 3 | 2 |") for line in published.splitlines())
+    assert "| 0.3 | knfu |" in published and "| 3 | knfu |" in published  # per-cell paired tests
+    assert "Holm-adjusted over 2 comparisons" in published
+    runs_csv = (out / "runs.csv").read_text().splitlines()
+    assert runs_csv[0] == "alpha,algorithm,seed,alma,alma_se,global_acc,self_weight" and len(runs_csv) == 9
     csv_lines = (out / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("alpha,algorithm,n,alma_mean") and len(csv_lines) == 5
     for name in [

@@ -33,7 +33,7 @@ def test_local_training_learns_and_is_deterministic():
     x, y = _toy()
     states = []
     for _ in range(2):
-        model = build_model("mlp", (1, 8, 8), 2, seed=0, partition_id=0)
+        model = build_model("mlp", (1, 8, 8), 2, seed=0)
         local_train(
             model, x, y, epochs=15, batch_size=16, lr=0.01, generator=torch.Generator().manual_seed(1)
         )
@@ -45,7 +45,7 @@ def test_local_training_learns_and_is_deterministic():
 def test_distillation_moves_student_towards_target():
     x, _ = _toy()
     target = torch.tensor([[0.9, 0.1]]).repeat(len(x), 1)
-    model = build_model("cnn-s", (1, 8, 8), 2, seed=0, partition_id=0)
+    model = build_model("cnn-s", (1, 8, 8), 2, seed=0)
     before = kd_loss(model(x), target, 2.0).item()
     distill(
         model,

@@ -26,7 +26,8 @@ class ClientData:
     test_y: torch.Tensor
     val_x: torch.Tensor  # guard slice held out of train (empty unless asked for)
     val_y: torch.Tensor
-    transfer_x: torch.Tensor  # (N_t, C, H, W): shared public set, labels unused
+    transfer_x: torch.Tensor  # (N_t, C, H, W): shared public set
+    transfer_y: torch.Tensor  # (N_t,): its labels, used only by pretrain-epochs
     global_x: torch.Tensor  # the dataset's test split
     global_y: torch.Tensor
     num_classes: int
@@ -62,7 +63,7 @@ def federation(cfg: DataConfig, seed: int) -> tuple[Dataset, FederatedSplit]:
 
 
 @lru_cache(maxsize=8)
-def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, ...]:
     dataset, split = federation(cfg, seed)
     test = np.arange(len(dataset.test_y))
     if 0 < cfg.global_test_size < len(test):  # the same subset for every client and algorithm
@@ -70,6 +71,7 @@ def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
     # transfer images are normalised with the clients' statistics: they are the clients' inputs
     return (
         normalise(transfer_source(cfg).train_x[split.transfer], dataset),
+        torch.from_numpy(transfer_source(cfg).train_y[split.transfer]),
         normalise(dataset.test_x[test], dataset),
         torch.from_numpy(dataset.test_y[test]),
     )
@@ -78,7 +80,7 @@ def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
 def client_data(cfg: DataConfig, seed: int, partition_id: int, val_fraction: float = 0.0) -> ClientData:
     """One client's tensors; ``val_fraction`` of its private train split is held out as ``val``."""
     dataset, split = federation(cfg, seed)
-    transfer_x, global_x, global_y = _shared_tensors(cfg, seed)
+    transfer_x, transfer_y, global_x, global_y = _shared_tensors(cfg, seed)
     train, test = split.client_train[partition_id], split.client_test[partition_id]
     val = np.empty(0, dtype=np.int64)
     if val_fraction > 0:
@@ -93,6 +95,7 @@ def client_data(cfg: DataConfig, seed: int, partition_id: int, val_fraction: flo
         val_x=normalise(dataset.train_x[val], dataset),
         val_y=torch.from_numpy(dataset.train_y[val]),
         transfer_x=transfer_x,
+        transfer_y=transfer_y,
         global_x=global_x,
         global_y=global_y,
         num_classes=dataset.num_classes,

@@ -4,7 +4,8 @@ The transfer (public) set is held out of the train pool first, or drawn from ano
 of the same input shape. The rest of the pool is cut into K client partitions by a
 flwr-datasets partitioner on an index column. Each client partition is cut again into a
 private train split and a local test split with the same label distribution (that is what
-ALMA measures); the train split may be capped to study small local data. All from the seed.
+ALMA measures). A cap on private data applies to the partition before that cut, so the local test
+split always follows the capped label mix. All from the seed.
 """
 
 from __future__ import annotations
@@ -115,14 +116,39 @@ class FederatedSplit:
 def stratified_holdout(
     indices: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (keep, holdout), holding out ``fraction`` of every class."""
+    """Split indices into (keep, holdout) with ``round(fraction * n)`` held out, spread over the
+    classes in proportion to their counts (largest remainder), so both sides share one label
+    mix. A class never gives up its last sample: every held-out class is also kept."""
+    classes, counts = np.unique(labels[indices], return_counts=True)
+    quota = fraction * counts  # (classes,) ideal hold-out per class
+    take = np.minimum(np.floor(quota).astype(int), counts - 1)
+    room = counts - 1 - take  # samples each class can still give
+    order = np.argsort(-(quota - take), kind="stable")  # largest remainder first
+    missing = int(round(fraction * len(indices))) - int(take.sum())
+    for c in order:
+        if missing <= 0:
+            break
+        if room[c] > 0:
+            take[c] += 1
+            missing -= 1
     keep, hold = [], []
-    for cls in np.unique(labels[indices]):
+    for cls, n_hold in zip(classes, take, strict=True):
         members = rng.permutation(indices[labels[indices] == cls])
-        n_hold = int(round(fraction * len(members)))
         hold.append(members[:n_hold])
         keep.append(members[n_hold:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
+
+
+def capped_partition(part: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """Cap a client's partition *before* the local test split is cut from it, so train and
+    test keep one label mix: ``max-client-samples`` private train samples plus their share of
+    test samples (``local-test-fraction`` of the capped partition)."""
+    if cfg.max_client_samples <= 0:
+        return part
+    total = int(np.ceil(cfg.max_client_samples / (1.0 - cfg.local_test_fraction)))
+    if len(part) <= total:
+        return part
+    return np.sort(rng.choice(part, total, replace=False))
 
 
 def federated_split(
@@ -154,11 +180,20 @@ def federated_split(
         )
     client_train, client_test = [], []
     for pid, part in enumerate(_partition_pool(pool, labels, cfg, seed)):
+        part = capped_partition(part, cfg, numpy_rng(seed, "cap", pid))
         train, test = stratified_holdout(
             part, labels, cfg.local_test_fraction, numpy_rng(seed, "local-test", pid)
         )
-        if 0 < cfg.max_client_samples < len(train):
-            train = np.sort(numpy_rng(seed, "cap", pid).choice(train, cfg.max_client_samples, replace=False))
+        if 0 < cfg.max_client_samples < len(train):  # rounding: at most a sample or two over
+            train = np.sort(
+                numpy_rng(seed, "cap-trim", pid).choice(train, cfg.max_client_samples, replace=False)
+            )
+        if len(test) < cfg.min_local_test_size:
+            raise ConfigError(
+                f"client {pid}'s local test split holds {len(test)} samples (its partition: {len(part)}), "
+                f"below min-local-test-size={cfg.min_local_test_size}; allowed: raise min-partition-size "
+                "or local-test-fraction, use fewer clients or a larger alpha, or lower min-local-test-size"
+            )
         client_train.append(train)
         client_test.append(test)
     return FederatedSplit(transfer, tuple(client_train), tuple(client_test))

@@ -20,5 +20,5 @@ def partition_table(hist: np.ndarray, split: FederatedSplit) -> list[str]:
         f"{'total':>6} {int(hist.sum()):>6} {sum(len(t) for t in split.client_test):>5}     | "
         + " ".join(f"{int(v):>5}" for v in hist.sum(axis=0))
     )
-    lines.append(f"transfer set: {len(split.transfer)} samples (labels never used)")
+    lines.append(f"transfer set: {len(split.transfer)} samples (labels used only by pretrain-epochs)")
     return lines

@@ -10,11 +10,10 @@ locally this round).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from fedkd.config import FusionConfig
+from fedkd.config import ExperimentConfig, FusionConfig, TrainConfig
 from fedkd.registry import Registry
 
 
@@ -27,13 +26,24 @@ class FusionResult:
 UPLOADS = ("predictions", "weights", "nothing")
 
 
-class FusionAlgorithm(Protocol):
-    uploads: str  # one of UPLOADS
-    guarded: bool
+class FusionAlgorithm:
+    uploads: str = "predictions"  # one of UPLOADS
+    guarded: bool = False
+    # Temperature at which clients upload soft predictions and distil; None: `temperature`.
+    # (DS-FL's paper works on plain T = 1 probabilities; see docs/design.md, fidelity.)
+    fixed_temperature: float | None = None
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         """preds: (K, N, C) soft predictions of the K clients that replied, in a fixed order."""
-        ...
+        raise NotImplementedError
+
+    def transfer_rows(self, cfg: ExperimentConfig, server_round: int) -> np.ndarray | None:
+        """Rows of the transfer set used this round (uploads, targets, distillation); None: all."""
+        return None
+
+    def knowledge_temperature(self, train: TrainConfig) -> float:
+        """T of the uploaded soft predictions, of the targets and of the distillation loss."""
+        return self.fixed_temperature if self.fixed_temperature is not None else train.temperature
 
 
 FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm")

@@ -1,8 +1,9 @@
 """DS-FL (Itahara et al., 2021): entropy reduction aggregation (ERA).
 
-The mean of all clients' soft predictions is sharpened by a softmax at a low temperature
-(``dsfl-temperature``, default 0.1) to cut the entropy that averaging non-IID predictions
-adds; every client gets the same target.
+As in the paper, clients upload plain (T = 1) probabilities; the server averages them and
+sharpens the mean with a softmax at a low temperature (``dsfl-temperature``, default 0.1) to
+cut the entropy that averaging non-IID predictions adds; every client gets the same target and
+distils at T = 1 (KL to a fixed target has the gradient of the paper's soft cross-entropy).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from fedkd.config import FusionConfig
-from fedkd.fusion.base import FUSIONS, FusionResult
+from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
 from fedkd.knowledge import softmax
 
 
-class DSFLEntropyReduction:
+class DSFLEntropyReduction(FusionAlgorithm):
     uploads = "predictions"
-    guarded = False
+    fixed_temperature = 1.0
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]

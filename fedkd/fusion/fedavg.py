@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from fedkd.config import FusionConfig
-from fedkd.fusion.base import FUSIONS, FusionResult
+from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
 
 
-class FedAvgReference:
+class FedAvgReference(FusionAlgorithm):
     uploads = "weights"
     guarded = False
 

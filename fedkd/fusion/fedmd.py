@@ -1,21 +1,48 @@
-"""FedMD-style consensus: every client distils from the plain mean of all predictions."""
+"""FedMD (Li & Wang, 2019): every client digests one consensus, then revisits its private data.
+
+FedMD's consensus is the average of the clients' *class scores* (logits) on the public set.
+Clients here upload soft predictions p_k = softmax(z_k / T); since log p_k = z_k / T - lse_k,
+softmax(mean_k log p_k) = softmax(mean_k z_k / T): the averaged class scores, softened at T
+(a normalised geometric mean of the predictions, not their arithmetic mean). Clients then
+distil towards it with KL at T (the paper matches logits with an L1 loss; KL at T approximates
+logit matching, Hinton et al. 2015). Optional, as in the paper: a fresh public subset per round
+(``fedmd-subset``) and supervised pretraining on the labelled transfer set (``pretrain-epochs``,
+offered to every algorithm alike). See docs/design.md, fidelity table.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fedkd.config import FusionConfig
-from fedkd.fusion.base import FUSIONS, FusionResult
+from fedkd.config import ExperimentConfig, FusionConfig
+from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.knowledge import softmax
+from fedkd.seeding import numpy_rng
+
+_EPS = 1e-12
 
 
-class FedMDMean:
+def class_score_consensus(preds: np.ndarray) -> np.ndarray:
+    """(K, N, C) soft predictions at T -> (N, C) softmax of the mean class scores at T."""
+    return softmax(np.log(np.clip(preds, _EPS, None)).mean(axis=0))
+
+
+class FedMDConsensus(FusionAlgorithm):
     uploads = "predictions"
-    guarded = False
+
+    def transfer_rows(self, cfg: ExperimentConfig, server_round: int) -> np.ndarray | None:
+        """FedMD draws a fresh public subset each round (``fedmd-subset`` rows; 0: all)."""
+        size, total = cfg.fusion.fedmd_subset, cfg.data.transfer_size
+        if size <= 0 or size >= total:
+            return None
+        return np.sort(
+            numpy_rng(cfg.run.seed, "fedmd-subset", server_round).choice(total, size, replace=False)
+        )
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]
-        consensus = preds.mean(axis=0)  # (N, C)
+        consensus = class_score_consensus(preds)  # (N, C)
         return FusionResult(targets=[consensus] * k, weights=np.full((k, k), 1.0 / k))
 
 
-FUSIONS.register("fedmd")(FedMDMean())
+FUSIONS.register("fedmd")(FedMDConsensus())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedkd.config import ConfigError, FusionConfig
-from fedkd.fusion.base import FUSIONS, FusionResult, mix
+from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult, mix
 from fedkd.knowledge import divergence_matrix
 
 
@@ -51,7 +51,7 @@ def neighbour_weights(d: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarra
     return w / w.sum(axis=1, keepdims=True)
 
 
-class KnFu:
+class KnFu(FusionAlgorithm):
     uploads = "predictions"
     guarded = False
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from fedkd.config import FusionConfig
-from fedkd.fusion.base import FUSIONS, FusionResult
+from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
 
 
-class LocalOnly:
+class LocalOnly(FusionAlgorithm):
     uploads = "nothing"
     guarded = False
 

@@ -1,0 +1,65 @@
+"""One compute budget per round for every algorithm: what makes fedkd's comparisons fair.
+
+Every client, whatever the algorithm, makes ``local-epochs + revisit-epochs`` passes over its
+private partition per round, with the same optimiser (Adam, ``learning-rate``, a fresh one per
+phase) and the same initial weights for the same client and seed. Algorithms differ only in
+what happens between the two private phases:
+
+- predictions (fedmd, dsfl, knfu, knfu-guard): local -> upload -> distil on the transfer set
+  (``distill-epochs``; skipped when the client gets no target) -> revisit;
+- nothing (local): local -> revisit (the same two phases, no distillation in between);
+- weights (fedavg): the same two private phases (local, then revisit with a fresh optimiser),
+  both before the upload; the averaged model is then adopted and evaluated as is (FedAvg
+  evaluates the global model; no fine-tuning after averaging).
+
+Distillation passes over the *public* transfer set are the fusion methods' extra cost; they are
+recorded beside the private budget, never traded against it. A client that holds out a guard
+slice (knfu-guard) makes each private epoch as long as its whole partition (``samples_per_epoch``),
+so it processes as many private samples as any other client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from fedkd.config import ExperimentConfig
+from fedkd.fusion import FUSIONS
+
+
+@dataclass(frozen=True)
+class ComputeBudget:
+    local_epochs: int  # private passes before the upload
+    revisit_epochs: int  # private passes after the fusion step
+    distill_epochs: int  # transfer-set passes per round when a target arrives
+    temperature: float  # T of uploads, targets and the distillation loss
+    pretrain_epochs: int = 0  # supervised epochs on the labelled transfer set, before round 1 only
+    revisit_before_upload: bool = False  # weight averaging: both private phases before the upload
+
+    @property
+    def private_epochs(self) -> int:
+        return self.local_epochs + self.revisit_epochs
+
+    def describe(self) -> str:
+        return (
+            f"budget/round: {self.private_epochs} private epochs ({self.local_epochs} local + "
+            f"{self.revisit_epochs} revisit), {self.distill_epochs} distillation epochs "
+            f"at T={self.temperature:g}"
+            + (
+                f"; {self.pretrain_epochs} public pretraining epochs before round 1"
+                if self.pretrain_epochs
+                else ""
+            )
+        )
+
+    def as_record(self) -> dict[str, float | int | bool]:
+        return {**asdict(self), "private_epochs": self.private_epochs}
+
+
+def compute_budget(cfg: ExperimentConfig) -> ComputeBudget:
+    algorithm = FUSIONS.get(cfg.fusion.algorithm)
+    t = cfg.train
+    temperature = algorithm.knowledge_temperature(t)
+    if algorithm.uploads == "weights":
+        return ComputeBudget(t.local_epochs, t.revisit_epochs, 0, temperature, t.pretrain_epochs, True)
+    distill_epochs = t.distill_epochs if algorithm.uploads == "predictions" else 0
+    return ComputeBudget(t.local_epochs, t.revisit_epochs, distill_epochs, temperature, t.pretrain_epochs)

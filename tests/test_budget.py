@@ -1,0 +1,105 @@
+"""Fair comparisons: every algorithm gets the same private compute, the same init, the same schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.engines import run_experiment
+from fedkd.budget import compute_budget
+from fedkd.client_steps import _data, _model
+from tests.conftest import tiny_config
+
+ALGORITHMS = ["local", "fedmd", "dsfl", "knfu", "knfu-guard", "fedavg"]
+
+
+def _samples_per_round(algorithm: str) -> list[dict[str, float]]:
+    # one architecture, so fedavg runs too; 3 epochs per round split 2 local + 1 revisit
+    cfg = tiny_config(algorithm=algorithm, models="mlp", **{"local-epochs": 2, "distill-epochs": 2})
+    return [r["private_samples"] for r in run_experiment(cfg).rounds]
+
+
+def test_every_algorithm_trains_on_the_same_number_of_private_samples_per_round():
+    counted = {alg: _samples_per_round(alg) for alg in ALGORITHMS}
+    reference = counted["local"]
+    assert all(v > 0 for rnd in reference for v in rnd.values())
+    for alg, rounds in counted.items():
+        assert rounds == reference, alg
+
+
+def test_the_budget_counts_private_epochs_times_partition_size():
+    cfg = tiny_config(algorithm="knfu-guard", models="mlp", **{"local-epochs": 2})
+    rounds = run_experiment(cfg).rounds
+    for pid in range(cfg.data.num_clients):
+        data = _data(cfg, pid)
+        assert len(data.val_y) > 0  # the guard holds a slice out of training ...
+        whole = len(data.train_y) + len(data.val_y)  # ... yet every epoch is a full partition long
+        assert rounds[0]["private_samples"][pid] == 3 * whole
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_the_budget_is_recorded_and_equal_in_private_epochs(algorithm):
+    cfg = tiny_config(algorithm=algorithm, models="mlp")
+    budget = compute_budget(cfg)
+    assert budget.private_epochs == cfg.train.local_epochs + cfg.train.revisit_epochs
+    assert budget.distill_epochs == (cfg.train.distill_epochs if algorithm not in ("local", "fedavg") else 0)
+
+
+def test_dsfl_works_on_plain_probabilities_and_the_others_at_the_configured_temperature():
+    assert compute_budget(tiny_config(algorithm="dsfl")).temperature == 1.0
+    for alg in ("fedmd", "knfu", "knfu-guard"):
+        assert compute_budget(tiny_config(algorithm=alg)).temperature == 3.0
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "knfu", "local"])
+def test_clients_of_one_architecture_start_from_one_shared_model(algorithm):
+    cfg = tiny_config(algorithm=algorithm, models="mlp")
+    models = [_model(cfg, pid, _data(cfg, pid), None) for pid in range(cfg.data.num_clients)]
+    for other in models[1:]:
+        for (key, a), b in zip(models[0].state_dict().items(), other.state_dict().values(), strict=True):
+            assert torch.equal(a, b), key
+
+
+def test_fedavg_round_one_averages_identical_starting_points():
+    """With one shared init, FedAvg's first average stays close to every client's model: the
+    averaged model beats chance, which averaging unrelated random networks does not ensure."""
+    cfg = tiny_config(algorithm="fedavg", models="mlp", rounds=1)
+    assert np.isfinite(run_experiment(cfg).rounds[0]["alma"])
+    assert run_experiment(cfg).rounds[0]["global_acc"] > 0.3
+
+
+def test_fedmd_public_subset_is_fresh_each_round_and_shrinks_the_exchange():
+    full = run_experiment(tiny_config(algorithm="fedmd")).rounds
+    cfg = tiny_config(algorithm="fedmd", **{"fedmd-subset": 25})
+    subset = run_experiment(cfg).rounds
+    assert all(np.isfinite(r["alma"]) for r in subset) and not any(r["failed_clients"] for r in subset)
+    assert subset[0]["bytes_up"] < full[0]["bytes_up"] / 3  # 25 of 100 rows per client (+ array headers)
+    from fedkd.fusion import FUSIONS
+
+    rows = [FUSIONS.get("fedmd").transfer_rows(cfg, r) for r in (1, 2)]
+    assert len(rows[0]) == 25 and not np.array_equal(rows[0], rows[1])
+    assert FUSIONS.get("knfu").transfer_rows(cfg, 1) is None  # only FedMD draws subsets
+
+
+def test_public_pretraining_is_offered_to_every_algorithm_alike():
+    from fedkd.client_steps import local_step
+
+    states = {}
+    for alg in ("local", "knfu"):
+        cfg = tiny_config(algorithm=alg, **{"pretrain-epochs": 2, "local-epochs": 1})
+        assert compute_budget(cfg).pretrain_epochs == 2
+        states[alg] = local_step(cfg, 0, 1, None, predict=False).state
+    plain = local_step(tiny_config(algorithm="local", **{"local-epochs": 1}), 0, 1, None, predict=False).state
+    assert all(torch.equal(states["local"][k], states["knfu"][k]) for k in plain)  # same for both
+    assert any(not torch.equal(states["local"][k], plain[k]) for k in plain)  # and it did train
+
+
+def test_fedavg_clients_train_from_the_global_model_after_sitting_out():
+    """Partial participation: a client drawn again trains from the latest average, never
+    from the stale model it kept while it sat rounds out."""
+    cfg = tiny_config(algorithm="fedavg", models="mlp", rounds=3, fraction=0.5, **{"num-clients": 4})
+    rounds = run_experiment(cfg).rounds
+    assert any(len(r["participants"]) < cfg.data.num_clients for r in rounds)
+    later = rounds[1:]
+    assert all(r["bytes_down"] > rounds[0]["bytes_down"] for r in later)  # the global model goes down
