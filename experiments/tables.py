@@ -257,7 +257,7 @@ def comparison_markdown(rows: list[dict[str, Any]]) -> str:
         p = (
             "-"
             if not math.isfinite(row["p_holm"])
-            else (f"{row['p_holm']:.3f}" if row["p_holm"] >= 0.001 else "<0.001")
+            else (f"{row['p_holm']:.3g}" if row["p_holm"] >= 0.001 else "<0.001")
         )
         cells = [row["cell"][a] for a in cell_axes]
         lines.append(

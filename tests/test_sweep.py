@@ -28,6 +28,7 @@ def test_shipped_sweeps_expand_and_validate():
         "knfu-self-mnist": 45,
         "knfu-mnist": 150,
         "knfu-paper": 72,
+        "knfu-large": 9,
         "privacy": 20,
     }
     for name, size in sizes.items():
