@@ -13,15 +13,17 @@ from flwr.clientapp import ClientApp
 
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
+from fedkd.protocol import (
+    CONFIG_KEY,
+    INFO_KEY,
+    KNOWLEDGE_KEY,
+    METRICS_KEY,
+    MODEL_KEY,
+    SOFT,
+    TARGET_KEY,
+    WEIGHTS_KEY,
+)
 from fedkd.training import resolve_device
-
-MODEL_KEY = "model"
-KNOWLEDGE_KEY = "knowledge"  # reply of train.local: ArrayRecord {"soft": (N_t, C) float32}
-TARGET_KEY = "target"  # content of train.distill: ArrayRecord {"soft": (N_t, C) float32}
-WEIGHTS_KEY = "weights"  # model weights: reply of train.local / content of train.distill (fedavg)
-METRICS_KEY = "metrics"
-CONFIG_KEY = "config"
-INFO_KEY = "info"
 
 
 def resolve_config(bound: ExperimentConfig | None, context: Context) -> ExperimentConfig:
@@ -53,7 +55,7 @@ def _save_state(context: Context, state: StateDict) -> None:
 
 def soft_record(soft: np.ndarray) -> ArrayRecord:
     """Soft predictions go over the wire as float32: (N_t, C)."""
-    return ArrayRecord({"soft": Array(np.ascontiguousarray(soft, dtype=np.float32))})
+    return ArrayRecord({SOFT: Array(np.ascontiguousarray(soft, dtype=np.float32))})
 
 
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
@@ -103,7 +105,7 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         pid = partition_id(context)
         target = None
         if TARGET_KEY in msg.content:
-            target = msg.content[TARGET_KEY]["soft"].numpy()
+            target = msg.content[TARGET_KEY][SOFT].numpy()
         replacement = None
         if WEIGHTS_KEY in msg.content:
             replacement = msg.content[WEIGHTS_KEY].to_torch_state_dict()

@@ -19,11 +19,12 @@ from fedkd.seeding import numpy_rng
 
 
 def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig]):
-    from clients.client_app import CONFIG_KEY, KNOWLEDGE_KEY, partition_id, soft_record
+    from clients.client_app import partition_id, soft_record
+    from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT, TRAIN_LOCAL
 
     def privacy_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, context)
-        if msg.metadata.message_type != "train.local" or not reply.has_content():
+        if msg.metadata.message_type != TRAIN_LOCAL or not reply.has_content():
             return reply
         if KNOWLEDGE_KEY not in reply.content:
             return reply
@@ -33,7 +34,7 @@ def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig]):
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
         # seeded for reproducible simulation; see docs/privacy.md for deployments
         rng = numpy_rng(cfg.run.seed, "privacy", partition_id(context), server_round)
-        soft = reply.content[KNOWLEDGE_KEY]["soft"].numpy().astype(np.float64)
+        soft = reply.content[KNOWLEDGE_KEY][SOFT].numpy().astype(np.float64)
         reply.content[KNOWLEDGE_KEY] = soft_record(
             privatize(soft, cfg.privacy, compute_budget(cfg).temperature, rng)
         )

@@ -7,6 +7,7 @@ split is built, with the same error type.
 
 from __future__ import annotations
 
+import math
 import re
 
 from fedkd.config import ConfigError, ExperimentConfig
@@ -38,6 +39,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
     from fedkd.models import parse_model_list
 
     d, t, f, r, pv = cfg.data, cfg.train, cfg.fusion, cfg.run, cfg.privacy
+    for key, value in cfg.to_run_config().items():
+        if isinstance(value, float):
+            _require(math.isfinite(value), f"{key}={value} is invalid; allowed: a finite number")
     _choice("mechanism", pv.mechanism, ("none", "gaussian", "laplace"))
     _choice("noise-on", pv.noise_on, ("probabilities", "logits"))
     _choice("sensitivity-model", pv.sensitivity_model, ("client", "row"))

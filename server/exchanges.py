@@ -11,20 +11,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from clients.client_app import KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY, WEIGHTS_KEY, soft_record
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import NUM_CLASSES
+from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
 from fedkd.fusion import FUSIONS
-from fedkd.knowledge import simplex_violation
+from fedkd.models import architecture_for, build_model
+from fedkd.protocol import (
+    KNOWLEDGE_KEY,
+    METRICS_KEY,
+    SOFT,
+    TARGET_KEY,
+    WEIGHTS_KEY,
+    ProtocolError,
+    checked_soft,
+    checked_weights,
+)
 
-SIMPLEX_TOLERANCE = 1e-3
+ReplyRejected = ProtocolError  # a reply (or a fusion result) that cannot be used this round
 
 
-class ReplyRejected(Exception):
-    """A reply that cannot be used this round; the message says why in a few words."""
+def target_record(target: np.ndarray) -> ArrayRecord:
+    """A personalised target goes down as float32: (N_t, C)."""
+    return ArrayRecord({SOFT: Array(np.ascontiguousarray(target, dtype=np.float32))})
 
 
 class PredictionExchange:
@@ -39,28 +49,27 @@ class PredictionExchange:
         return {}
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
-        if KNOWLEDGE_KEY not in reply.content or "soft" not in reply.content[KNOWLEDGE_KEY]:
-            raise ReplyRejected("reply carries no soft predictions")
-        preds = reply.content[KNOWLEDGE_KEY]["soft"].numpy().astype(np.float64)
+        if KNOWLEDGE_KEY not in reply.content or SOFT not in reply.content[KNOWLEDGE_KEY]:
+            raise ProtocolError("reply carries no soft predictions")
+        preds = reply.content[KNOWLEDGE_KEY][SOFT].numpy().astype(np.float64)
+        return checked_soft(preds, self._shape(server_round))
+
+    def _shape(self, server_round: int) -> tuple[int, int]:
         rows = self.fusion.transfer_rows(self.cfg, server_round)
-        expected = self.expected_shape if rows is None else (len(rows), self.expected_shape[1])
-        if preds.shape != expected:
-            raise ReplyRejected(f"soft predictions have shape {preds.shape}, expected {expected}")
-        if not np.isfinite(preds).all():
-            raise ReplyRejected("soft predictions contain NaN or inf")
-        violation = simplex_violation(preds)
-        if violation > SIMPLEX_TOLERANCE:
-            raise ReplyRejected(f"soft prediction rows are off the simplex by {violation:.3g}")
-        return preds
+        return self.expected_shape if rows is None else (len(rows), self.expected_shape[1])
 
     def combine(
         self, accepted: dict[int, Any], replies: dict[int, Message]
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
         """accepted: pid -> (N_t, C). Returns per-pid content for train.distill and a (K', K') matrix."""
         pids = sorted(accepted)
-        result = self.fusion.fuse(np.stack([accepted[p] for p in pids]), self.cfg.fusion)  # (K', N_t, C)
+        stacked = np.stack([accepted[p] for p in pids])  # (K', N_t, C)
+        result = self.fusion.fuse(stacked, self.cfg.fusion)
+        for target in result.targets:  # the server checks its own output like any reply
+            if target is not None:
+                checked_soft(target, stacked.shape[1:])
         contents = {
-            pid: RecordDict({TARGET_KEY: soft_record(target)})
+            pid: RecordDict({TARGET_KEY: target_record(target)})
             for pid, target in zip(pids, result.targets, strict=True)
             if target is not None
         }
@@ -90,6 +99,15 @@ class NoExchange:
         return {}, result.weights
 
 
+def model_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
+    """Layer names and shapes of the federation's one architecture (weight averaging needs one),
+    from the config alone: the server holds no data."""
+    arch = architecture_for(cfg.model.models, 0, cfg.data.num_clients)
+    dataset = cfg.data.dataset
+    model = build_model(arch, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], cfg.run.seed)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
 class WeightExchange:
     """Weight averaging with Flower's FedAvg strategy (weighted by num-examples)."""
 
@@ -97,6 +115,7 @@ class WeightExchange:
         self.cfg = cfg
         self.strategy = FedAvg()
         self.latest: ArrayRecord | None = None  # the last averaged model
+        self.shapes = model_shapes(cfg)  # what every upload must look like
 
     def local_content(self) -> dict[str, Any]:
         """Every client trains from the current global model, also one that sat rounds out or
@@ -105,10 +124,9 @@ class WeightExchange:
 
     def accept(self, reply: Message, server_round: int) -> ArrayRecord:
         if WEIGHTS_KEY not in reply.content:
-            raise ReplyRejected("reply carries no model weights")
+            raise ProtocolError("reply carries no model weights")
         record = reply.content[WEIGHTS_KEY]
-        if not all(np.isfinite(arr.numpy()).all() for arr in record.values()):
-            raise ReplyRejected("model weights contain NaN or inf")
+        checked_weights({name: arr.numpy() for name, arr in record.items()}, self.shapes)
         return record
 
     def combine(
@@ -118,7 +136,7 @@ class WeightExchange:
         ordered = [replies[p] for p in pids]
         averaged, _ = self.strategy.aggregate_train(server_round=0, replies=ordered)
         if averaged is None:
-            raise ReplyRejected("Flower's FedAvg could not aggregate the replies (inconsistent weights)")
+            raise ProtocolError("Flower's FedAvg could not aggregate the replies (inconsistent weights)")
         sizes = np.array([float(replies[p].content[METRICS_KEY]["num-examples"]) for p in pids])
         weights = np.tile(sizes / sizes.sum(), (len(pids), 1))  # everyone gets the same average
         self.latest = averaged

@@ -20,15 +20,28 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.client_app import CONFIG_KEY, INFO_KEY, METRICS_KEY, TARGET_KEY
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import alma, mean_finite, mean_self_weight
 from fedkd.privacy import PrivacyLedger
+from fedkd.protocol import (
+    CONFIG_KEY,
+    HELLO,
+    INFO_KEY,
+    METRICS_KEY,
+    TARGET_KEY,
+    TRAIN_DISTILL,
+    TRAIN_LOCAL,
+    ProtocolError,
+    checked_metrics,
+    error_summary,
+    partition_id_of,
+)
 from fedkd.seeding import numpy_rng
-from server.exchanges import ReplyRejected, exchange_for
+from server.exchanges import exchange_for
 
 log = logging.getLogger("flwr.fedkd")
+EVALUATION_METRICS = ("local-acc", "global-acc", "local-test-size")  # in every evaluated distil reply
 
 
 def payload_bytes(messages: Iterable[Message]) -> int:
@@ -80,6 +93,12 @@ class RoundOutcome:
     bytes_down: int = 0
 
 
+class DuplicatePartition(ProtocolError):
+    def __init__(self, pid: int, owner: int | None) -> None:
+        super().__init__(f"partition id {pid} is claimed by another node" + (f" ({owner})" if owner else ""))
+        self.pid = pid
+
+
 @dataclass
 class Evaluation:
     """What the distil phase of one round measured."""
@@ -111,6 +130,7 @@ class KnowledgeFusionStrategy:
         self.client_devices: dict[int, str] = {}
         self.ledger = privacy_ledger(cfg)
         self.stopped: str | None = None  # why the run ended early, if it did
+        self.excluded: set[int] = set()  # nodes that claimed a partition id another node claimed
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, grid: Grid) -> list[dict[str, Any]]:
@@ -137,18 +157,35 @@ class KnowledgeFusionStrategy:
     def hello(self, grid: Grid, nodes: list[int]) -> dict[int, int]:
         """Ask every node for its partition id (and device) once; returns pid -> node id."""
         messages = [
-            Message(RecordDict(), dst_node_id=node, message_type="query.hello", group_id="0")
-            for node in nodes
+            Message(RecordDict(), dst_node_id=node, message_type=HELLO, group_id="0") for node in nodes
         ]
-        node_of_pid: dict[int, int] = {}
+        claims: dict[int, list[int]] = {}  # partition id -> nodes claiming it
         for reply in grid.send_and_receive(messages, timeout=self._timeout()):
+            node = reply.metadata.src_node_id
             try:
-                pid = self._check_metrics(reply, RoundOutcome())
-            except ReplyRejected as why:
-                log.warning("node %s left out: %s", reply.metadata.src_node_id, why)
+                if not reply.has_error() and (
+                    INFO_KEY not in reply.content or "device" not in reply.content[INFO_KEY]
+                ):
+                    raise ProtocolError("hello reply says nothing of its device")
+                pid, _ = self._identify(reply, RoundOutcome())
+                self.client_devices[pid] = str(reply.content[INFO_KEY]["device"])
+            except DuplicatePartition as why:
+                pid = why.pid
+            except ProtocolError as why:
+                log.warning("node %s left out: %s", node, why)
                 continue
-            node_of_pid[pid] = reply.metadata.src_node_id
-            self.client_devices[pid] = str(reply.content[INFO_KEY]["device"])
+            claims.setdefault(pid, []).append(node)
+        node_of_pid: dict[int, int] = {}
+        for pid, claimants in claims.items():
+            if len(claimants) == 1:
+                node_of_pid[pid] = claimants[0]
+                continue
+            # who is honest is unknowable: leave every claimant out, whatever order they answered in
+            log.warning("partition id %d claimed by nodes %s: all of them left out", pid, sorted(claimants))
+            for node in claimants:
+                self.pid_of_node.pop(node, None)
+            self.client_devices.pop(pid, None)
+            self.excluded.update(claimants)
         if not node_of_pid:
             raise RuntimeError("no client answered the hello query")
         return dict(sorted(node_of_pid.items()))
@@ -237,7 +274,7 @@ class KnowledgeFusionStrategy:
             Message(
                 RecordDict({CONFIG_KEY: settings, **self.exchange.local_content()}),
                 dst_node_id=node,
-                message_type="train.local",
+                message_type=TRAIN_LOCAL,
                 group_id=str(server_round),
             )
             for node in nodes
@@ -245,12 +282,12 @@ class KnowledgeFusionStrategy:
         for reply in self._send(grid, messages, out):
             node = reply.metadata.src_node_id
             try:
-                pid = self._check_metrics(reply, out)
+                pid, _ = self._identify(reply, out)
                 out.node_of[pid] = node
                 out.accepted[pid] = self.exchange.accept(reply, server_round)
                 out.replies[pid] = reply
-            except ReplyRejected as why:
-                self._reject(out, node, "train.local", str(why), server_round)
+            except ProtocolError as why:
+                self._reject(out, node, TRAIN_LOCAL, str(why), server_round)
 
     def _combine(self, out: RoundOutcome, server_round: int) -> tuple[dict[int, RecordDict], np.ndarray]:
         k = self.cfg.data.num_clients
@@ -266,7 +303,7 @@ class KnowledgeFusionStrategy:
             return {}, weights
         try:
             contents, sub = self.exchange.combine(out.accepted, out.replies)
-        except ReplyRejected as why:
+        except ProtocolError as why:
             log.warning("round %d: no fusion this round: %s", server_round, why)
             return {}, weights
         weights[np.ix_(pids, pids)] = sub
@@ -281,51 +318,60 @@ class KnowledgeFusionStrategy:
         for pid, node in sorted(out.node_of.items()):
             content = RecordDict({CONFIG_KEY: settings, **contents.get(pid, {})})
             messages.append(
-                Message(content, dst_node_id=node, message_type="train.distill", group_id=str(server_round))
+                Message(content, dst_node_id=node, message_type=TRAIN_DISTILL, group_id=str(server_round))
             )
         for reply in self._send(grid, messages, out):
             try:
-                pid = self._check_metrics(reply, out)
-                metrics = reply.content[METRICS_KEY]
+                pid, metrics = self._identify(reply, out, EVALUATION_METRICS if evaluation.evaluated else ())
                 if evaluation.evaluated:
-                    evaluation.local_acc[pid] = float(metrics["local-acc"])
-                    evaluation.global_acc[pid] = float(metrics["global-acc"])
+                    if metrics["local-test-size"] < 1:
+                        raise ProtocolError("reply reports an empty local test split")
+                    evaluation.local_acc[pid] = metrics["local-acc"]
+                    evaluation.global_acc[pid] = metrics["global-acc"]
                     evaluation.test_sizes[pid] = int(metrics["local-test-size"])
                 evaluation.completed.append(pid)
                 if metrics.get("rolled-back", 0.0):
                     out.rolled_back.append(pid)
-            except (ReplyRejected, KeyError) as why:
-                self._reject(out, reply.metadata.src_node_id, "train.distill", str(why), server_round)
+            except ProtocolError as why:
+                self._reject(out, reply.metadata.src_node_id, TRAIN_DISTILL, str(why), server_round)
         # replies arrive in any order: sort so that sums (ALMA) are bit-identical across engines
         evaluation.sort()
         return evaluation
 
     # -- validation -----------------------------------------------------------------------
-    def _check_metrics(self, reply: Message, out: RoundOutcome) -> int:
-        """Return the reply's partition id after basic checks; add its compute time."""
+    def _identify(
+        self, reply: Message, out: RoundOutcome, required: tuple[str, ...] = ()
+    ) -> tuple[int, dict[str, float]]:
+        """The reply's partition id and checked metrics (fedkd/protocol.py); a node keeps the
+        partition id it first gave, and no two nodes share one. Adds its compute time."""
         if reply.has_error():
-            raise ReplyRejected(f"client error: {reply.error.reason.splitlines()[0][:200]}")
+            raise ProtocolError(f"client error: {error_summary(reply.error.reason)}")
         if METRICS_KEY not in reply.content:
-            raise ReplyRejected("reply has no metrics record")
-        metrics = reply.content[METRICS_KEY]
-        pid = int(metrics.get("partition-id", -1))
-        if not 0 <= pid < self.cfg.data.num_clients:
-            raise ReplyRejected(f"unknown partition id {pid}")
-        known = self.pid_of_node.setdefault(reply.metadata.src_node_id, pid)
-        if known != pid:
-            raise ReplyRejected(f"node changed partition id from {known} to {pid}")
-        out.compute_s += float(metrics.get("compute-seconds", 0.0))
+            raise ProtocolError("reply has no metrics record")
+        raw = reply.content[METRICS_KEY]
+        pid = partition_id_of(raw, self.cfg.data.num_clients)
+        metrics = checked_metrics(raw, required)
+        node = reply.metadata.src_node_id
+        known = self.pid_of_node.get(node)
+        if known is None:
+            owner = next((n for n, p in self.pid_of_node.items() if p == pid), None)
+            if owner is not None or node in self.excluded:
+                raise DuplicatePartition(pid, owner)
+            self.pid_of_node[node] = pid
+        elif known != pid:
+            raise ProtocolError(f"node changed partition id from {known} to {pid}")
+        out.compute_s += metrics.get("compute-seconds", 0.0)
         for key, tally in (
             ("private-samples", out.private_samples),
             ("transfer-samples", out.transfer_samples),
         ):
             if key in metrics:
-                tally[pid] = tally.get(pid, 0.0) + float(metrics[key])
-        return pid
+                tally[pid] = tally.get(pid, 0.0) + metrics[key]
+        return pid, metrics
 
     def _reject(self, out: RoundOutcome, node: int, phase: str, reason: str, server_round: int) -> None:
         pid = self.pid_of_node.get(node)
-        if phase == "train.local" and pid is not None:
+        if phase == TRAIN_LOCAL and pid is not None:
             out.node_of.pop(pid, None)  # dropped for the whole round: no distil, no score
         out.failed.append({"node_id": node, "partition_id": pid, "phase": phase, "reason": reason})
         log.warning(

@@ -4,17 +4,9 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from clients.client_app import (
-    CONFIG_KEY,
-    KNOWLEDGE_KEY,
-    METRICS_KEY,
-    MODEL_KEY,
-    TARGET_KEY,
-    WEIGHTS_KEY,
-    make_client_app,
-    soft_record,
-)
+from clients.client_app import make_client_app, soft_record
 from experiments.engines import task_identity
+from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, METRICS_KEY, MODEL_KEY, TARGET_KEY, WEIGHTS_KEY
 from tests.conftest import tiny_config
 
 

@@ -53,6 +53,13 @@ def test_underscore_keys_are_accepted_as_kebab():
         ),
         ({"dsfl-temperature": 0}, "dsfl-temperature=0.0; allowed: > 0"),
         ({"guard-fraction": 1.0}, "guard-fraction=1.0; allowed: 0 < value < 1"),
+        ({"beta": "inf"}, "beta=inf is invalid; allowed: a finite number"),
+        ({"temperature": float("inf")}, "temperature=inf is invalid; allowed: a finite number"),
+        ({"learning-rate": "nan"}, "learning-rate=nan is invalid; allowed: a finite number"),
+        ({"min-local-test-size": 0}, "min-local-test-size=0; allowed: >= 1"),
+        ({"eval-every": 0}, "eval-every=0 is invalid; allowed: >= 1"),
+        ({"fedmd-subset": 500}, "fedmd-subset=500; allowed: 0 (all) .. transfer-size (200)"),
+        ({"pretrain-epochs": -1}, "pretrain-epochs=-1 is invalid; allowed: >= 0"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(overrides, fragment):

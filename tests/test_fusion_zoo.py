@@ -1,7 +1,6 @@
 """DS-FL, the FedAvg reference (on Flower's FedAvg) and the KnFu guard."""
 
 import numpy as np
-import pytest
 import torch
 
 from experiments.engines import run_experiment
@@ -76,23 +75,27 @@ def test_fedavg_run_uses_flower_fedavg_and_reports_weight_bytes():
 def test_fedavg_average_equals_weighted_mean_of_client_weights():
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-    from clients.client_app import METRICS_KEY, WEIGHTS_KEY
     from experiments.engines import task_identity
-    from server.exchanges import WeightExchange
+    from fedkd.protocol import METRICS_KEY, WEIGHTS_KEY
+    from server.exchanges import WeightExchange, model_shapes
 
+    cfg = tiny_config(algorithm="fedavg", models="mlp")
+    shapes = model_shapes(cfg)  # the real layers of the federation's model
     replies = {}
     for pid, (value, n) in enumerate([(1.0, 10), (4.0, 30)]):
+        state = {name: torch.full(shape, value) for name, shape in shapes.items()}
         content = RecordDict(
             {
                 METRICS_KEY: MetricRecord({"num-examples": n, "partition-id": pid}),
-                WEIGHTS_KEY: ArrayRecord({"w": torch.full((2,), value)}),
+                WEIGHTS_KEY: ArrayRecord(state),
             }
         )
         with task_identity(1):
             replies[pid] = Message(content, dst_node_id=1, message_type="train.local")
-    exchange = WeightExchange(tiny_config(algorithm="fedavg", models="mlp"))
+    exchange = WeightExchange(cfg)
     accepted = {pid: exchange.accept(r, 1) for pid, r in replies.items()}
     contents, weights = exchange.combine(accepted, replies)
-    averaged = contents[0][WEIGHTS_KEY].to_torch_state_dict()["w"]
-    assert averaged.tolist() == pytest.approx([3.25, 3.25])  # (1*10 + 4*30) / 40
+    averaged = contents[0][WEIGHTS_KEY].to_torch_state_dict()
+    for value in averaged.values():
+        assert torch.allclose(value, torch.full_like(value, 3.25))  # (1*10 + 4*30) / 40
     np.testing.assert_allclose(weights, [[0.25, 0.75], [0.25, 0.75]])

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
-from clients.client_app import KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY, soft_record
+from clients.client_app import soft_record
 from experiments.engines import task_identity
 from fedkd.knowledge import softmax
+from fedkd.protocol import KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY
 from server.inprocess_grid import InProcessGrid
 from server.strategy import KnowledgeFusionStrategy, payload_bytes
 from tests.conftest import tiny_config

@@ -1,0 +1,124 @@
+"""One misbehaving client never ends the run: every field of every reply is checked
+(fedkd/protocol.py); a bad reply is dropped and recorded in failed_clients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
+
+from clients.client_app import make_client_app
+from experiments.engines import run_inprocess
+from fedkd.protocol import (
+    METRICS_KEY,
+    WEIGHTS_KEY,
+    ProtocolError,
+    checked_metrics,
+    error_summary,
+    partition_id_of,
+)
+from tests.conftest import tiny_config
+
+BAD = 1  # the partition that misbehaves
+
+
+def _with_metric(reply: Message, **values) -> Message:
+    metrics = dict(reply.content[METRICS_KEY])
+    metrics.update(values)
+    reply.content[METRICS_KEY] = MetricRecord(metrics)
+    return reply
+
+
+def _empty_error(reply: Message, msg: Message) -> Message:
+    return Message(Error(code=0, reason=""), reply_to=msg)
+
+
+def _wrong_shaped_weights(reply: Message) -> Message:
+    weights = reply.content[WEIGHTS_KEY].to_torch_state_dict()
+    first = next(iter(weights))
+    weights[first] = weights[first][:1]
+    reply.content[WEIGHTS_KEY] = ArrayRecord(weights)
+    return reply
+
+
+SCENARIOS = {
+    "partition id NaN": ("train.local", lambda r, m: _with_metric(r, **{"partition-id": math.nan}), "finite"),
+    "partition id inf": ("train.local", lambda r, m: _with_metric(r, **{"partition-id": math.inf}), "finite"),
+    "error, empty reason": ("train.local", _empty_error, "no reason given"),
+    "absurd accuracy": ("train.distill", lambda r, m: _with_metric(r, **{"local-acc": 1e9}), "outside"),
+    "another's partition id": (
+        "train.local",
+        lambda r, m: _with_metric(r, **{"partition-id": 0}),
+        "partition",
+    ),
+}
+
+
+class Misbehaving:
+    """fedkd's real ClientApp, except that partition BAD's replies are tampered with."""
+
+    def __init__(self, cfg, phase: str, tamper) -> None:
+        self.app, self.phase, self.tamper = make_client_app(cfg), phase, tamper
+
+    def __call__(self, msg: Message, context) -> Message:
+        reply = self.app(msg, context)
+        if int(context.node_config["partition-id"]) == BAD and msg.metadata.message_type == self.phase:
+            return self.tamper(reply, msg)
+        return reply
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_bad_reply_is_dropped_and_the_run_goes_on(scenario):
+    phase, tamper, reason = SCENARIOS[scenario]
+    cfg = tiny_config(**{"num-clients": 4})
+    results = run_inprocess(cfg, client_app=Misbehaving(cfg, phase, tamper))
+    assert len(results.rounds) == cfg.run.rounds
+    for record in results.rounds:
+        assert [f["phase"] for f in record["failed_clients"]] == [phase]
+        assert reason in record["failed_clients"][0]["reason"]
+        assert BAD not in record["client_acc"] and 0.0 < record["alma"] <= 1.0
+
+
+def test_a_weight_upload_of_the_wrong_shape_is_dropped():
+    cfg = tiny_config(algorithm="fedavg", models="mlp", **{"num-clients": 4})
+    results = run_inprocess(
+        cfg, client_app=Misbehaving(cfg, "train.local", lambda r, m: _wrong_shaped_weights(r))
+    )
+    for record in results.rounds:
+        assert "shape" in record["failed_clients"][0]["reason"] and BAD not in record["client_acc"]
+
+
+def test_a_hello_without_info_leaves_that_node_out_and_keeps_the_others():
+    cfg = tiny_config(**{"num-clients": 4, "rounds": 1})
+    no_info = Misbehaving(
+        cfg,
+        "query.hello",
+        lambda r, m: Message(RecordDict({METRICS_KEY: r.content[METRICS_KEY]}), reply_to=m),
+    )
+    results = run_inprocess(cfg, client_app=no_info)
+    assert results.payload["environment"]["client_devices"].keys() == {0, 2, 3}
+    assert sorted(results.rounds[0]["client_acc"]) == [0, 2, 3]
+
+
+def test_two_nodes_claiming_one_partition_id_are_both_left_out():
+    """Who is honest is unknowable, so the outcome must not depend on who answered first."""
+    cfg = tiny_config(**{"num-clients": 4, "rounds": 1})
+    results = run_inprocess(
+        cfg, client_app=Misbehaving(cfg, "query.hello", lambda r, m: _with_metric(r, **{"partition-id": 0}))
+    )
+    assert results.payload["environment"]["client_devices"].keys() == {2, 3}
+    assert sorted(results.rounds[0]["client_acc"]) == [2, 3]
+
+
+def test_protocol_checks_golden():
+    assert partition_id_of({"partition-id": 3.0}, 4) == 3
+    for bad in (math.nan, math.inf, -1, 4, 1.5, True, "2"):
+        with pytest.raises(ProtocolError):
+            partition_id_of({"partition-id": bad}, 4)
+    assert error_summary("") == "no reason given" and error_summary("a\nb") == "a"
+    assert checked_metrics({"local-acc": 1, "other": "x"}) == {"local-acc": 1.0}
+    with pytest.raises(ProtocolError, match="no 'local-acc'"):
+        checked_metrics({}, ("local-acc",))
+    with pytest.raises(ProtocolError, match="finite"):
+        checked_metrics({"compute-seconds": float("nan")})
