@@ -159,14 +159,22 @@ def config_options(func):
 @config_options
 @click.option("--out", type=str, help="Folder for results.json.")
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
+@click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
 def run(
-    config_file: str | None, sets: tuple[str, ...], out: str | None, dry_run: bool, **shorthands: Any
+    config_file: str | None,
+    sets: tuple[str, ...],
+    out: str | None,
+    dry_run: bool,
+    overwrite: bool,
+    **shorthands: Any,
 ) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
-    from fedkd.results import round_line
+    from fedkd.results import prepare_out_dir, round_line
 
     cfg = build_config(config_file, shorthands, sets, out)
+    if cfg.run.out_dir and not dry_run:
+        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, not after round 1
     for line in describe_federation(cfg):
         click.echo(line)
     if dry_run:

@@ -8,6 +8,7 @@ whose config hash is already there is skipped, so running the same command again
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -15,6 +16,7 @@ import os
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from fedkd.config import ConfigError, ExperimentConfig, read_toml
 from fedkd.results import json_safe
 
 RUNS_FILE = "runs.jsonl"
+LOCK_FILE = ".sweep.lock"
 # Keys that change where or how a run executes (on CPU), never its numbers: not part of its identity.
 NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads", "data-dir")
 
@@ -166,6 +169,34 @@ def run_sweep(
     """Run what is not yet in the table, ``workers`` processes at a time; yield each row."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(out):
+        yield from _run_unlocked(planned, out, workers, retry_failed)
+
+
+@contextmanager
+def sweep_lock(out: Path) -> Iterator[None]:
+    """One sweep per folder: a second one would duplicate rows. The OS drops the lock when the
+    holder dies, so a killed sweep never leaves a stale lock behind."""
+    handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole sweep
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another sweep is writing to {out}; wait for it or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _run_unlocked(
+    planned: list[PlannedRun], out: Path, workers: int, retry_failed: bool
+) -> Iterator[dict[str, Any]]:
     table = out / RUNS_FILE
     repair_table(table)
     todo = pending_runs(planned, table, retry_failed)

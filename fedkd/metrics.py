@@ -10,12 +10,13 @@ import numpy as np
 def alma(local_acc: Mapping[int, float], test_sizes: Mapping[int, float] | None = None) -> dict[str, float]:
     """Mean, std and min over clients of accuracy on each client's own local test split, and
     the standard error of the mean from test sampling alone: sqrt(sum_k a_k (1 - a_k) / n_k) / K
-    (a client's accuracy on n_k test samples is a binomial proportion)."""
+    (a client's accuracy on n_k test samples is a binomial proportion), and how many clients
+    the mean covers."""
     keys = [k for k, v in local_acc.items() if np.isfinite(v)]
     values = np.array([local_acc[k] for k in keys], dtype=np.float64)
     nan = float("nan")
     if values.size == 0:
-        return {"alma": nan, "alma_std": nan, "alma_min": nan, "alma_se": nan}
+        return {"alma": nan, "alma_std": nan, "alma_min": nan, "alma_se": nan, "alma_clients": 0}
     se = nan
     if test_sizes is not None and all(test_sizes.get(k, 0) > 0 for k in keys):
         sizes = np.array([test_sizes[k] for k in keys], dtype=np.float64)
@@ -25,6 +26,7 @@ def alma(local_acc: Mapping[int, float], test_sizes: Mapping[int, float] | None 
         "alma_std": float(values.std()),
         "alma_min": float(values.min()),
         "alma_se": se,
+        "alma_clients": int(values.size),  # how many clients the mean covers
     }
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.atomic import atomic_write
+from fedkd.config import ConfigError
+
+RESULTS_FILE = "results.json"
 
 
 def json_safe(value: Any) -> Any:
@@ -20,6 +23,29 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
+    """Make sure results can be written to ``out_dir`` *before* any work: a folder (created if
+    missing) that this process can write to; without ``overwrite``, one that holds no results."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out-dir {str(path)!r} is a file; allowed: a folder (new or existing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"out-dir {str(path)!r} cannot be created: {exc.strerror or exc}") from None
+    probe = path / ".fedkd-write-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"out-dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
+    if not overwrite and (path / RESULTS_FILE).exists():
+        raise ConfigError(
+            f"{path / RESULTS_FILE} already exists; allowed: another --out, or --overwrite to replace it"
+        )
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -89,7 +115,8 @@ def round_line(record: dict[str, Any], total_rounds: int) -> str:
     """One human-readable line per round."""
     failed = len(record["failed_clients"])
     scores = (
-        f" | ALMA {record['alma']:.4f} ± {record['alma_se']:.4f} SE (min {record['alma_min']:.4f})"
+        f" | ALMA {record['alma']:.4f} ± {record['alma_se']:.4f} SE (min {record['alma_min']:.4f},"
+        f" {record.get('alma_clients', 0)} clients)"
         f" | global acc {record['global_acc']:.4f}"
         if record.get("evaluated", True)
         else " | not evaluated"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -13,12 +12,10 @@ from flwr.serverapp import Grid, ServerApp
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig, as_dict
 from fedkd.privacy import noise_scale
-from fedkd.results import RunResults, round_line
+from fedkd.results import RESULTS_FILE, RunResults, prepare_out_dir, round_line
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
-
-RESULTS_FILE = "results.json"
 
 
 def run_federation(
@@ -28,7 +25,7 @@ def run_federation(
 ) -> RunResults:
     """Drive all rounds on ``grid``; write results after each round when out-dir is set."""
     cfg.validate()
-    path = Path(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
+    path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     results = RunResults(as_dict(cfg), path)
     results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
 

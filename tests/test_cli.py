@@ -170,3 +170,24 @@ def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_p
     ]:
         bad = _run(args)
         assert bad.exit_code == 2 and fragment in bad.output
+
+
+def test_a_bad_out_folder_is_refused_before_any_work(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out, fragment in [(a_file, "is a file"), (a_file / "sub", "cannot be created")]:
+        result = _run(["run", *TINY, "--out", str(out)])
+        assert result.exit_code == 2 and fragment in result.output, result.output
+        assert "client" not in result.output  # refused before the split was even described
+
+
+def test_existing_results_are_kept_unless_overwrite_is_given(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text('{"keep": true}')
+    result = _run(["run", *TINY, "--out", str(out)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert json.loads((out / "results.json").read_text()) == {"keep": True}
+    again = _run(["run", *TINY, "--out", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "rounds" in json.loads((out / "results.json").read_text())

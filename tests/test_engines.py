@@ -17,6 +17,7 @@ ROUND_KEYS = {
     "alma_std",
     "alma_min",
     "alma_se",
+    "alma_clients",
     "client_test_size",
     "private_samples",
     "transfer_samples",

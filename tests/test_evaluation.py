@@ -20,6 +20,7 @@ def test_alma_standard_error_golden():
     acc, sizes = {0: 0.8, 1: 0.5}, {0: 20, 1: 10}
     expected = math.sqrt(0.8 * 0.2 / 20 + 0.5 * 0.5 / 10) / 2
     assert alma(acc, sizes)["alma_se"] == pytest.approx(expected)
+    assert alma({**acc, 2: float("nan")}, sizes)["alma_clients"] == 2  # the mean covers two clients
     assert math.isnan(alma(acc)["alma_se"])  # no sizes, no claim
 
 

@@ -188,3 +188,31 @@ def test_hub_download(tmp_path, monkeypatch):
     ds = load_dataset("mnist", str(tmp_path / "empty"), download=True)
     assert ds.train_x.shape == (60000, 1, 28, 28)
     assert np.bincount(ds.train_y).tolist() == MNIST_TRAIN_CLASS_COUNTS
+
+
+class _Exploit:
+    """A pickle that would run a command when loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar_pickles_never_execute_code(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    x, y = _synthetic_cifar()
+    marker = tmp_path / "pwned"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump(
+                {b"data": x.reshape(len(x), -1), b"labels": y.tolist(), b"x": _Exploit(marker)}, handle
+            )
+    clear_dataset_cache()
+    with pytest.raises(DataError, match="refused global"):
+        load_dataset("cifar10", str(tmp_path))
+    assert not marker.exists()

@@ -16,6 +16,23 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 Split = tuple[np.ndarray, np.ndarray]
 
 
+# The only globals a CIFAR-10 batch pickle needs (numpy array reconstruction); anything else in
+# the file is refused instead of executed.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
+
+
 def load_pickles(folder: Path) -> tuple[Split, Split]:
     """``cifar-10-batches-py``: data_batch_1..5 and test_batch."""
 
@@ -23,13 +40,13 @@ def load_pickles(folder: Path) -> tuple[Split, Split]:
         path = folder / name
         try:
             with open(path, "rb") as handle:
-                entry = pickle.load(handle, encoding="bytes")
+                entry = _ArraysOnlyUnpickler(handle, encoding="bytes").load()
             data = np.asarray(entry[b"data"], dtype=np.uint8)
             labels = np.asarray(entry[b"labels"], dtype=np.int64)
         except FileNotFoundError:
             raise DataError(f"{folder}: missing {name}") from None
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: corrupt CIFAR-10 batch ({type(exc).__name__})") from None
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: corrupt CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
         if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
             raise DataError(
                 f"{path}: expected (N, 3072) data with N labels, got {data.shape} and {len(labels)}"
