@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -181,6 +182,24 @@ def _colours(rows: list[dict]) -> dict[str, str]:
     return {alg: cycle[i % len(cycle)] for i, alg in enumerate(sorted({_algorithm(r) for r in rows}))}
 
 
+def round_matrix(runs: list[list[dict]], value) -> tuple[np.ndarray, np.ndarray]:
+    """(rounds,) and (runs, rounds) of ``value(round record)``; NaN where a run has no such round
+    (it stopped early at max-epsilon, or that round was not evaluated)."""
+    rounds = np.array(sorted({x["round"] for run in runs for x in run}))
+    matrix = np.full((len(runs), len(rounds)), np.nan)
+    for i, run in enumerate(runs):
+        for x in run:
+            v = value(x)
+            matrix[i, np.searchsorted(rounds, x["round"])] = np.nan if v is None else v
+    return rounds, matrix
+
+
+def nan_mean_std(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all: NaN
+        return np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0)
+
+
 def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | None) -> dict[str, Path]:
     figures: dict[str, Path] = {}
     colour = _colours(rows)
@@ -189,9 +208,8 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
     for ax, (key, members) in zip(axs, panels.items(), strict=False):
         for alg in sorted({_algorithm(r) for r in members}):
             runs = [evaluated_rounds(r["history"]) for r in members if _algorithm(r) == alg]
-            curves = np.array([[x["alma"] for x in run] for run in runs])  # (seeds, evaluated rounds)
-            mean, std = curves.mean(axis=0), curves.std(axis=0)
-            rounds = np.array([x["round"] for x in runs[0]])
+            rounds, curves = round_matrix(runs, lambda x: x["alma"])
+            mean, std = nan_mean_std(curves)
             ax.plot(rounds, mean, marker=".", label=alg, color=colour[alg])
             ax.fill_between(rounds, mean - std, mean + std, alpha=0.15, color=colour[alg])
         ax.set(title=_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")
@@ -237,16 +255,11 @@ def sweep_figures(rows: list[dict], axes: list[str], out: Path, chosen: dict | N
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for alg in algs:
-        per_round = np.array(
-            [
-                [(x["bytes_up"] + x["bytes_down"]) / 1e3 for x in r["history"]["rounds"]]
-                for r in rows
-                if _algorithm(r) == alg
-            ]
-        )
+        runs = [r["history"]["rounds"] for r in rows if _algorithm(r) == alg]
+        rounds, per_round = round_matrix(runs, lambda x: (x["bytes_up"] + x["bytes_down"]) / 1e3)
         ax.plot(
-            np.arange(1, per_round.shape[1] + 1),
-            per_round.mean(axis=0),
+            rounds,
+            nan_mean_std(per_round)[0],
             marker=".",
             label=alg,
             color=colour[alg],

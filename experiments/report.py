@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -35,19 +36,35 @@ from experiments.tables import (
 from fedkd.config import ConfigError
 
 SEED = "seed"
+log = logging.getLogger("flwr.fedkd")
 RUNS_CSV = "runs.csv"
 
 
 def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Finished runs with their results; damaged lines and unreadable results files are
+    skipped with a warning, never silently."""
     table = sweep_dir / RUNS_FILE
     if not table.exists():
         raise ConfigError(f"{table} does not exist; run `fedkd sweep ... --out {sweep_dir}` first")
-    rows = [r for r in read_rows(table) if r.get("status") == "ok"]
+    damaged: list[int] = []
+    rows = []
+    for row in read_rows(table, damaged):
+        if row.get("status") != "ok":
+            continue
+        path = sweep_dir / row["results"]  # relative to the sweep folder (an absolute path stays)
+        try:
+            row["history"] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("report: run %s skipped: cannot read %s (%s)", row["id"], path, type(exc).__name__)
+            continue
+        if not row["history"].get("final"):
+            log.warning("report: run %s skipped: it has no evaluated round", row["id"])
+            continue
+        rows.append(row)
+    if damaged:
+        log.warning("report: %s: skipped damaged line(s) %s", table, ", ".join(map(str, damaged)))
     if not rows:
         raise ConfigError(f"{table} holds no finished run")
-    for row in rows:
-        with open(row["results"]) as handle:
-            row["history"] = json.load(handle)
     return rows
 
 

@@ -96,16 +96,21 @@ def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[Planne
 
 
 # -- the results table -------------------------------------------------------------------------
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of runs.jsonl; a torn last line (killed mid-write) is ignored."""
+def read_rows(path: Path, damaged: list[int] | None = None) -> list[dict[str, Any]]:
+    """Rows of runs.jsonl. A line that is not a JSON object (a torn last line after a kill, or
+    damage) is skipped; its 1-based number is added to ``damaged`` when a list is given."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            row = None
+        if isinstance(row, dict) and "id" in row:
+            rows.append(row)
+        elif damaged is not None and line.strip():
+            damaged.append(number)
     return rows
 
 
@@ -150,7 +155,8 @@ def execute(run: PlannedRun, out_dir: str) -> dict[str, Any]:
         federation(cfg.data, cfg.run.seed)  # data problems fail here, with the loader's message
         results = run_experiment(cfg)
         final = results.payload["final"]
-        row.update(status="ok", final=final, results=str(results.path))
+        # relative to the sweep folder: the folder can move, and reports run from anywhere
+        row.update(status="ok", final=final, results=os.path.relpath(results.path, out_dir))
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
         message = " ".join(str(exc).split()) or type(exc).__name__
         row.update(status="failed", error=f"{type(exc).__name__}: {message}"[:500])

@@ -194,3 +194,40 @@ def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
         assert result.exit_code == 2 and "another sweep is writing to" in result.output
     with sweep_lock(out):  # released when the holder is done
         pass
+
+
+def test_report_survives_damage_moves_and_runs_of_unequal_length(tmp_path, monkeypatch):
+    import logging
+
+    spec = tmp_path / "two.toml"
+    spec.write_text(
+        '[base]\nengine = "inprocess"\nnum-clients = 3\nrounds = 2\nlocal-epochs = 1\ndistill-epochs = 1\n'
+        'transfer-size = 60\n[grid]\nalgorithm = ["local", "knfu"]\nseed = [0, 1]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(main, ["sweep", str(spec), "--out", "sw"]).exit_code == 0
+    table = tmp_path / "sw" / "runs.jsonl"
+    rows = table.read_text().splitlines()
+    assert not json.loads(rows[0])["results"].startswith("/")  # stored relative to the sweep folder
+    table.write_text("\n".join([rows[0], "{torn", "[1, 2]", *rows[1:]]) + "\n")
+    short = tmp_path / "sw" / json.loads(rows[1])["results"]
+    history = json.loads(short.read_text())
+    history["rounds"] = history["rounds"][:1]  # as if stopped early (max-epsilon)
+    short.write_text(json.dumps(history))
+    (tmp_path / "sw" / json.loads(rows[2])["results"]).unlink()  # a results file gone missing
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("flwr.fedkd").addHandler(handler)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    try:
+        result = CliRunner().invoke(main, ["report", str(tmp_path / "sw")])
+    finally:
+        logging.getLogger("flwr.fedkd").removeHandler(handler)
+    assert result.exit_code == 0, result.output
+    assert any("damaged line(s) 2, 3" in m for m in seen)
+    assert any("cannot read" in m for m in seen)
+    assert len((tmp_path / "sw" / "runs.csv").read_text().splitlines()) == 1 + 3  # 3 readable runs
