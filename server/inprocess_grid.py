@@ -3,11 +3,16 @@
 Each node is a (node id, Context) pair; ``send_and_receive`` calls the ClientApp directly and,
 like the Simulation Engine, turns a ClientApp exception into an error reply. Used by
 ``--engine inprocess`` for tests, debugging and fast sweeps.
+
+Clients run one after another, so a ``timeout`` bounds each client's reply (not the whole batch,
+as on Flower's engines where clients run side by side): a client that hangs is left behind on
+its own thread and counted as not answering; the others are still served.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Iterable
 from uuid import uuid4
@@ -79,15 +84,26 @@ class InProcessGrid(Grid):
             reason = f"{type(exc).__name__}: {exc}"
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+    def push_messages(self, messages: Iterable[Message], timeout: float | None = None) -> Iterable[str]:
         ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())
-            reply = self._deliver(message)
+            ids.append(message.metadata.message_id)
+            reply = self._deliver(message) if timeout is None else self._deliver_within(message, timeout)
+            if reply is None:
+                log.debug("node %s did not answer within %s s", message.metadata.dst_node_id, timeout)
+                continue
             reply.metadata.__dict__["_message_id"] = str(uuid4())
             self._replies[message.metadata.message_id] = reply
-            ids.append(message.metadata.message_id)
         return ids
+
+    def _deliver_within(self, message: Message, timeout: float) -> Message | None:
+        """Deliver on a daemon thread; None if no reply within ``timeout`` seconds."""
+        box: list[Message] = []
+        worker = threading.Thread(target=lambda: box.append(self._deliver(message)), daemon=True)
+        worker.start()
+        worker.join(timeout)
+        return box[0] if box else None
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]
@@ -95,4 +111,4 @@ class InProcessGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        return self.pull_messages(self.push_messages(messages, timeout))

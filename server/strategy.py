@@ -160,7 +160,8 @@ class KnowledgeFusionStrategy:
             Message(RecordDict(), dst_node_id=node, message_type=HELLO, group_id="0") for node in nodes
         ]
         claims: dict[int, list[int]] = {}  # partition id -> nodes claiming it
-        for reply in grid.send_and_receive(messages, timeout=self._timeout()):
+        # start-up (Ray workers, SuperNodes) may be slow: the hello has its own, longer timeout
+        for reply in grid.send_and_receive(messages, timeout=self.node_timeout_s):
             node = reply.metadata.src_node_id
             try:
                 if not reply.has_error() and (

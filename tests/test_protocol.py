@@ -122,3 +122,25 @@ def test_protocol_checks_golden():
         checked_metrics({}, ("local-acc",))
     with pytest.raises(ProtocolError, match="finite"):
         checked_metrics({"compute-seconds": float("nan")})
+
+
+def test_the_inprocess_engine_honours_reply_timeout():
+    """A client that hangs is dropped after reply-timeout; the others carry the round."""
+    import time
+
+    from fedkd.client_steps import _data
+
+    cfg = tiny_config(**{"num-clients": 3, "rounds": 1, "reply-timeout": 3.0})
+    for pid in range(3):
+        _data(cfg, pid)  # data built and cached first: only the hang may take long
+
+    def hang(reply: Message, msg: Message) -> Message:
+        time.sleep(8)
+        return reply
+
+    start = time.perf_counter()
+    results = run_inprocess(cfg, client_app=Misbehaving(cfg, "train.local", hang))
+    assert time.perf_counter() - start < 30
+    failed = results.rounds[0]["failed_clients"]
+    assert [f["partition_id"] for f in failed] == [BAD] and "reply-timeout=3" in failed[0]["reason"]
+    assert sorted(results.rounds[0]["client_acc"]) == [0, 2]
