@@ -7,6 +7,7 @@ nothing is started before the config and the data split have been checked.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -339,8 +340,8 @@ def audit(config_file, sets, multipliers, pid, out, **shorthands) -> None:
         values = [float(v) for v in multipliers.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--multipliers {multipliers!r} is not a comma list of numbers") from None
-    if not values or min(values) <= 0:
-        raise ConfigError(f"--multipliers {multipliers!r}: allowed: numbers > 0")
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"--multipliers {multipliers!r}: allowed: finite numbers > 0")
     if not 0 <= pid < cfg.data.num_clients:
         raise ConfigError(f"--client={pid} is invalid; allowed: 0..{cfg.data.num_clients - 1}")
     rows = membership_auc(cfg, values, pid)

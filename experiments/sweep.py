@@ -57,6 +57,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(
             f"sweep file {path}: unknown table {sorted(unknown)[0]!r}; allowed: base, grid, zip"
         )
+    for table in ("base", "grid", "zip"):
+        if table in raw and not isinstance(raw[table], dict):
+            raise ConfigError(f"sweep file {path}: {table} must be a [{table}] table of keys")
     grid, zipped = raw.get("grid", {}), raw.get("zip", {})
     for table, values in (("grid", grid), ("zip", zipped)):
         for key, value in values.items():

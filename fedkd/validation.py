@@ -13,6 +13,7 @@ import re
 from fedkd.config import ConfigError, ExperimentConfig
 
 ENGINES = ("ray", "inprocess")
+MAX_CLIENT_THREADS = 256  # intra-op threads per client; more only exhausts memory
 NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
 
 
@@ -88,6 +89,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
         f"min-replies={r.min_replies} is invalid; allowed: 1..num-clients ({d.num_clients})",
     )
     _at_least(1, local_epochs=t.local_epochs, batch_size=t.batch_size, client_threads=t.client_threads)
+    _require(
+        t.client_threads <= MAX_CLIENT_THREADS,
+        f"client-threads={t.client_threads} is invalid; allowed: 1..{MAX_CLIENT_THREADS}",
+    )
     _at_least(
         0, distill_epochs=t.distill_epochs, revisit_epochs=t.revisit_epochs, pretrain_epochs=t.pretrain_epochs
     )

@@ -45,6 +45,8 @@ def _run(args):
         (["run", "--set", "novalue"], "--set 'novalue' is malformed"),
         (["run", "--config", "/nonexistent/x.toml"], "does not exist"),
         (["run", "--bogus-flag"], "--bogus-flag"),
+        (["audit", "--multipliers", "nan"], "allowed: finite numbers > 0"),
+        (["audit", "--multipliers", "0.1,inf"], "allowed: finite numbers > 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, fragment):

@@ -60,6 +60,7 @@ def test_underscore_keys_are_accepted_as_kebab():
         ({"eval-every": 0}, "eval-every=0 is invalid; allowed: >= 1"),
         ({"fedmd-subset": 500}, "fedmd-subset=500; allowed: 0 (all) .. transfer-size (200)"),
         ({"pretrain-epochs": -1}, "pretrain-epochs=-1 is invalid; allowed: >= 0"),
+        ({"client-threads": 100000}, "client-threads=100000 is invalid; allowed: 1..256"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(overrides, fragment):

@@ -216,3 +216,14 @@ def test_cifar_pickles_never_execute_code(tmp_path):
     with pytest.raises(DataError, match="refused global"):
         load_dataset("cifar10", str(tmp_path))
     assert not marker.exists()
+
+
+def test_empty_or_mismatched_splits_are_data_errors():
+    from fedkd.data.sources import make_dataset
+
+    images = np.zeros((4, 1, 28, 28), dtype=np.uint8)
+    labels = np.zeros(4, dtype=np.int64)
+    with pytest.raises(DataError, match="train split holds no images"):
+        make_dataset("mnist", (images[:0], labels[:0]), (images, labels))
+    with pytest.raises(DataError, match="train images are"):
+        make_dataset("mnist", (images, labels), (np.zeros((4, 1, 32, 32), dtype=np.uint8), labels))

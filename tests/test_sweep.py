@@ -231,3 +231,11 @@ def test_report_survives_damage_moves_and_runs_of_unequal_length(tmp_path, monke
     assert any("damaged line(s) 2, 3" in m for m in seen)
     assert any("cannot read" in m for m in seen)
     assert len((tmp_path / "sw" / "runs.csv").read_text().splitlines()) == 1 + 3  # 3 readable runs
+
+
+@pytest.mark.parametrize("body", ["base = 5\n", "grid = 5\n", "zip = [1, 2]\n"])
+def test_a_sweep_file_with_a_non_table_section_is_one_line_error(tmp_path, body):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(body)
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "must be a [" in result.output and "Traceback" not in result.output

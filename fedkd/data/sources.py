@@ -69,6 +69,16 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def make_dataset(
     name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
 ) -> Dataset:
+    for split, (images, labels) in (("train", train), ("test", test)):
+        if len(images) == 0:
+            raise DataError(f"{name}: the {split} split holds no images")
+        if len(images) != len(labels):
+            raise DataError(f"{name}: the {split} split has {len(images)} images but {len(labels)} labels")
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(
+            f"{name}: train images are {train[0].shape[1:]} but test images {test[0].shape[1:]}; "
+            "allowed: one shape"
+        )
     mean, std = channel_stats(train[0])
     classes = int(max(train[1].max(), test[1].max())) + 1
     return Dataset(name, train[0], train[1], test[0], test[1], classes, mean, std)
