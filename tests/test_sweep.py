@@ -125,6 +125,27 @@ def test_torn_last_line_is_cut_before_appending(tmp_path):
 
 
 @pytest.mark.slow
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_configuration(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(SMOKE), "--out", str(out), "--workers", "2"]
@@ -136,8 +157,19 @@ def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_configuration(t
         while len(_rows(out)) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, "the sweep finished before it could be killed"
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone: its workers must not outlive it
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "orphaned sweep workers"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker processes, no clean-up
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, no clean-up
+        except ProcessLookupError:
+            pass
         proc.wait()
     done_before = len(_rows(out))
     assert 2 <= done_before < 8
