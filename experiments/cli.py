@@ -179,6 +179,7 @@ def run(
     for line in describe_federation(cfg):
         click.echo(line)
     if dry_run:
+        click.echo("dry run: config and split are valid; nothing was trained")
         return
     start = time.perf_counter()
     results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)))
@@ -311,6 +312,8 @@ def plot(results_file: str, out: str | None) -> None:
     from experiments.plots import run_figures
 
     path = Path(results_file)
+    if not path.is_file():
+        raise ConfigError(f"{results_file!r} does not exist; allowed: a fedkd results.json")
     try:
         history = json.loads(path.read_text())
         history["rounds"][0]

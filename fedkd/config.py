@@ -8,6 +8,7 @@ The same config travels three ways: as dataclasses inside Python, as Flower's fl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -140,7 +141,11 @@ class ExperimentConfig:
         for raw_key, value in overrides.items():
             key = str(raw_key).replace("_", "-")
             if key not in index:
-                raise ConfigError(f"unknown config key {raw_key!r}; allowed: {', '.join(sorted(index))}")
+                close = difflib.get_close_matches(key, list(index), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(
+                    f"unknown config key {raw_key!r}; {hint}allowed: {', '.join(sorted(index))}"
+                )
             section, name, kind = index[key]
             changes.setdefault(section, {})[name] = _coerce(key, value, kind)
         parts = {s: replace(getattr(self, s), **c) for s, c in changes.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
 
 
-def environment_info() -> dict[str, str]:
+def environment_info() -> dict[str, str | bool]:
     import numpy
     import torch
 
@@ -65,7 +66,7 @@ def environment_info() -> dict[str, str]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "cuda_available": str(torch.cuda.is_available()),
+        "cuda_available": bool(torch.cuda.is_available()),
     }
     try:
         from importlib.metadata import version
@@ -86,9 +87,11 @@ class RunResults:
 
     def __init__(self, config: dict[str, Any], path: str | Path | None) -> None:
         self.path = Path(path) if path else None
+        self.started = time.perf_counter()
         self.payload: dict[str, Any] = {
             "config": config,
             "environment": environment_info(),
+            "weights_axes": "weights[k][j]: how much client k (the student, row) learns from client j",
             "rounds": [],
             "final": None,
         }
@@ -104,6 +107,7 @@ class RunResults:
             self.payload["final"] = {
                 key: record.get(key) for key in ("alma", "alma_se", "global_acc", "self_weight", "round")
             }
+            self.payload["final"]["total_wall_s"] = time.perf_counter() - self.started
         self.flush()
 
     def flush(self) -> None:

@@ -42,6 +42,8 @@ def _run(args):
         (["run", "--rounds", "0"], "rounds=0 is invalid"),
         (["run", "--rounds", "three"], "rounds='three' is not a valid int"),
         (["run", "--set", "warp-speed=9"], "unknown config key 'warp-speed'"),
+        (["run", "--set", "neighbor-rule=top-m"], "did you mean 'neighbour-rule'?"),
+        (["plot", "runs/nope.json"], "'runs/nope.json' does not exist"),
         (["run", "--set", "novalue"], "--set 'novalue' is malformed"),
         (["run", "--config", "/nonexistent/x.toml"], "does not exist"),
         (["run", "--bogus-flag"], "--bogus-flag"),
@@ -69,6 +71,7 @@ def test_dry_run_prints_the_split_and_runs_nothing(tmp_path):
     result = _run(["run", *TINY, "--dry-run", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "client   2:" in result.output and "params" in result.output
+    assert "nothing was trained" in result.output
     assert not (tmp_path / "results.json").exists()
 
 
