@@ -46,8 +46,8 @@ def paired(a: list[float], b: list[float]) -> Paired:
     mean, std, half = mean_ci(list(diff))
     if diff.size < 2:
         p = math.nan
-    elif std <= 1e-12 * max(1.0, abs(mean)):  # every seed differs by the same amount
-        p = 1.0 if abs(mean) <= 1e-12 else 0.0
+    elif std <= 1e-12 * max(1.0, abs(mean)):  # every seed differs by the same amount:
+        p = 1.0 if abs(mean) <= 1e-12 else math.nan  # identical runs, or untestable (no spread)
     else:
         p = float(stats.ttest_1samp(diff, 0.0).pvalue)
     return Paired(int(diff.size), mean, half, p, int((diff > 0).sum()), int((diff < 0).sum()))

@@ -206,7 +206,7 @@ def sweep_lock(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int) -> None:
     """Worker initializer: ask Linux to kill this worker when the sweep process dies, so a killed
     sweep leaves no orphaned workers holding hundreds of MB each (a no-op elsewhere)."""
     try:
@@ -214,7 +214,7 @@ def die_with_parent() -> None:
     except OSError:
         return
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the sweep died before the request took effect
         os._exit(1)
 
 
@@ -230,7 +230,9 @@ def _run_unlocked(
             append_row(table, row)
             yield row
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         queue = iter(todo)
         running: set[Future] = set()
         for run in itertools.islice(queue, workers):

@@ -220,7 +220,7 @@ def pivot_markdown(table: RunTable, columns: list[str], reference: str | None = 
     header = [*cell_axes, "seeds", *methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for cell, by_method in cells.items():
-        seeds = sorted({len(v) for v in by_method.values()})
+        seeds = sorted({len(_finite(v)) for v in by_method.values()})
         entries = []
         for method in methods:
             if method not in by_method:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedkd.config import ExperimentConfig
@@ -25,6 +25,7 @@ from fedkd.protocol import (
     TARGET_KEY,
     WEIGHTS_KEY,
     ProtocolError,
+    checked_metrics,
     checked_soft,
     checked_weights,
 )
@@ -44,9 +45,12 @@ class PredictionExchange:
         # the server holds no data: shapes come from the config and the dataset's metadata
         self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
 
-    def local_content(self) -> dict[str, Any]:
+    def local_content(self, pid: int) -> dict[str, Any]:
         """Extra content of ``train.local`` messages: nothing for predictions."""
         return {}
+
+    def confirm(self, completed: list[int]) -> None:
+        """Clients that completed the distil phase (weight averaging tracks who holds what)."""
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
         if KNOWLEDGE_KEY not in reply.content or SOFT not in reply.content[KNOWLEDGE_KEY]:
@@ -83,8 +87,11 @@ class NoExchange:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
 
-    def local_content(self) -> dict[str, Any]:
+    def local_content(self, pid: int) -> dict[str, Any]:
         return {}
+
+    def confirm(self, completed: list[int]) -> None:
+        return None
 
     def accept(self, reply: Message, server_round: int) -> None:
         return None
@@ -116,30 +123,58 @@ class WeightExchange:
         self.strategy = FedAvg()
         self.latest: ArrayRecord | None = None  # the last averaged model
         self.shapes = model_shapes(cfg)  # what every upload must look like
+        self.pending: set[int] = set()  # sent the latest average in this round's distil phase
+        self.holders: set[int] = set()  # known to hold the latest average
 
-    def local_content(self) -> dict[str, Any]:
-        """Every client trains from the current global model, also one that sat rounds out or
-        whose reply was dropped (FedAvg sends the global model each round)."""
-        return {} if self.latest is None else {WEIGHTS_KEY: self.latest}
+    def local_content(self, pid: int) -> dict[str, Any]:
+        """A client that does not hold the current global model (it sat rounds out, or its reply
+        was dropped) gets it with ``train.local``; the others already adopted it."""
+        if self.latest is None or pid in self.holders:
+            return {}
+        return {WEIGHTS_KEY: self.latest}
 
-    def accept(self, reply: Message, server_round: int) -> ArrayRecord:
+    def confirm(self, completed: list[int]) -> None:
+        """The clients whose distil reply came back hold the latest average."""
+        self.holders = self.pending & set(completed)
+
+    def accept(self, reply: Message, server_round: int) -> tuple[ArrayRecord, float]:
         if WEIGHTS_KEY not in reply.content:
             raise ProtocolError("reply carries no model weights")
         record = reply.content[WEIGHTS_KEY]
         checked_weights({name: arr.numpy() for name, arr in record.items()}, self.shapes)
-        return record
+        size = checked_metrics(reply.content[METRICS_KEY], ("num-examples",))["num-examples"]
+        if size <= 0:
+            raise ProtocolError("reply reports num-examples = 0: nothing to weight its model by")
+        return record, size
 
     def combine(
         self, accepted: dict[int, Any], replies: dict[int, Message]
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
         pids = sorted(accepted)
-        ordered = [replies[p] for p in pids]
-        averaged, _ = self.strategy.aggregate_train(server_round=0, replies=ordered)
+        # Flower's FedAvg sees clean replies: the checked weights and their example count only
+        clean = [
+            Message(
+                RecordDict(
+                    {
+                        WEIGHTS_KEY: accepted[p][0],
+                        METRICS_KEY: MetricRecord({"num-examples": accepted[p][1]}),
+                    }
+                ),
+                reply_to=replies[p],
+            )
+            for p in pids
+        ]
+        try:
+            averaged, _ = self.strategy.aggregate_train(server_round=0, replies=clean)
+        except Exception as exc:  # noqa: BLE001 - any refusal by Flower drops this round's fusion
+            raise ProtocolError(
+                f"Flower's FedAvg could not aggregate the replies ({type(exc).__name__})"
+            ) from None
         if averaged is None:
             raise ProtocolError("Flower's FedAvg could not aggregate the replies (inconsistent weights)")
-        sizes = np.array([float(replies[p].content[METRICS_KEY]["num-examples"]) for p in pids])
+        sizes = np.array([accepted[p][1] for p in pids])
         weights = np.tile(sizes / sizes.sum(), (len(pids), 1))  # everyone gets the same average
-        self.latest = averaged
+        self.latest, self.pending = averaged, set(pids)
         return {pid: RecordDict({WEIGHTS_KEY: averaged}) for pid in pids}, weights
 
 

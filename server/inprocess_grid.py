@@ -6,7 +6,9 @@ like the Simulation Engine, turns a ClientApp exception into an error reply. Use
 
 Clients run one after another, so a ``timeout`` bounds each client's reply (not the whole batch,
 as on Flower's engines where clients run side by side): a client that hangs is left behind on
-its own thread and counted as not answering; the others are still served.
+its own thread and counted as not answering; the others are still served, and that node gets
+no new message until its call ends. A run in which a client timed out is not bit-reproducible
+(the late call may still update the node's state and the process's torch thread count).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class InProcessGrid(Grid):
             for pid, node_id in enumerate(ids)
         }
         self._replies: dict[str, Message] = {}
+        self._running: dict[int, threading.Thread] = {}  # node id -> its call under a timeout
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -98,9 +101,19 @@ class InProcessGrid(Grid):
         return ids
 
     def _deliver_within(self, message: Message, timeout: float) -> Message | None:
-        """Deliver on a daemon thread; None if no reply within ``timeout`` seconds."""
+        """Deliver on a daemon thread; None if no reply within ``timeout`` seconds. A node whose
+        earlier message is still running gets no new one (one ClientApp call per node at a time,
+        as on a real SuperNode); it answers again once that call has ended."""
+        node_id = message.metadata.dst_node_id
+        running = self._running.get(node_id)
+        if running is not None and running.is_alive():
+            return Message(
+                Error(code=ErrorCode.UNKNOWN, reason=f"node {node_id} is still busy with an earlier message"),
+                reply_to=message,
+            )
         box: list[Message] = []
         worker = threading.Thread(target=lambda: box.append(self._deliver(message)), daemon=True)
+        self._running[node_id] = worker
         worker.start()
         worker.join(timeout)
         return box[0] if box else None

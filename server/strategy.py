@@ -223,6 +223,7 @@ class KnowledgeFusionStrategy:
         self._local_phase(grid, nodes, server_round, out)
         contents, weights = self._combine(out, server_round)
         evaluation = self._distill_phase(grid, server_round, contents, out)
+        self.exchange.confirm(evaluation.completed)
         if not evaluation.completed:
             first = out.failed[0]["reason"] if out.failed else "no reply"
             raise RuntimeError(f"round {server_round}: no client completed the round; first problem: {first}")
@@ -273,7 +274,7 @@ class KnowledgeFusionStrategy:
         out.asked = [self.pid_of_node[n] for n in nodes if n in self.pid_of_node]
         messages = [
             Message(
-                RecordDict({CONFIG_KEY: settings, **self.exchange.local_content()}),
+                RecordDict({CONFIG_KEY: settings, **self.exchange.local_content(self.pid_of_node[node])}),
                 dst_node_id=node,
                 message_type=TRAIN_LOCAL,
                 group_id=str(server_round),

@@ -95,11 +95,50 @@ def test_public_pretraining_is_offered_to_every_algorithm_alike():
     assert any(not torch.equal(states["local"][k], plain[k]) for k in plain)  # and it did train
 
 
-def test_fedavg_clients_train_from_the_global_model_after_sitting_out():
-    """Partial participation: a client drawn again trains from the latest average, never
-    from the stale model it kept while it sat rounds out."""
-    cfg = tiny_config(algorithm="fedavg", models="mlp", rounds=3, fraction=0.5, **{"num-clients": 4})
+def test_fedavg_sends_the_global_model_exactly_to_clients_that_do_not_hold_it():
+    """Partial participation: a client drawn after sitting out gets the latest average with
+    train.local; a client that adopted it last round does not get it twice."""
+    cfg = tiny_config(algorithm="fedavg", models="mlp", rounds=4, fraction=0.5, **{"num-clients": 4})
     rounds = run_experiment(cfg).rounds
-    assert any(len(r["participants"]) < cfg.data.num_clients for r in rounds)
-    later = rounds[1:]
-    assert all(r["bytes_down"] > rounds[0]["bytes_down"] for r in later)  # the global model goes down
+    model_bytes = rounds[0]["bytes_down"] / len(rounds[0]["participants"])  # round 1: distil only
+    stale_rounds = 0
+    for before, now in zip(rounds, rounds[1:], strict=False):
+        stale = set(now["participants"]) - set(before["participants"])
+        stale_rounds += bool(stale)
+        assert now["bytes_down"] == model_bytes * (len(now["participants"]) + len(stale))
+    assert stale_rounds > 0  # the draw did make clients sit out
+
+
+def test_a_client_trains_from_the_global_model_it_is_sent():
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+    from clients.client_app import make_client_app
+    from experiments.engines import task_identity
+    from fedkd.client_steps import local_step
+    from fedkd.protocol import CONFIG_KEY, MODEL_KEY, WEIGHTS_KEY
+
+    cfg = tiny_config(algorithm="fedavg", models="mlp")
+    own = local_step(cfg, 0, 1, None, predict=False).state  # what the client holds
+    sent = local_step(cfg, 1, 1, None, predict=False).state  # another model: the "global" one
+    context = Context(1, 1, {"partition-id": 0}, RecordDict({MODEL_KEY: ArrayRecord(own)}), {})
+    content = RecordDict(
+        {
+            CONFIG_KEY: ConfigRecord({"server-round": 2, "upload": "weights"}),
+            WEIGHTS_KEY: ArrayRecord(sent),
+        }
+    )
+    with task_identity(1):
+        reply = make_client_app(cfg)(Message(content, dst_node_id=1, message_type="train.local"), context)
+    uploaded = reply.content[WEIGHTS_KEY].to_torch_state_dict()
+    expected = local_step(cfg, 0, 2, sent, predict=False).state
+    assert all(torch.equal(uploaded[k], expected[k]) for k in expected)
+
+
+def test_fedavg_spends_its_whole_private_budget_before_the_upload():
+    from fedkd.client_steps import distill_step, local_step
+
+    cfg = tiny_config(algorithm="fedavg", models="mlp")
+    trained = local_step(cfg, 0, 1, None, predict=False)
+    assert trained.metrics["private-samples"] == 2 * len(_data(cfg, 0).train_y)  # local + revisit
+    adopted = distill_step(cfg, 0, 1, None, None, replacement=trained.state)
+    assert adopted.metrics["private-samples"] == 0  # the average is evaluated as is

@@ -39,6 +39,7 @@ def test_paired_matches_scipy_and_its_interval_covers_the_mean_difference():
     assert result.mean_diff == pytest.approx(diff.mean()) and result.ci_half == pytest.approx(half)
     assert (result.wins, result.losses, result.n) == (5, 0, 5)
     assert paired([0.5, 0.6], [0.5, 0.6]).p == 1.0  # identical runs: no difference, not nan
+    assert math.isnan(paired([0.9, 0.8], [0.8, 0.7]).p)  # the same gain on every seed: no spread to test
 
 
 def test_mean_ci_golden():

@@ -1,6 +1,6 @@
 """FedAvg reference for same-architecture runs: clients upload weights, not predictions.
 
-The averaging itself is Flower's own ``FedAvg.aggregate_train`` (server/weight_averaging.py);
+The averaging itself is Flower's own ``FedAvg.aggregate_train`` (server/exchanges.py);
 this entry only declares the exchange. It needs one architecture for every client.
 """
 
