@@ -274,7 +274,9 @@ class KnowledgeFusionStrategy:
         out.asked = [self.pid_of_node[n] for n in nodes if n in self.pid_of_node]
         messages = [
             Message(
-                RecordDict({CONFIG_KEY: settings, **self.exchange.local_content(self.pid_of_node[node])}),
+                RecordDict(
+                    {CONFIG_KEY: settings, **self.exchange.local_content(self.pid_of_node.get(node, -1))}
+                ),
                 dst_node_id=node,
                 message_type=TRAIN_LOCAL,
                 group_id=str(server_round),

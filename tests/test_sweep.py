@@ -212,7 +212,10 @@ def test_plot_single_run(tmp_path):
     for name in ["accuracy_per_round", "client_accuracy", "weights", "bytes_per_round"]:
         with Image.open(out / f"{name}.png") as image:
             image.verify()
-    bad = CliRunner().invoke(main, ["plot", str(tmp_path / "nope.json")])
+    missing = CliRunner().invoke(main, ["plot", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    bad = CliRunner().invoke(main, ["plot", str(tmp_path / "junk.json")])
     assert bad.exit_code == 2 and "is not a fedkd results.json" in bad.output
 
 
