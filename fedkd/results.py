@@ -91,6 +91,7 @@ class RunResults:
         self.payload: dict[str, Any] = {
             "config": config,
             "environment": environment_info(),
+            "status": "running",  # completed | stopped | interrupted | failed, when it ends
             "weights_axes": "weights[k][j]: how much client k (the student, row) learns from client j",
             "rounds": [],
             "final": None,
@@ -108,6 +109,13 @@ class RunResults:
                 key: record.get(key) for key in ("alma", "alma_se", "global_acc", "self_weight", "round")
             }
             self.payload["final"]["total_wall_s"] = time.perf_counter() - self.started
+        self.flush()
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """Mark how the run ended, so a partial file is never mistaken for a finished one."""
+        self.payload["status"] = status
+        if reason:
+            self.payload["status_reason"] = reason
         self.flush()
 
     def flush(self) -> None:

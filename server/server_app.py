@@ -51,10 +51,19 @@ def run_federation(
             if cfg.privacy.mechanism == "laplace"
             else None,
         }
-    strategy.run(grid)
+    try:
+        strategy.run(grid)
+    except KeyboardInterrupt:
+        results.finish("interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    except Exception as exc:
+        results.finish("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+        raise
     if strategy.stopped:
         results.payload["stopped"] = strategy.stopped
-        results.flush()
+        results.finish("stopped", strategy.stopped)
+    else:
+        results.finish("completed")
     return results
 
 

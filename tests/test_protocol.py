@@ -144,3 +144,23 @@ def test_the_inprocess_engine_honours_reply_timeout():
     failed = results.rounds[0]["failed_clients"]
     assert [f["partition_id"] for f in failed] == [BAD] and "reply-timeout=3" in failed[0]["reason"]
     assert sorted(results.rounds[0]["client_acc"]) == [0, 2]
+
+
+def test_an_interrupted_run_says_so_in_its_results(tmp_path):
+    """Ctrl-C mid-run: the rounds done are kept and the file is marked interrupted."""
+    import json
+
+    cfg = tiny_config(rounds=3, **{"out-dir": str(tmp_path)})
+    calls = {"n": 0}
+
+    def interrupt(reply: Message, msg: Message) -> Message:
+        calls["n"] += 1
+        if calls["n"] == 2:  # partition BAD's second train.local: round 2
+            raise KeyboardInterrupt
+        return reply
+
+    with pytest.raises(KeyboardInterrupt):
+        run_inprocess(cfg, client_app=Misbehaving(cfg, "train.local", interrupt))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "interrupted" and len(saved["rounds"]) == 1
+    assert saved["final"]["round"] == 1
