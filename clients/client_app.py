@@ -7,10 +7,14 @@ metrics leaves the client.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedkd.atomic import atomic_write
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
 from fedkd.protocol import (
@@ -43,14 +47,28 @@ def resolve_node_config(cfg: ExperimentConfig, context: Context) -> ExperimentCo
     return cfg.with_overrides({"data-dir": str(data_dir)}) if data_dir else cfg
 
 
-def _load_state(context: Context) -> StateDict | None:
-    if MODEL_KEY not in context.state:
-        return None
-    return context.state[MODEL_KEY].to_torch_state_dict()
+def _checkpoint_file(settings: ConfigRecord, pid: int) -> Path | None:
+    folder = str(settings.get("checkpoint-dir", ""))
+    return Path(folder) / f"client-{pid}.pt" if folder else None
 
 
-def _save_state(context: Context, state: StateDict) -> None:
+def _load_state(context: Context, settings: ConfigRecord, pid: int) -> StateDict | None:
+    """The model in context.state; on a resumed run, the client's last checkpoint before that."""
+    if MODEL_KEY in context.state:
+        return context.state[MODEL_KEY].to_torch_state_dict()
+    checkpoint = _checkpoint_file(settings, pid)
+    if int(settings.get("resume-round", 0)) > 0 and checkpoint is not None and checkpoint.exists():
+        return torch.load(checkpoint, weights_only=True)
+    return None
+
+
+def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid: int) -> None:
+    """Keep the model in context.state and, when the server asks, in an atomic checkpoint file
+    (the end-of-round state a resumed run starts from)."""
     context.state[MODEL_KEY] = ArrayRecord(state)
+    checkpoint = _checkpoint_file(settings, pid)
+    if checkpoint is not None:
+        atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
 
 
 def soft_record(soft: np.ndarray) -> ArrayRecord:
@@ -88,10 +106,10 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
             cfg,
             pid,
             int(settings["server-round"]),
-            state if state is not None else _load_state(context),
+            state if state is not None else _load_state(context, settings, pid),
             upload == "predictions",
         )
-        _save_state(context, result.state)
+        context.state[MODEL_KEY] = ArrayRecord(result.state)  # mid-round: no checkpoint
         content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
         if result.predictions is not None:
             content[KNOWLEDGE_KEY] = soft_record(result.predictions)
@@ -111,10 +129,9 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
             replacement = msg.content[WEIGHTS_KEY].to_torch_state_dict()
         settings = msg.content[CONFIG_KEY]
         evaluate = bool(settings.get("evaluate", True))
-        result = distill_step(
-            cfg, pid, int(settings["server-round"]), _load_state(context), target, replacement, evaluate
-        )
-        _save_state(context, result.state)
+        state = _load_state(context, settings, pid)
+        result = distill_step(cfg, pid, int(settings["server-round"]), state, target, replacement, evaluate)
+        _save_state(context, result.state, settings, pid)
         metrics = MetricRecord({**result.metrics, "partition-id": pid})
         return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
 

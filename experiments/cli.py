@@ -91,6 +91,25 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
     return lines
 
 
+def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The config and results of an unfinished run in ``folder`` (written by `fedkd run --out`)."""
+    import json
+
+    from fedkd.results import RESULTS_FILE
+
+    path = Path(folder) / RESULTS_FILE
+    try:
+        payload = json.loads(path.read_text())
+        nested = payload["config"]
+        flat = {key: value for section in nested.values() for key, value in section.items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
+    if payload.get("status") == "completed":
+        raise ConfigError(f"--resume {folder!r}: that run is already completed; nothing to resume")
+    cfg = ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())}).validate()
+    return cfg, payload
+
+
 class OneLineErrors(click.Group):
     """Turn usage and config errors into a single line and exit code 2."""
 
@@ -161,20 +180,32 @@ def config_options(func):
 @click.option("--out", type=str, help="Folder for results.json.")
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=str,
+    help="Continue the interrupted run in this folder from its last completed round (its own config).",
+)
 def run(
     config_file: str | None,
     sets: tuple[str, ...],
     out: str | None,
     dry_run: bool,
     overwrite: bool,
+    resume_dir: str | None,
     **shorthands: Any,
 ) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
     from fedkd.results import prepare_out_dir, round_line
 
-    cfg = build_config(config_file, shorthands, sets, out)
-    if cfg.run.out_dir and not dry_run:
+    resume = None
+    if resume_dir:
+        cfg, resume = resumable_run(resume_dir)
+        click.echo(f"resuming {resume_dir} after round {len(resume['rounds'])} of {cfg.run.rounds}")
+    else:
+        cfg = build_config(config_file, shorthands, sets, out)
+    if cfg.run.out_dir and not dry_run and resume is None:
         prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, not after round 1
     for line in describe_federation(cfg):
         click.echo(line)
@@ -182,7 +213,7 @@ def run(
         click.echo("dry run: config and split are valid; nothing was trained")
         return
     start = time.perf_counter()
-    results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)))
+    results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     final = results.payload["final"]
     if results.payload.get("stopped"):
         click.echo(results.payload["stopped"])

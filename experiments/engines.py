@@ -39,11 +39,14 @@ def task_identity(run_id: int) -> Iterator[None]:
 
 
 def run_inprocess(
-    cfg: ExperimentConfig, on_round: OnRound = None, client_app: ClientApp | None = None
+    cfg: ExperimentConfig,
+    on_round: OnRound = None,
+    client_app: ClientApp | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> RunResults:
     """``client_app`` replaces fedkd's own (tests inject failures through it)."""
     sink: list[RunResults] = []
-    server_app = make_server_app(cfg, on_round, sink)
+    server_app = make_server_app(cfg, on_round, sink, resume)
     client_app = client_app if client_app is not None else make_client_app(cfg)
     grid = InProcessGrid(client_app, cfg.data.num_clients, cfg.to_run_config())
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
@@ -61,13 +64,15 @@ def ray_backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def run_ray(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
+def run_ray(
+    cfg: ExperimentConfig, on_round: OnRound = None, resume: dict[str, Any] | None = None
+) -> RunResults:
     from flwr.simulation import run_simulation
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a Ray FutureWarning
     sink: list[RunResults] = []
     run_simulation(
-        server_app=make_server_app(cfg, on_round, sink),
+        server_app=make_server_app(cfg, on_round, sink, resume),
         client_app=make_client_app(cfg),
         num_supernodes=cfg.data.num_clients,
         backend_config=ray_backend_config(cfg),
@@ -77,12 +82,15 @@ def run_ray(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
     return sink[0]
 
 
-ENGINE_RUNNERS: dict[str, Callable[[ExperimentConfig, OnRound], RunResults]] = {
+ENGINE_RUNNERS: dict[str, Callable[..., RunResults]] = {
     "inprocess": run_inprocess,
     "ray": run_ray,
 }
 
 
-def run_experiment(cfg: ExperimentConfig, on_round: OnRound = None) -> RunResults:
+def run_experiment(
+    cfg: ExperimentConfig, on_round: OnRound = None, resume: dict[str, Any] | None = None
+) -> RunResults:
+    """``resume``: the results.json payload of an interrupted run of ``cfg`` (see run_federation)."""
     cfg.validate()
-    return ENGINE_RUNNERS[cfg.run.engine](cfg, on_round)
+    return ENGINE_RUNNERS[cfg.run.engine](cfg, on_round, resume=resume)

@@ -8,12 +8,15 @@ One class per kind of upload, chosen by the fusion algorithm's ``uploads`` flag:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from fedkd.atomic import atomic_write
 from fedkd.config import ExperimentConfig
 from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
 from fedkd.fusion import FUSIONS
@@ -30,6 +33,7 @@ from fedkd.protocol import (
     checked_weights,
 )
 
+SERVER_CHECKPOINT = "server-weights.pt"
 ReplyRejected = ProtocolError  # a reply (or a fusion result) that cannot be used this round
 
 
@@ -51,6 +55,12 @@ class PredictionExchange:
 
     def confirm(self, completed: list[int]) -> None:
         """Clients that completed the distil phase (weight averaging tracks who holds what)."""
+
+    def save(self, folder: str) -> None:
+        """Server-side state a resumed run needs (none for predictions)."""
+
+    def load(self, folder: str) -> None:
+        return None
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
         if KNOWLEDGE_KEY not in reply.content or SOFT not in reply.content[KNOWLEDGE_KEY]:
@@ -91,6 +101,12 @@ class NoExchange:
         return {}
 
     def confirm(self, completed: list[int]) -> None:
+        return None
+
+    def save(self, folder: str) -> None:
+        return None
+
+    def load(self, folder: str) -> None:
         return None
 
     def accept(self, reply: Message, server_round: int) -> None:
@@ -136,6 +152,20 @@ class WeightExchange:
     def confirm(self, completed: list[int]) -> None:
         """The clients whose distil reply came back hold the latest average."""
         self.holders = self.pending & set(completed)
+
+    def save(self, folder: str) -> None:
+        """The latest average and who holds it, atomically (a resumed run continues from it)."""
+        if self.latest is not None:
+            state = {"latest": self.latest.to_torch_state_dict(), "holders": sorted(self.holders)}
+            atomic_write(
+                Path(folder) / SERVER_CHECKPOINT, lambda handle: torch.save(state, handle), binary=True
+            )
+
+    def load(self, folder: str) -> None:
+        path = Path(folder) / SERVER_CHECKPOINT
+        if path.exists():
+            state = torch.load(path, weights_only=True)
+            self.latest, self.holders = ArrayRecord(state["latest"]), set(state["holders"])
 
     def accept(self, reply: Message, server_round: int) -> tuple[ArrayRecord, float]:
         if WEIGHTS_KEY not in reply.content:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -16,18 +18,28 @@ from fedkd.results import RESULTS_FILE, RunResults, prepare_out_dir, round_line
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
+CHECKPOINTS = "checkpoints"  # inside out-dir: one file per client, rewritten atomically each round
 
 
 def run_federation(
     cfg: ExperimentConfig,
     grid: Grid,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> RunResults:
-    """Drive all rounds on ``grid``; write results after each round when out-dir is set."""
+    """Drive all rounds on ``grid``; write results after each round when out-dir is set.
+
+    ``resume``: the results.json of an interrupted run of this config; its rounds are kept and
+    the run goes on from the next one, clients from their checkpoints (out-dir/checkpoints)."""
     cfg.validate()
     path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
+    checkpoints = str(Path(cfg.run.out_dir) / CHECKPOINTS) if cfg.run.out_dir else ""
+    if checkpoints and resume is None:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a fresh run never starts from old models
     results = RunResults(as_dict(cfg), path)
     results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
+    done = list(resume["rounds"]) if resume else []
+    results.payload["rounds"], results.payload["final"] = done, resume.get("final") if resume else None
 
     def record(rec: dict[str, Any]) -> None:
         results.append(rec)
@@ -36,7 +48,13 @@ def run_federation(
         else:
             log.info(round_line(rec, cfg.run.rounds))
 
-    strategy = KnowledgeFusionStrategy(cfg, on_round=record)
+    strategy = KnowledgeFusionStrategy(
+        cfg, on_round=record, checkpoint_dir=checkpoints, start_round=len(done) + 1
+    )
+    if strategy.ledger is not None:  # epsilon already spent in the rounds kept
+        for past in done:
+            for pid in past["participants"]:
+                strategy.ledger.record_release(int(pid))
     results.payload["environment"]["client_devices"] = strategy.client_devices  # filled by hello
     if strategy.ledger is not None:
         ledger = strategy.ledger
@@ -71,6 +89,7 @@ def make_server_app(
     bound: ExperimentConfig | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     sink: list[RunResults] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> ServerApp:
     """A ServerApp; ``bound`` fixes the config (run_simulation passes no run_config).
 
@@ -81,7 +100,7 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
-        results = run_federation(cfg, grid, on_round)
+        results = run_federation(cfg, grid, on_round, resume)
         if sink is not None:
             sink.append(results)
 

@@ -120,6 +120,8 @@ class KnowledgeFusionStrategy:
         cfg: ExperimentConfig,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         node_timeout_s: float = 120.0,
+        checkpoint_dir: str = "",
+        start_round: int = 1,
     ) -> None:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
@@ -131,13 +133,18 @@ class KnowledgeFusionStrategy:
         self.ledger = privacy_ledger(cfg)
         self.stopped: str | None = None  # why the run ended early, if it did
         self.excluded: set[int] = set()  # nodes that claimed a partition id another node claimed
+        # resumable runs: clients checkpoint their end-of-round model there; a resumed run starts
+        # at start_round and tells clients to pick up their checkpoints
+        self.checkpoint_dir, self.start_round = checkpoint_dir, start_round
+        if checkpoint_dir and start_round > 1:
+            self.exchange.load(checkpoint_dir)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, grid: Grid) -> list[dict[str, Any]]:
         nodes = wait_for_nodes(grid, self.cfg.data.num_clients, self.node_timeout_s)
         node_of_pid = self.hello(grid, nodes)
         history = []
-        for server_round in range(1, self.cfg.run.rounds + 1):
+        for server_round in range(self.start_round, self.cfg.run.rounds + 1):
             participants = self.participants(node_of_pid, server_round)
             if self.ledger is not None and self.ledger.would_exceed(
                 [self.pid_of_node[n] for n in participants]
@@ -149,6 +156,8 @@ class KnowledgeFusionStrategy:
                 log.warning(self.stopped)
                 break
             record = self.run_round(grid, participants, server_round)
+            if self.checkpoint_dir:
+                self.exchange.save(self.checkpoint_dir)
             history.append(record)
             if self.on_round is not None:
                 self.on_round(record)
@@ -210,6 +219,11 @@ class KnowledgeFusionStrategy:
             self.ledger.record_release(pid)
         return {pid: self.ledger.epsilon_after(pid) for pid in sorted(self.ledger.releases)}
 
+    def _checkpointing(self) -> dict[str, Any]:
+        if not self.checkpoint_dir:
+            return {}
+        return {"checkpoint-dir": self.checkpoint_dir, "resume-round": self.start_round - 1}
+
     def _timeout(self) -> float | None:
         return self.cfg.run.reply_timeout or None
 
@@ -270,7 +284,9 @@ class KnowledgeFusionStrategy:
         return replies
 
     def _local_phase(self, grid: Grid, nodes: list[int], server_round: int, out: RoundOutcome) -> None:
-        settings = ConfigRecord({"server-round": server_round, "upload": self.fusion.uploads})
+        settings = ConfigRecord(
+            {"server-round": server_round, "upload": self.fusion.uploads, **self._checkpointing()}
+        )
         out.asked = [self.pid_of_node[n] for n in nodes if n in self.pid_of_node]
         messages = [
             Message(
@@ -317,7 +333,9 @@ class KnowledgeFusionStrategy:
         self, grid: Grid, server_round: int, contents: dict[int, RecordDict], out: RoundOutcome
     ) -> Evaluation:
         evaluation = Evaluation(evaluated=self.evaluates(server_round))
-        settings = ConfigRecord({"server-round": server_round, "evaluate": evaluation.evaluated})
+        settings = ConfigRecord(
+            {"server-round": server_round, "evaluate": evaluation.evaluated, **self._checkpointing()}
+        )
         messages = []
         for pid, node in sorted(out.node_of.items()):
             content = RecordDict({CONFIG_KEY: settings, **contents.get(pid, {})})
