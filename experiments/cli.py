@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -122,8 +123,11 @@ class OneLineErrors(click.Group):
             click.echo(f"fedkd: error: {' '.join(message.split())}", err=True)
             sys.exit(2)
         except click.exceptions.Abort:
-            click.echo("fedkd: aborted", err=True)
-            sys.exit(130)
+            click.echo("fedkd: aborted (results so far are kept, marked interrupted)", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # a Flower ServerApp thread may still wait for replies that never come: do not join it
+            os._exit(130)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
 

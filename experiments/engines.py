@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, RecordDict
@@ -20,7 +21,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import make_client_app
 from fedkd.config import ExperimentConfig
-from fedkd.results import RunResults
+from fedkd.results import RESULTS_FILE, RunResults, mark_interrupted
 from server.inprocess_grid import InProcessGrid
 from server.server_app import make_server_app
 
@@ -71,15 +72,32 @@ def run_ray(
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a Ray FutureWarning
     sink: list[RunResults] = []
-    run_simulation(
-        server_app=make_server_app(cfg, on_round, sink, resume),
-        client_app=make_client_app(cfg),
-        num_supernodes=cfg.data.num_clients,
-        backend_config=ray_backend_config(cfg),
-    )
+    try:
+        run_simulation(
+            server_app=make_server_app(cfg, on_round, sink, resume),
+            client_app=make_client_app(cfg),
+            num_supernodes=cfg.data.num_clients,
+            backend_config=ray_backend_config(cfg),
+        )
+    except KeyboardInterrupt:
+        # Flower runs the ServerApp on a thread that Ctrl-C never reaches: mark the results from
+        # here and stop Ray; the CLI then exits at once instead of waiting on that thread.
+        if cfg.run.out_dir:
+            mark_interrupted(Path(cfg.run.out_dir) / RESULTS_FILE)
+        _shutdown_ray()
+        raise
     if not sink:
         raise RuntimeError("the Ray simulation ended without results (see the log above)")
     return sink[0]
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
 
 
 ENGINE_RUNNERS: dict[str, Callable[..., RunResults]] = {

@@ -123,6 +123,17 @@ class RunResults:
             atomic_write_json(self.path, self.payload)
 
 
+def mark_interrupted(path: Path) -> None:
+    """Mark an existing results file as interrupted (rounds kept), from outside the run."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return
+    if payload.get("status") == "running":
+        payload.update(status="interrupted", status_reason="interrupted by the user (Ctrl-C)")
+        atomic_write_json(path, payload)
+
+
 def round_line(record: dict[str, Any], total_rounds: int) -> str:
     """One human-readable line per round."""
     failed = len(record["failed_clients"])

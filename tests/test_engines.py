@@ -101,3 +101,43 @@ def test_ray_simulation_gives_the_same_numbers_as_the_inprocess_engine(tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["final"]["alma"] == pytest.approx(
         inprocess.rounds[-1]["alma"]
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_ray_run_within_seconds_and_marks_it_interrupted(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "experiments.cli", "run", "--engine", "ray", "--num-clients", "3",
+           "--rounds", "500", "--set", "local-epochs=1", "--out", str(out)]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads((out / "results.json").read_text())["rounds"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+        assert code == 130 and time.monotonic() - start < 30
+        saved = json.loads((out / "results.json").read_text())
+        assert saved["status"] == "interrupted" and saved["rounds"]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray workers, if any were left
+        except ProcessLookupError:
+            pass
+        proc.wait()
