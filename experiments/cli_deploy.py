@@ -25,13 +25,27 @@ def deploy() -> None:
     help="Names/IPs the SuperLink is reached at (repeat).",
 )
 @click.option("--nodes", type=int, default=2, show_default=True, help="SuperNode key pairs to make.")
-def deploy_credentials(out: str, hosts: tuple[str, ...], nodes: int) -> None:
-    """A test CA, the SuperLink's TLS certificate and one auth key pair per SuperNode."""
+@click.option(
+    "--force", is_flag=True, help="Replace existing credentials (registered nodes must re-register)."
+)
+def deploy_credentials(out: str, hosts: tuple[str, ...], nodes: int, force: bool) -> None:
+    """A test CA, the SuperLink's TLS certificate and one auth key pair per SuperNode.
+
+    Folders are 0700 and keys 0600; the CA's private key goes to OUT/ca/, apart from OUT/certs/
+    (what SuperNodes receive). Existing credentials are never replaced without --force."""
     from experiments.deploy import make_certificates, make_node_keys
 
     if nodes < 1:
         raise ConfigError(f"--nodes={nodes} is invalid; allowed: >= 1")
-    certs = make_certificates(Path(out) / "certs", list(hosts))
+    existing = [
+        p for p in ("certs", "keys", "ca") if (Path(out) / p).exists() and any((Path(out) / p).iterdir())
+    ]
+    if existing and not force:
+        raise ConfigError(
+            f"--out {out!r} already holds credentials ({existing[0]}/); allowed: another --out, or --force "
+            "to replace them (nodes registered with the old keys must then be registered again)"
+        )
+    certs = make_certificates(Path(out) / "certs", list(hosts), ca_dir=Path(out) / "ca")
     keys = make_node_keys(Path(out) / "keys", nodes)
     click.echo(f"CA: {certs['ca']}  SuperLink cert/key: {certs['cert']}, {certs['key']}")
     for private, public in keys:

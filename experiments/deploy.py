@@ -42,9 +42,21 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def make_certificates(out: str | Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
-    """ca.crt (the root the SuperNodes and the CLI trust), server.pem + server.key (the SuperLink)."""
-    out = Path(out)
+def private_dir(path: Path) -> Path:
+    """A folder only its owner can enter (0700), whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def make_certificates(
+    out: str | Path, hosts: list[str], days: int = 365, ca_dir: str | Path | None = None
+) -> dict[str, Path]:
+    """ca.crt (the root the SuperNodes and the CLI trust), server.pem + server.key (the SuperLink)
+    in ``out``; the CA's private key in ``ca_dir`` (default ``out/../ca``), never beside what
+    SuperNodes are given."""
+    out = private_dir(Path(out))
+    ca_dir = private_dir(Path(ca_dir) if ca_dir else out.parent / "ca")
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_cert = (
@@ -76,7 +88,7 @@ def make_certificates(out: str | Path, hosts: list[str], days: int = 365) -> dic
     return {
         "ca": _write(out / "ca.crt", ca_cert.public_bytes(pem)),
         "ca_key": _write(
-            out / "ca.key", ca_key.private_bytes(pem, key_format, serialization.NoEncryption()), True
+            ca_dir / "ca.key", ca_key.private_bytes(pem, key_format, serialization.NoEncryption()), True
         ),
         "cert": _write(out / "server.pem", server_cert.public_bytes(pem)),
         "key": _write(
@@ -87,7 +99,7 @@ def make_certificates(out: str | Path, hosts: list[str], days: int = 365) -> dic
 
 def make_node_keys(out: str | Path, count: int) -> list[tuple[Path, Path]]:
     """(private key, public key) per SuperNode, EC P-384 in OpenSSH format."""
-    out = Path(out)
+    out = private_dir(Path(out))
     pairs = []
     for i in range(count):
         key = ec.generate_private_key(ec.SECP384R1())

@@ -110,6 +110,17 @@ def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_p
         and (creds / "certs" / "ca.crt").exists()
         and (creds / "keys" / "node-0.pub").exists()
     )
+    # the CA's private key is not in what SuperNodes receive; folders 0700, private keys 0600
+    assert not (creds / "certs" / "ca.key").exists() and (creds / "ca" / "ca.key").exists()
+    for folder in ("certs", "keys", "ca"):
+        assert (creds / folder).stat().st_mode & 0o777 == 0o700, folder
+    assert (creds / "keys" / "node-0").stat().st_mode & 0o777 == 0o600
+    before = (creds / "keys" / "node-0").read_bytes()
+    again = _run(["deploy", "credentials", "--out", str(creds), "--nodes", "1"])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert (creds / "keys" / "node-0").read_bytes() == before  # nothing replaced
+    assert _run(["deploy", "credentials", "--out", str(creds), "--nodes", "1", "--force"]).exit_code == 0
+    assert (creds / "keys" / "node-0").read_bytes() != before
     link = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--print"])
     assert (
         link.exit_code == 0 and "--enable-supernode-auth" in link.output and "--ssl-certfile" in link.output
