@@ -91,6 +91,13 @@ def deploy_superlink(certs, host, port, database, no_node_auth, insecure, print_
     from experiments.deploy import superlink_command
 
     folder = _certs(certs, insecure, "SuperLink")
+    if host in ("0.0.0.0", "::"):
+        click.echo(
+            "fedkd: warning: the SuperLink's Control API has no authentication of its own in Flower "
+            "1.41; on 0.0.0.0 anyone who reaches it can register nodes: bind a private address or "
+            "firewall the ports (docs/deploy.md)",
+            err=True,
+        )
     _exec(superlink_command(folder, host, port, Path(database), not no_node_auth), print_only)
 
 

@@ -121,6 +121,8 @@ def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_p
     assert (creds / "keys" / "node-0").read_bytes() == before  # nothing replaced
     assert _run(["deploy", "credentials", "--out", str(creds), "--nodes", "1", "--force"]).exit_code == 0
     assert (creds / "keys" / "node-0").read_bytes() != before
+    public = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--host", "0.0.0.0", "--print"])
+    assert public.exit_code == 0 and "no authentication of its own" in public.output
     link = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--print"])
     assert (
         link.exit_code == 0 and "--enable-supernode-auth" in link.output and "--ssl-certfile" in link.output
