@@ -354,7 +354,14 @@ def plot(results_file: str, out: str | None) -> None:
         history["rounds"][0]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         raise ConfigError(f"{results_file!r} is not a fedkd results.json with at least one round") from None
-    for name, figure in run_figures(history, Path(out) if out else path.parent).items():
+    try:
+        figures = run_figures(history, Path(out) if out else path.parent)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{results_file!r} lacks what the figures need ({type(exc).__name__}: {exc}); "
+            "allowed: a results.json written by this fedkd"
+        ) from None
+    for name, figure in figures.items():
         click.echo(f"{name}: {figure}")
 
 

@@ -227,3 +227,25 @@ def test_empty_or_mismatched_splits_are_data_errors():
         make_dataset("mnist", (images[:0], labels[:0]), (images, labels))
     with pytest.raises(DataError, match="train images are"):
         make_dataset("mnist", (images, labels), (np.zeros((4, 1, 32, 32), dtype=np.uint8), labels))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not npz", "other keys", "other contents"])
+def test_a_damaged_cache_of_any_kind_is_rebuilt_never_trusted(tmp_path, damage):
+    from fedkd.data.cache import load_cached, save_cached
+
+    arrays = {"train_x": np.arange(12, dtype=np.uint8).reshape(3, 4), "train_y": np.arange(3)}
+    path = tmp_path / "c.npz"
+    save_cached(path, arrays)
+    loaded = load_cached(path)
+    assert loaded is not None and all(np.array_equal(loaded[k], v) for k, v in arrays.items())
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:50])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "not npz":
+        path.write_text("hello")
+    elif damage == "other keys":
+        np.savez(path, something=np.zeros(3))
+    else:  # random arrays under the right names, no valid checksum
+        np.savez(path, train_x=np.ones((3, 4), dtype=np.uint8), train_y=np.arange(3))
+    assert load_cached(path) is None

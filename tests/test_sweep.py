@@ -214,6 +214,11 @@ def test_plot_single_run(tmp_path):
             image.verify()
     missing = CliRunner().invoke(main, ["plot", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    history = json.loads((out / "results.json").read_text())
+    del history["rounds"][-1]["weights"]  # an older or hand-edited file
+    (tmp_path / "partial.json").write_text(json.dumps(history))
+    partial = CliRunner().invoke(main, ["plot", str(tmp_path / "partial.json")])
+    assert partial.exit_code == 2 and "lacks what the figures need" in partial.output
     (tmp_path / "junk.json").write_text("[1, 2]")
     bad = CliRunner().invoke(main, ["plot", str(tmp_path / "junk.json")])
     assert bad.exit_code == 2 and "is not a fedkd results.json" in bad.output

@@ -8,6 +8,7 @@ next to the source when that folder is writable, else in ``$FEDKD_CACHE_DIR`` (d
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from fedkd.atomic import atomic_write
+
+log = logging.getLogger("flwr.fedkd")
 
 
 def cache_root() -> Path:
@@ -39,15 +42,36 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+CHECKSUM = "__sha256__"
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """sha256 over every array's name, dtype, shape and bytes, as a uint8 array."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
 def load_cached(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when there is no cache or it is damaged in any way (truncated,
+    empty, not an npz, other keys, other contents): a damaged cache is rebuilt, never trusted."""
     if not path.is_file():
         return None
     try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError):
-        return None  # a damaged cache is rebuilt, never trusted
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        stored = arrays.pop(CHECKSUM)
+        if not np.array_equal(stored, _digest(arrays)):
+            raise ValueError("checksum mismatch")
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ...: all mean "rebuild"
+        log.warning("damaged cache %s (%s): rebuilding it", path, type(exc).__name__)
+        return None
+    return arrays
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda handle: np.savez(handle, **arrays), binary=True)
+    payload = {**arrays, CHECKSUM: _digest(arrays)}
+    atomic_write(path, lambda handle: np.savez(handle, **payload), binary=True)
