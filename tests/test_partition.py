@@ -164,3 +164,22 @@ def test_transfer_dataset_must_match_input_shape(shared_data):
     cfg = DataConfig(dataset="digits", transfer_dataset="mnist", data_dir=str(shared_data))
     with pytest.raises(ConfigError, match=r"transfer-dataset=mnist has inputs \(1, 28, 28\)"):
         federation(cfg, 0)
+
+
+def test_a_class_given_to_no_client_is_warned_about(digits):
+    import logging
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("flwr.fedkd").addHandler(handler)
+    try:
+        cfg = DataConfig(
+            num_clients=2, partitioner="pathological", classes_per_client=2, min_partition_size=2
+        )
+        split = federated_split(digits.train_y, cfg, 0)
+    finally:
+        logging.getLogger("flwr.fedkd").removeHandler(handler)
+    covered = set(digits.train_y[np.concatenate(split.client_train + split.client_test)].tolist())
+    assert len(covered) <= 4  # 2 clients x 2 classes
+    assert any("to no client" in m for m in seen)

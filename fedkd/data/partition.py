@@ -252,6 +252,13 @@ def _partition_pool(pool: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed:
             f"{cfg.partitioner} partition {small[0]} has {len(parts[small[0]])} samples (< 2); "
             "use fewer clients, a larger alpha or another partitioner"
         )
+    unassigned = sorted(set(labels[pool].tolist()) - set(labels[np.concatenate(parts)].tolist()))
+    if unassigned:
+        log.warning(
+            "%s partitioner gave classes %s to no client: no client can learn them",
+            cfg.partitioner,
+            unassigned,
+        )
     return parts
 
 
