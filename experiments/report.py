@@ -25,12 +25,12 @@ from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import (
     METRICS,
     RunTable,
-    axis_order,
     axis_text,
     methods_of,
     read_runs_csv,
     resolve_reference,
     results_tables,
+    sorted_by_axes,
     write_runs_csv,
 )
 from fedkd.config import ConfigError
@@ -96,9 +96,8 @@ def summary(table: RunTable) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in table.records:
         groups[tuple(record[a] for a in table.axes)].append(record)
-    orders = [axis_order([r[a] for r in table.records]) for a in table.axes]
     out = []
-    for key in sorted(groups, key=lambda k: [o.index(v) for o, v in zip(orders, k, strict=True)]):
+    for key in sorted_by_axes(groups, table, table.axes):
         members = groups[key]
         alma_m, alma_s, alma_ci = mean_ci([r["alma"] for r in members])
         out.append(

@@ -104,6 +104,12 @@ def axis_order(values: list[str]) -> list[str]:
         return unique
 
 
+def sorted_by_axes(keys, table: RunTable, axes: list[str]) -> list[tuple]:
+    """Tuples of axis values (one per axis in ``axes``), in each axis's order."""
+    orders = [axis_order([r[a] for r in table.records]) for a in axes]
+    return sorted(keys, key=lambda key: [o.index(v) for o, v in zip(orders, key, strict=True)])
+
+
 def grouped(
     table: RunTable, columns: list[str]
 ) -> tuple[list[str], dict[tuple, dict[str, dict[int, float]]]]:
@@ -114,11 +120,7 @@ def grouped(
     for record in table.records:
         cell = tuple(record[a] for a in cell_axes)
         cells[cell][label(record)][record["seed"]] = record["alma"]
-    orders = [axis_order([r[a] for r in table.records]) for a in cell_axes]
-    ordered = dict(
-        sorted(cells.items(), key=lambda kv: [o.index(v) for o, v in zip(orders, kv[0], strict=True)])
-    )
-    return cell_axes, ordered
+    return cell_axes, {cell: cells[cell] for cell in sorted_by_axes(cells, table, cell_axes)}
 
 
 def methods_of(table: RunTable, columns: list[str], first: str | None = None) -> list[str]:

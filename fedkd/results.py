@@ -123,6 +123,9 @@ class RunResults:
             atomic_write_json(self.path, self.payload)
 
 
+INTERRUPTED = "interrupted by the user (Ctrl-C)"
+
+
 def mark_interrupted(path: Path) -> None:
     """Mark an existing results file as interrupted (rounds kept), from outside the run."""
     try:
@@ -130,7 +133,7 @@ def mark_interrupted(path: Path) -> None:
     except (OSError, ValueError):
         return
     if payload.get("status") == "running":
-        payload.update(status="interrupted", status_reason="interrupted by the user (Ctrl-C)")
+        payload.update(status="interrupted", status_reason=INTERRUPTED)
         atomic_write_json(path, payload)
 
 

@@ -34,7 +34,6 @@ from fedkd.protocol import (
 )
 
 SERVER_CHECKPOINT = "server-weights.pt"
-ReplyRejected = ProtocolError  # a reply (or a fusion result) that cannot be used this round
 
 
 def target_record(target: np.ndarray) -> ArrayRecord:
@@ -42,25 +41,32 @@ def target_record(target: np.ndarray) -> ArrayRecord:
     return ArrayRecord({SOFT: Array(np.ascontiguousarray(target, dtype=np.float32))})
 
 
-class PredictionExchange:
+class Exchange:
+    """Hooks the round loop calls on every exchange; only weight averaging keeps server state."""
+
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
-        # the server holds no data: shapes come from the config and the dataset's metadata
-        self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
 
     def local_content(self, pid: int) -> dict[str, Any]:
-        """Extra content of ``train.local`` messages: nothing for predictions."""
+        """Extra content of client ``pid``'s ``train.local`` message."""
         return {}
 
     def confirm(self, completed: list[int]) -> None:
-        """Clients that completed the distil phase (weight averaging tracks who holds what)."""
+        """The clients whose distil reply came back this round."""
 
     def save(self, folder: str) -> None:
-        """Server-side state a resumed run needs (none for predictions)."""
+        """Server-side state a resumed run needs, into ``folder``."""
 
     def load(self, folder: str) -> None:
-        return None
+        """Restore what ``save`` wrote."""
+
+
+class PredictionExchange(Exchange):
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        # the server holds no data: shapes come from the config and the dataset's metadata
+        self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
         if KNOWLEDGE_KEY not in reply.content or SOFT not in reply.content[KNOWLEDGE_KEY]:
@@ -90,24 +96,8 @@ class PredictionExchange:
         return contents, result.weights
 
 
-class NoExchange:
+class NoExchange(Exchange):
     """Nothing is uploaded; the algorithm still decides the (identity) weights and no targets."""
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        self.cfg = cfg
-        self.fusion = FUSIONS.get(cfg.fusion.algorithm)
-
-    def local_content(self, pid: int) -> dict[str, Any]:
-        return {}
-
-    def confirm(self, completed: list[int]) -> None:
-        return None
-
-    def save(self, folder: str) -> None:
-        return None
-
-    def load(self, folder: str) -> None:
-        return None
 
     def accept(self, reply: Message, server_round: int) -> None:
         return None
@@ -131,11 +121,11 @@ def model_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
     return {name: tuple(value.shape) for name, value in model.state_dict().items()}
 
 
-class WeightExchange:
+class WeightExchange(Exchange):
     """Weight averaging with Flower's FedAvg strategy (weighted by num-examples)."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.strategy = FedAvg()
         self.latest: ArrayRecord | None = None  # the last averaged model
         self.shapes = model_shapes(cfg)  # what every upload must look like

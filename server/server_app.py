@@ -14,7 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig, as_dict
 from fedkd.privacy import noise_scale
-from fedkd.results import RESULTS_FILE, RunResults, prepare_out_dir, round_line
+from fedkd.results import INTERRUPTED, RESULTS_FILE, RunResults, prepare_out_dir, round_line
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
@@ -72,7 +72,7 @@ def run_federation(
     try:
         strategy.run(grid)
     except KeyboardInterrupt:
-        results.finish("interrupted", "interrupted by the user (Ctrl-C)")
+        results.finish("interrupted", INTERRUPTED)
         raise
     except Exception as exc:
         results.finish("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
@@ -82,6 +82,8 @@ def run_federation(
         results.finish("stopped", strategy.stopped)
     else:
         results.finish("completed")
+    if checkpoints:  # a finished run has nothing to resume: no model files left behind
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return results
 
 

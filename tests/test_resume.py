@@ -50,12 +50,14 @@ def test_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, overrides):
         run_inprocess(cut, client_app=InterruptAt(cut, server_round=3))
     saved = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert saved["status"] == "interrupted" and len(saved["rounds"]) == 2
+    assert any((tmp_path / "cut" / "checkpoints").iterdir())  # what the resume starts from
 
     result = CliRunner().invoke(main, ["run", "--resume", str(tmp_path / "cut")])
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "round   3/4" in result.output
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert resumed["status"] == "completed"
+    assert not (tmp_path / "cut" / "checkpoints").exists()  # a finished run leaves no model files
     assert _numbers(resumed["rounds"]) == _numbers(reference)
 
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import stat
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +43,18 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-CHECKSUM = "__sha256__"
+CHECKSUM = "__crc32__"
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """sha256 over every array's name, dtype, shape and bytes, as a uint8 array."""
-    h = hashlib.sha256()
+    """CRC32 over every array's name, dtype, shape and bytes (read in place, no copy): it detects
+    damage, not tampering, and costs ~0.1 s on the 185 MB CIFAR-10 cache."""
+    crc = 0
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    return np.frombuffer(h.digest(), dtype=np.uint8)
+        crc = zlib.crc32(f"{name}|{arr.dtype.str}|{arr.shape}|".encode(), crc)
+        crc = zlib.crc32(memoryview(arr).cast("B"), crc)
+    return np.array([crc], dtype=np.uint32)
 
 
 def load_cached(path: Path) -> dict[str, np.ndarray] | None:
