@@ -84,21 +84,33 @@ def _certs(certs: str | None, insecure: bool, where: str) -> Path | None:
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--database", default="deploy/superlink.db", show_default=True)
 @click.option("--no-node-auth", is_flag=True, help="Let any SuperNode connect (TLS still on).")
+@click.option(
+    "--control-from",
+    multiple=True,
+    metavar="CIDR",
+    help="Peers allowed on the Control API (flwr run/ls/supernode register); repeat. "
+    "Default: loopback only (remote operators use an SSH tunnel).",
+)
 @click.option("--insecure", is_flag=True, help="No TLS, no node authentication (loopback tests only).")
 @click.option("--print", "print_only", is_flag=True, help="Print the command instead of running it.")
-def deploy_superlink(certs, host, port, database, no_node_auth, insecure, print_only) -> None:
-    """Start flower-superlink with TLS and SuperNode authentication."""
+def deploy_superlink(certs, host, port, database, no_node_auth, control_from, insecure, print_only) -> None:
+    """Start flower-superlink with TLS, SuperNode authentication and a Control API closed to outsiders."""
     from experiments.deploy import superlink_command
+    from server.control_gate import parse_networks
 
     folder = _certs(certs, insecure, "SuperLink")
+    try:
+        parse_networks(control_from)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if host in ("0.0.0.0", "::"):
         click.echo(
-            "fedkd: warning: the SuperLink's Control API has no authentication of its own in Flower "
-            "1.41; on 0.0.0.0 anyone who reaches it can register nodes: bind a private address or "
-            "firewall the ports (docs/deploy.md)",
+            "fedkd: the Fleet API is open to the network; the Control API answers only "
+            f"{', '.join(control_from) or 'loopback'} (docs/deploy.md)",
             err=True,
         )
-    _exec(superlink_command(folder, host, port, Path(database), not no_node_auth), print_only)
+    command = superlink_command(folder, host, port, Path(database), not no_node_auth, control_from)
+    _exec(command, print_only)
 
 
 @deploy.command("supernode")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -113,10 +114,23 @@ def make_node_keys(out: str | Path, count: int) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def superlink_command(certs: Path | None, host: str, port: int, database: Path, node_auth: bool) -> list[str]:
-    """flower-superlink with TLS (unless ``certs`` is None) and SuperNode authentication."""
+def superlink_command(
+    certs: Path | None,
+    host: str,
+    port: int,
+    database: Path,
+    node_auth: bool,
+    control_from: tuple[str, ...] = (),
+) -> list[str]:
+    """flower-superlink with TLS (unless ``certs`` is None) and SuperNode authentication, run
+    behind :mod:`server.control_gate` so that its Control API answers only ``control_from``
+    (default loopback)."""
+    gate = [sys.executable, "-m", "server.control_gate"]
+    for network in control_from:
+        gate += ["--control-from", network]
     cmd = [
-        "flower-superlink",
+        *gate,
+        "--",
         "--host",
         host,
         "--port",

@@ -122,7 +122,14 @@ def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_p
     assert _run(["deploy", "credentials", "--out", str(creds), "--nodes", "1", "--force"]).exit_code == 0
     assert (creds / "keys" / "node-0").read_bytes() != before
     public = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--host", "0.0.0.0", "--print"])
-    assert public.exit_code == 0 and "no authentication of its own" in public.output
+    assert public.exit_code == 0 and "Control API answers only loopback" in public.output
+    assert "server.control_gate" in public.output
+    lab = _run(
+        ["deploy", "superlink", "--certs", str(creds / "certs"), "--control-from", "10.0.0.0/24", "--print"]
+    )
+    assert lab.exit_code == 0 and "--control-from 10.0.0.0/24" in lab.output
+    bad_net = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--control-from", "10.0.0.300"])
+    assert bad_net.exit_code == 2 and "'10.0.0.300'" in bad_net.output
     link = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--print"])
     assert (
         link.exit_code == 0 and "--enable-supernode-auth" in link.output and "--ssl-certfile" in link.output

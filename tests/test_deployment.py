@@ -133,3 +133,59 @@ def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
         for proc in reversed(procs):
             _stop_group(proc)
     assert all(proc.poll() is not None for proc in procs)
+
+
+@pytest.mark.slow
+def test_control_api_refuses_an_outsider_holding_the_public_ca(tmp_path):
+    """The issue's attack: with only ca.crt (its own FLWR_HOME), `flwr supernode register
+    attacker.pub` from an address outside the operator's allow-list is refused, and so are
+    `flwr ls` and `flwr run`; the Fleet API stays open."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
+    certs = tmp_path / "certs"
+    make_certificates(certs, ["localhost", "127.0.0.1"])
+    ((_, attacker_pub),) = make_node_keys(tmp_path / "attacker", 1)
+    port = _free_port()
+    write_connection(tmp_path / "flwr-home", "target", f"127.0.0.1:{port}", certs)
+    # the operator's address is 127.0.0.2: this test's flwr CLI (source 127.0.0.1) is an outsider
+    cmd = superlink_command(certs, "127.0.0.1", port, tmp_path / "state.db", True, ("127.0.0.2/32",))
+    with open(tmp_path / "superlink.log", "w") as log:
+        link = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_port(port)
+        attempts = (
+            ["supernode", "register", str(attacker_pub), "target"],
+            ["ls", "target"],
+            ["run", str(ROOT), "target"],
+        )
+        for args in attempts:
+            outsider = subprocess.run(
+                [str(BIN / "flwr"), *args], env=env, capture_output=True, text=True, timeout=120
+            )
+            said = outsider.stdout + outsider.stderr
+            assert outsider.returncode != 0 and "registered successfully" not in said, said
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+
+        def status(path: str) -> int:
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=context, timeout=30):
+                    return 200
+            except urllib.error.HTTPError as err:
+                return err.code
+
+        assert status("/v1/control/list-runs") == 403  # refused by the gate, before Flower
+        assert status("/v1/fleet/ping") != 403  # the Fleet API is not gated (node auth guards it)
+    finally:
+        _stop_group(link)
+    log_text = (tmp_path / "superlink.log").read_text()
+    assert "Starting Flower SuperLink" in log_text
