@@ -80,7 +80,9 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
     from clients.privacy_mod import make_privacy_mod
 
-    app = ClientApp(mods=[make_privacy_mod(lambda context: resolve_config(bound, context))])
+    # noise from the run seed only in fedkd's own simulations (config bound), else secret
+    privacy = make_privacy_mod(lambda context: resolve_config(bound, context), seeded=bound is not None)
+    app = ClientApp(mods=[privacy])
 
     @app.query("hello")
     def hello(msg: Message, context: Context) -> Message:

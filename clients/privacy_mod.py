@@ -2,10 +2,17 @@
 
 Being a mod, it sits between the ClientApp and the network in simulation and deployment alike:
 the handler's reply to ``train.local`` passes through it, and only the noised array goes out.
+
+Where the noise comes from: in a simulation that fedkd runs itself (``fedkd run``, any engine:
+the config is bound into the app), from the run seed, so that runs repeat exactly. Everywhere
+else (``flwr run`` against SuperNodes or Flower's own simulation), from the operating system's
+secure random source, fresh for every release: the server knows the run seed, and noise it can
+regenerate protects nothing.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +25,18 @@ from fedkd.privacy import privatize
 from fedkd.seeding import numpy_rng
 
 
-def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig]):
+def secret_rng() -> np.random.Generator:
+    """A generator seeded with 256 bits from the OS's CSPRNG (``secrets``), never stored."""
+    return np.random.default_rng(secrets.randbits(256))
+
+
+def release_rng(cfg: ExperimentConfig, pid: int, server_round: int, seeded: bool) -> np.random.Generator:
+    """The noise stream of one release: from the run seed (reproducible) or secret."""
+    return numpy_rng(cfg.run.seed, "privacy", pid, server_round) if seeded else secret_rng()
+
+
+def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig], seeded: bool):
+    """``seeded``: noise from the run seed (fedkd's own simulations), else from :func:`secret_rng`."""
     from clients.client_app import partition_id, soft_record
     from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT, TRAIN_LOCAL
 
@@ -32,8 +50,7 @@ def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig]):
         if cfg.privacy.mechanism == "none":
             return reply
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
-        # seeded for reproducible simulation; see docs/privacy.md for deployments
-        rng = numpy_rng(cfg.run.seed, "privacy", partition_id(context), server_round)
+        rng = release_rng(cfg, partition_id(context), server_round, seeded)
         soft = reply.content[KNOWLEDGE_KEY][SOFT].numpy().astype(np.float64)
         reply.content[KNOWLEDGE_KEY] = soft_record(
             privatize(soft, cfg.privacy, compute_budget(cfg).temperature, rng)

@@ -88,8 +88,8 @@ def _certs(certs: str | None, insecure: bool, where: str) -> Path | None:
     "--control-from",
     multiple=True,
     metavar="CIDR",
-    help="Peers allowed on the Control API (flwr run/ls/supernode register); repeat. "
-    "Default: loopback only (remote operators use an SSH tunnel).",
+    help="Networks allowed on the Control API (flwr run/ls/supernode register); repeat. "
+    "Default: loopback (remote operators use an SSH tunnel); list 127.0.0.1/32 to keep it.",
 )
 @click.option("--insecure", is_flag=True, help="No TLS, no node authentication (loopback tests only).")
 @click.option("--print", "print_only", is_flag=True, help="Print the command instead of running it.")
@@ -106,7 +106,7 @@ def deploy_superlink(certs, host, port, database, no_node_auth, control_from, in
     if host in ("0.0.0.0", "::"):
         click.echo(
             "fedkd: the Fleet API is open to the network; the Control API answers only "
-            f"{', '.join(control_from) or 'loopback'} (docs/deploy.md)",
+            f"{', '.join(control_from) or 'loopback'}, the Runtime API only this host (docs/deploy.md)",
             err=True,
         )
     command = superlink_command(folder, host, port, Path(database), not no_node_auth, control_from)

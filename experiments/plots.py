@@ -296,42 +296,63 @@ def _chosen_partition(row: dict, path: Path) -> Path:
     return out
 
 
-def audit_figure(rows: list[dict], path: str | Path) -> Path:
-    """Membership-inference AUC against the noise multiplier (0.5 = no leakage)."""
-    noisy = [r for r in rows if r["noise_multiplier"] > 0]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot([r["noise_multiplier"] for r in noisy], [r["auc"] for r in noisy], marker="o", label="with noise")
-    clean = next(r for r in rows if r["noise_multiplier"] == 0)
-    ax.axhline(clean["auc"], color="red", linestyle="--", label=f"no noise (AUC {clean['auc']:.3f})")
-    ax.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
-    ax.set(
-        xscale="log",
-        xlabel="noise multiplier (per-entry std / clip)",
-        ylabel="membership-inference AUC",
-        title="confidence attack on released soft targets",
-    )
-    ax.legend()
+def _attack_panels(axes, audit: dict) -> None:
+    """Membership AUC and label-histogram TV error against the noise multiplier, each with its
+    bootstrap 95% band and its no-model baseline. The no-noise release sits at the far left."""
+    membership, labels = audit["membership"], audit["label_distribution"]
+    noisy = sorted(r["noise_multiplier"] for r in membership if r["noise_multiplier"] > 0)
+    at = [noisy[0] / 3, *noisy]  # where "no noise" is drawn on the log axis
+
+    def series(rows, key):
+        ordered = sorted(rows, key=lambda r: r["noise_multiplier"])
+        return [r[key] for r in ordered]
+
+    ax = axes[0]
+    ax.plot(at, series(membership, "auc"), marker="o", label="confidence attack")
+    low, high = zip(*series(membership, "auc_ci"), strict=True)
+    ax.fill_between(at, low, high, alpha=0.2)
+    ax.axhline(membership[0]["label_only_auc"], color="C1", linestyle="--", label="label-only baseline")
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    ax.set(ylabel="membership AUC (95% CI)", title="membership inference")
+    ax = axes[1]
+    ax.plot(at, series(labels, "tv"), marker="o", label="EPD as histogram")
+    low, high = zip(*series(labels, "tv_ci"), strict=True)
+    ax.fill_between(at, low, high, alpha=0.2)
+    ax.axhline(labels[0]["tv_prior"], color="C1", linestyle="--", label="blind: population prior")
+    ax.axhline(labels[0]["tv_uniform"], color="grey", linestyle=":", label="blind: uniform")
+    ax.set(ylabel="total-variation error (95% CI)", title="label-distribution inference (lower: leaks more)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(at, ["none", *(f"{m:g}" for m in noisy)])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("noise multiplier (per-entry std / clip)")
+        ax.legend(fontsize=7, loc="best")
+
+
+def audit_figure(audit: dict, path: str | Path) -> Path:
+    """Both attacks against the noise multiplier (``fedkd audit``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+    _attack_panels(axes, audit)
     return _save(fig, Path(path))
 
 
-def privacy_tradeoff(rows: list[dict], audit_rows: list[dict], path: str | Path) -> Path:
-    """Final ALMA (left) and membership-inference AUC (right) against the noise multiplier;
-    tick labels carry the epsilon each multiplier costs after the run's rounds."""
+def privacy_tradeoff(rows: list[dict], audit: dict, path: str | Path) -> Path:
+    """Final ALMA per algorithm (tick labels carry the epsilon each multiplier costs after the
+    run's rounds), then both attacks, all against the noise multiplier."""
     from fedkd.config import ExperimentConfig
     from fedkd.privacy import PrivacyLedger
 
     noisy = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) != "none"]
     clean = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) == "none"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), dpi=120)
+    ax = axes[0]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for colour, alg in zip(colours, sorted({_algorithm(r) for r in noisy}), strict=False):
         mine = [r for r in noisy if _algorithm(r) == alg]
-        _final_alma_errorbar(ax, mine, lambda r: r["config"]["noise-multiplier"], f"{alg} ALMA", colour)
+        _final_alma_errorbar(ax, mine, lambda r: r["config"]["noise-multiplier"], alg, colour)
         base = [r["final"]["alma"] for r in clean if _algorithm(r) == alg]
         if base:
-            ax.axhline(
-                np.mean(base), color=colour, linestyle="--", linewidth=1, label=f"{alg} ALMA, no noise"
-            )
+            ax.axhline(np.mean(base), color=colour, linestyle="--", linewidth=1, label=f"{alg}, no noise")
     ticks = sorted({r["config"]["noise-multiplier"] for r in noisy})
     cfg = ExperimentConfig.from_run_config(noisy[0]["config"])
     labels = []
@@ -345,19 +366,8 @@ def privacy_tradeoff(rows: list[dict], audit_rows: list[dict], path: str | Path)
     ax.set(
         xlabel=f"noise multiplier; epsilon after {cfg.run.rounds} rounds ({model})",
         ylabel="final ALMA (mean ± std over seeds)",
+        title="accuracy",
     )
-    twin = ax.twinx()
-    audited = [r for r in audit_rows if r["noise_multiplier"] > 0]
-    twin.plot(
-        [r["noise_multiplier"] for r in audited],
-        [r["auc"] for r in audited],
-        color="black",
-        marker="s",
-        label="attack AUC",
-    )
-    twin.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    twin.set_ylabel("membership-inference AUC (0.5 = chance)")
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    ax.set_title("privacy noise on soft targets: accuracy vs leakage")
+    ax.legend(fontsize=7, loc="lower left")
+    _attack_panels(axes[1:], audit)
     return _save(fig, Path(path))

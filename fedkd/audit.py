@@ -1,81 +1,191 @@
-"""Empirical privacy audit: membership inference against released soft targets.
+"""Empirical privacy audits of what clients release: the two leaks that exist in fedkd.
 
-Threat model: the transfer set holds some of a client's own private training samples
-(members) and as many samples the client never saw (non-members); the attacker sees the
-client's released soft predictions on them and knows their labels. Score = released
-probability of the true label (a confidence attack): members score higher on an overfit model.
-AUC 0.5 = the release tells nothing about membership; 1.0 = it reveals every member.
+Both audits train every client as the run's first ``rounds`` rounds of local training do and
+release its predictions exactly as an upload is made (upload temperature, clip, Gaussian noise
+of each audited multiplier, projection). Every figure comes with a bootstrap 95% interval and a
+baseline that uses no model, so a number is never read without knowing what chance looks like.
+
+1. **Membership inference.** Members: a client's private training samples; non-members: its own
+   held-out split (same label distribution, so label skew cannot pass for leakage). Attack score:
+   the released probability of the true label (confidence attack). Baseline: the client's
+   training frequency of the sample's class (a label-only attacker who knows the histogram).
+   fedkd's transfer set holds no private samples, so the real upload never contains a member:
+   this audit asks what the client's released predictor reveals when queried on private points,
+   an upper bound on what its transfer-set release reveals.
+2. **Label-distribution inference.** The mean of a client's release on the transfer set (its
+   EPD, which KnFu's server computes by design) taken as an estimate of its label histogram;
+   error = total variation to the true training histogram. Blind guesses: uniform, and the
+   population's label prior.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from scipy import stats
 
 from fedkd.budget import compute_budget
 from fedkd.client_steps import local_step
 from fedkd.config import ExperimentConfig
-from fedkd.data.federation import client_data
+from fedkd.data.federation import ClientData, client_data
 from fedkd.models import architecture_for, build_model
 from fedkd.privacy import privatize
 from fedkd.seeding import numpy_rng
 from fedkd.training import predict_proba
 
+RESAMPLES = 1000
 
-def _trained_model(cfg: ExperimentConfig, pid: int) -> tuple[torch.nn.Module, object]:
-    state = None
-    for server_round in range(1, cfg.run.rounds + 1):  # local training only: the release's source
-        state = local_step(cfg, pid, server_round, state, predict=False).state
-    data = client_data(cfg.data, cfg.run.seed, pid)
-    model = build_model(
-        architecture_for(cfg.model.models, pid, cfg.data.num_clients),
-        data.input_shape,
-        data.num_classes,
-        cfg.run.seed,
+
+@dataclass
+class AuditedClient:
+    """One client's released predictor and what the audits compare against."""
+
+    pid: int
+    model: torch.nn.Module
+    data: ClientData
+    histogram: np.ndarray  # (C,) the client's true training label frequencies
+
+
+def trained_clients(cfg: ExperimentConfig) -> list[AuditedClient]:
+    """Every client after ``rounds`` rounds of local training only (the first uploads' source)."""
+    out = []
+    for pid in range(cfg.data.num_clients):
+        state = None
+        for server_round in range(1, cfg.run.rounds + 1):
+            state = local_step(cfg, pid, server_round, state, predict=False).state
+        data = client_data(cfg.data, cfg.run.seed, pid)
+        arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
+        model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed)
+        model.load_state_dict(state)
+        counts = np.bincount(data.train_y.numpy(), minlength=data.num_classes).astype(np.float64)
+        out.append(AuditedClient(pid, model, data, counts / counts.sum()))
+    return out
+
+
+def released(cfg: ExperimentConfig, clean: np.ndarray, multiplier: float, *tag: int | str) -> np.ndarray:
+    """(N, C) predictions as a client would upload them with Gaussian noise of ``multiplier``."""
+    if multiplier == 0.0:
+        return clean
+    privacy = replace(
+        cfg.privacy, mechanism="gaussian", noise_multiplier=multiplier, calibrate_from="noise-multiplier"
     )
-    model.load_state_dict(state)
-    return model, data
+    rng = numpy_rng(cfg.run.seed, "audit-noise", f"{multiplier:g}", *tag)
+    return privatize(clean, privacy, compute_budget(cfg).temperature, rng)
 
 
-def membership_auc(cfg: ExperimentConfig, multipliers: list[float], pid: int = 0) -> list[dict[str, float]]:
-    """AUC of the confidence attack without noise and for each noise multiplier (gaussian,
-    clip and sensitivity model from ``cfg.privacy``)."""
-    model, data = _trained_model(cfg, pid)
-    n = min(len(data.train_y), len(data.global_y))
-    pick = numpy_rng(cfg.run.seed, "audit", pid)
-    members = pick.choice(len(data.train_y), n, replace=False)
-    outsiders = pick.choice(len(data.global_y), n, replace=False)
-    x = torch.cat([data.train_x[members], data.global_x[outsiders]])  # (2n, C, H, W)
-    y = np.concatenate([data.train_y[members].numpy(), data.global_y[outsiders].numpy()])
-    is_member = np.r_[np.ones(n), np.zeros(n)]
-    clean = predict_proba(model, x, compute_budget(cfg).temperature)  # (2n, C), at the upload T
+def _auc(members: np.ndarray, outsiders: np.ndarray) -> float:
+    """P(member score > non-member score) + half the ties: the ROC AUC (Mann-Whitney U / n1 n0)."""
+    u = stats.mannwhitneyu(members, outsiders, alternative="two-sided").statistic
+    return float(u / (len(members) * len(outsiders)))
+
+
+def auc_with_ci(members: np.ndarray, outsiders: np.ndarray, seed: int) -> dict[str, float | list[float]]:
+    """AUC and its 95% percentile bootstrap interval, members and non-members resampled apart."""
+    boot = stats.bootstrap(
+        (members, outsiders),
+        _auc,
+        n_resamples=RESAMPLES,
+        vectorized=False,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = boot.confidence_interval
+    return {"auc": _auc(members, outsiders), "ci": [float(interval.low), float(interval.high)]}
+
+
+def mean_with_ci(values: np.ndarray, seed: int) -> dict[str, float | list[float]]:
+    """Mean and its 95% percentile bootstrap interval (over clients)."""
+    boot = stats.bootstrap(
+        (values,), np.mean, n_resamples=RESAMPLES, method="percentile", rng=np.random.default_rng(seed)
+    )
+    interval = boot.confidence_interval
+    return {"mean": float(np.mean(values)), "ci": [float(interval.low), float(interval.high)]}
+
+
+def membership_rows(
+    cfg: ExperimentConfig, clients: list[AuditedClient], multipliers: list[float]
+) -> list[dict]:
+    """Confidence attack and label-only baseline, pooled over clients, per noise multiplier."""
+    temperature = compute_budget(cfg).temperature
+    clean = []
+    for c in clients:
+        x = torch.cat([c.data.train_x, c.data.test_x])  # members first, then the held-out split
+        y = np.concatenate([c.data.train_y.numpy(), c.data.test_y.numpy()])
+        member = np.r_[np.ones(len(c.data.train_y), bool), np.zeros(len(c.data.test_y), bool)]
+        clean.append((c, predict_proba(c.model, x, temperature), y, member))  # (N_k + M_k, C)
+    label_only = np.concatenate([c.histogram[y] for c, _, y, _ in clean])
+    is_member = np.concatenate([m for *_, m in clean])
+    baseline = auc_with_ci(label_only[is_member], label_only[~is_member], cfg.run.seed)
     rows = []
     for multiplier in [0.0, *multipliers]:
-        if multiplier == 0.0:
-            released = clean
-        else:
-            privacy = replace(
-                cfg.privacy,
-                mechanism="gaussian",
-                noise_multiplier=multiplier,
-                calibrate_from="noise-multiplier",
-            )
-            released = privatize(
-                clean,
-                privacy,
-                compute_budget(cfg).temperature,
-                numpy_rng(cfg.run.seed, "audit-noise", f"{multiplier:g}"),
-            )
-        score = released[np.arange(len(y)), y]
+        scores, correct = [], []
+        for c, probs, y, _ in clean:
+            release = released(cfg, probs, multiplier, "membership", c.pid)
+            scores.append(release[np.arange(len(y)), y])
+            correct.append(release.argmax(axis=1) == y)
+        score = np.concatenate(scores)
+        attack = auc_with_ci(score[is_member], score[~is_member], cfg.run.seed)
         rows.append(
             {
                 "noise_multiplier": multiplier,
-                "auc": float(roc_auc_score(is_member, score)),
-                "members": int(n),
-                "release_accuracy": float((released.argmax(axis=1) == y).mean()),
+                "auc": attack["auc"],
+                "auc_ci": attack["ci"],
+                "label_only_auc": baseline["auc"],
+                "label_only_ci": baseline["ci"],
+                "members": int(is_member.sum()),
+                "non_members": int((~is_member).sum()),
+                "release_accuracy": float(np.concatenate(correct).mean()),
             }
         )
     return rows
+
+
+def label_distribution_rows(
+    cfg: ExperimentConfig, clients: list[AuditedClient], multipliers: list[float]
+) -> list[dict]:
+    """Total-variation error of the EPD as a label-histogram estimate, against blind guesses."""
+    temperature = compute_budget(cfg).temperature
+    truth = np.stack([c.histogram for c in clients])  # (K, C)
+    sizes = np.array([len(c.data.train_y) for c in clients], dtype=np.float64)
+    prior = (truth * sizes[:, None]).sum(axis=0) / sizes.sum()  # (C,) the population's labels
+    uniform = np.full(truth.shape[1], 1.0 / truth.shape[1])
+
+    def tv(estimates: np.ndarray) -> np.ndarray:  # (K, C) -> (K,)
+        return 0.5 * np.abs(estimates - truth).sum(axis=1)
+
+    blind_uniform = mean_with_ci(tv(np.broadcast_to(uniform, truth.shape)), cfg.run.seed)
+    blind_prior = mean_with_ci(tv(np.broadcast_to(prior, truth.shape)), cfg.run.seed)
+    clean = [predict_proba(c.model, c.data.transfer_x, temperature) for c in clients]  # K x (N_t, C)
+    rows = []
+    for multiplier in [0.0, *multipliers]:
+        epds = np.stack(
+            [
+                released(cfg, probs, multiplier, "label-distribution", c.pid).mean(axis=0)
+                for c, probs in zip(clients, clean, strict=True)
+            ]
+        )  # (K, C)
+        attack = mean_with_ci(tv(epds), cfg.run.seed)
+        rows.append(
+            {
+                "noise_multiplier": multiplier,
+                "tv": attack["mean"],
+                "tv_ci": attack["ci"],
+                "tv_uniform": blind_uniform["mean"],
+                "tv_uniform_ci": blind_uniform["ci"],
+                "tv_prior": blind_prior["mean"],
+                "tv_prior_ci": blind_prior["ci"],
+                "clients": len(clients),
+            }
+        )
+    return rows
+
+
+def run_audit(cfg: ExperimentConfig, multipliers: list[float]) -> dict[str, list[dict]]:
+    """Both audits on one set of trained clients, without noise and at each multiplier."""
+    clients = trained_clients(cfg)
+    return {
+        "membership": membership_rows(cfg, clients, multipliers),
+        "label_distribution": label_distribution_rows(cfg, clients, multipliers),
+    }

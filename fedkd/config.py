@@ -82,12 +82,13 @@ class PrivacyConfig:
     mechanism: str = "none"  # none | gaussian | laplace (noise on soft targets, client-side)
     calibrate_from: str = "noise-multiplier"  # noise-multiplier | target-epsilon
     noise_multiplier: float = 1.0  # per-entry noise scale / clip bound
-    target_epsilon: float = 1.0  # per-release epsilon, when calibrate-from = target-epsilon
+    target_epsilon: float = 1.0  # per-release epsilon (any > 0), when calibrate-from = target-epsilon
     delta: float = 1e-5
     clip: float = 1.0  # row norm bound (L2 for gaussian, L1 for laplace)
     noise_on: str = "probabilities"  # probabilities | logits
     sensitivity_model: str = "client"  # client (whole release) | row (one transfer-set row)
     max_epsilon: float = 0.0  # > 0: stop releasing before a client would exceed it
+    accountant: str = "analytic"  # analytic (exact Gaussian, Balle & Wang 2018) | rdp (Renyi DP, looser)
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,20 @@
 """Noise on soft targets before they leave a client, and what it buys (accounting).
 
-Mechanisms: ``gaussian`` (rows clipped to L2 norm ``clip``, N(0, (z*clip)^2) per entry) and
+Mechanisms: ``gaussian`` (rows clipped to L2 norm ``clip``, N(0, sigma^2) per entry) and
 ``laplace`` (rows clipped to L1 norm ``clip``, Laplace(b) per entry), on the probabilities or on
-log-probabilities ("logits"), then projected back onto the probability simplex (projection is
-post-processing: it costs no privacy).
+log-probabilities ("logits"), then mapped back onto the probability simplex (post-processing:
+it costs no privacy).
 
-Sensitivity models ("what one protected unit can change"):
-- ``row``: one transfer-set row of one client's release (example-level protection of the
-  public-set answers): L2 sensitivity clip, L1 sensitivity clip.
-- ``client``: one client's whole release of N rows (client-level protection):
-  L2 sensitivity clip*sqrt(N), L1 sensitivity clip*N.
-The effective Gaussian noise multiplier is (per-entry std) / (L2 sensitivity); epsilon is
-accounted with Flower's RdpAccountant (Google's dp-accounting), one release per round per
-client, no sampling amplification. Laplace releases compose by basic composition.
+Neighbouring relation: **replace-one**. A release always has N rows, so neighbouring releases
+differ by *replacing* a row (``row`` model) or a client's whole release (``client`` model), never
+by adding or removing one. Every clipped row lies in one orthant (probabilities >= 0,
+log-probabilities <= 0), so two rows of norm <= c differ by at most sqrt(2) c in L2 and 2c in L1:
+- ``row``: L2 sensitivity sqrt(2) c, L1 sensitivity 2c;
+- ``client``: L2 sensitivity sqrt(2N) c, L1 sensitivity 2Nc.
+The Gaussian release is then a Gaussian mechanism of noise multiplier sigma / Delta2, accounted
+by Google's dp-accounting (``accountant``: ``analytic``, tight, or ``rdp``), one release per round per
+client, no sampling amplification. Laplace releases are pure (Delta1 / b)-DP and compose
+linearly (basic composition).
 """
 
 from __future__ import annotations
@@ -45,23 +47,71 @@ def clip_rows(x: np.ndarray, bound: float, order: int) -> np.ndarray:
 
 
 def sensitivity(cfg: PrivacyConfig, rows: int) -> tuple[float, float]:
-    """(L2, L1) sensitivity of one release of ``rows`` clipped rows under the sensitivity model."""
+    """(L2, L1) replace-one sensitivity of one release of ``rows`` clipped same-orthant rows."""
     if cfg.sensitivity_model == "row":
-        return cfg.clip, cfg.clip
-    return cfg.clip * math.sqrt(rows), cfg.clip * rows
+        return math.sqrt(2.0) * cfg.clip, 2.0 * cfg.clip
+    return math.sqrt(2.0 * rows) * cfg.clip, 2.0 * rows * cfg.clip
+
+
+def _rdp_accountant():
+    """dp-accounting's events take the multiplier relative to a change of one sensitivity unit,
+    which its add/remove relation models; our unit is the replace-one Delta2 itself."""
+    import dp_accounting
+
+    return dp_accounting.rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+    )
+
+
+def gaussian_epsilon(multiplier: float, count: int, delta: float, accountant: str) -> float:
+    """Epsilon of ``count`` Gaussian releases of noise multiplier sigma / Delta2, at ``delta``.
+
+    ``analytic``: k identical Gaussian releases are exactly one Gaussian release of multiplier
+    z / sqrt(k), whose tight epsilon is dp-accounting's analytic Gaussian (Balle & Wang 2018).
+    ``rdp``: dp-accounting's Renyi-DP accountant (looser; the convention of Opacus / TF Privacy).
+    """
+    import dp_accounting
+
+    if count == 0:
+        return 0.0
+    if accountant == "analytic":
+        return float(dp_accounting.get_epsilon_gaussian(multiplier / math.sqrt(count), delta))
+    acc = _rdp_accountant()
+    acc.compose(dp_accounting.GaussianDpEvent(multiplier), count)
+    return float(acc.get_epsilon(delta))
+
+
+def calibrated_multiplier(target_epsilon: float, delta: float, accountant: str) -> float:
+    """The smallest Gaussian noise multiplier whose single release is (target_epsilon, delta)-DP
+    under ``accountant``, valid for every epsilon > 0 (the classic sqrt(2 ln(1.25/delta)) / epsilon
+    holds only for epsilon < 1): dp-accounting's analytic Gaussian, or its mechanism calibration
+    against the RDP accountant."""
+    import dp_accounting
+
+    if accountant == "analytic":
+        return float(dp_accounting.get_sigma_gaussian(target_epsilon, delta))
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            _rdp_accountant,
+            dp_accounting.GaussianDpEvent,
+            target_epsilon,
+            delta,
+            tol=1e-9,
+        )
+    )
 
 
 def noise_scale(cfg: PrivacyConfig, rows: int) -> float:
     """Per-entry std (gaussian) or scale b (laplace).
 
-    With ``calibrate-from = target-epsilon`` the scale is calibrated per release: the classic Gaussian
-    mechanism sigma = Delta2 * sqrt(2 ln(1.25/delta)) / epsilon (stated for epsilon < 1), or
-    b = Delta1 / epsilon for Laplace. Otherwise: noise multiplier times the clip bound.
+    With ``calibrate-from = target-epsilon`` the scale makes one release exactly
+    ``target-epsilon``-DP (at ``delta`` for Gaussian; b = Delta1 / epsilon for Laplace).
+    Otherwise: noise multiplier times the clip bound.
     """
     l2, l1 = sensitivity(cfg, rows)
     if cfg.calibrate_from == "target-epsilon":
         if cfg.mechanism == "gaussian":
-            return l2 * math.sqrt(2 * math.log(1.25 / cfg.delta)) / cfg.target_epsilon
+            return l2 * calibrated_multiplier(cfg.target_epsilon, cfg.delta, cfg.accountant)
         return l1 / cfg.target_epsilon
     return cfg.noise_multiplier * cfg.clip
 
@@ -108,10 +158,15 @@ class PrivacyLedger:
 
     @property
     def method(self) -> str:
-        model = f"sensitivity model: {self.cfg.sensitivity_model}"
+        relation = f"replace-one neighbouring, {self.cfg.sensitivity_model}-level"
         if self.cfg.mechanism == "gaussian":
-            return f"RDP (dp-accounting via Flower), delta={self.cfg.delta:g}, {model}"
-        return f"basic composition of pure eps-DP Laplace releases, {model}"
+            l2, _ = sensitivity(self.cfg, self.rows)
+            return (
+                f"Gaussian, dp-accounting {self.cfg.accountant}, delta={self.cfg.delta:g}, "
+                f"{relation} (L2 sensitivity {l2:.4g})"
+            )
+        _, l1 = sensitivity(self.cfg, self.rows)
+        return f"basic composition of pure eps-DP Laplace releases, {relation} (L1 sensitivity {l1:.4g})"
 
     def per_release_epsilon(self) -> float:
         """Laplace: Delta1 / b."""
@@ -130,26 +185,9 @@ class PrivacyLedger:
         if self.cfg.mechanism == "laplace":
             return count * self.per_release_epsilon()
         if count not in self._cache:
-            from flwr.serverapp import (
-                GaussianPrivacyEvent,
-                NeighboringRelation,
-                PrivacyConfig,
-                RdpAccountant,
-                SamplingMethod,
+            self._cache[count] = gaussian_epsilon(
+                self.effective_multiplier(), count, self.cfg.delta, self.cfg.accountant
             )
-
-            config = PrivacyConfig(
-                target_delta=self.cfg.delta,
-                population_size=1,
-                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                sampling_method=SamplingMethod.NO_AMPLIFICATION,
-            )
-            accountant = RdpAccountant(config)
-            event = GaussianPrivacyEvent(
-                noise_multiplier=self.effective_multiplier(), sample_size=1, population_size=1
-            )
-            accountant.compose(event, count)
-            self._cache[count] = accountant.get_epsilon(self.cfg.delta)
         return self._cache[count]
 
     def epsilon_after(self, pid: int, extra: int = 0) -> float:

@@ -46,6 +46,25 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 }
 SIMPLEX_TOLERANCE = 1e-3
 
+# Every number a client sends besides its (optionally noised) soft predictions: none of these is
+# noised or accounted by the privacy mechanism. results.json (privacy.unprotected) and the threat
+# model in docs/privacy.md list them; a test keeps the three in step with METRIC_RANGES.
+UNPROTECTED: dict[str, str] = {
+    "partition-id": "which private split the node holds (hello and every reply)",
+    "device": "what the client computes on (hello)",
+    "train-loss": "mean training loss on the private training data",
+    "num-examples": "size of the private training set",
+    "private-samples": "private samples processed this round",
+    "local-acc": "accuracy on the client's private held-out split",
+    "local-test-size": "size of that held-out split",
+    "global-acc": "accuracy of the privately trained model on the shared global test set",
+    "distill-loss": "distillation loss on the public transfer set",
+    "transfer-samples": "transfer rows distilled on this round",
+    "rolled-back": "whether the guard (on a private validation slice) undid the distillation",
+    "compute-seconds": "time spent on the client's own compute",
+    "weights": "the whole model (weight-averaging algorithms only: fedavg)",
+}
+
 
 class ProtocolError(ValueError):
     """A reply field that cannot be used; the message says why in a few words."""

@@ -46,6 +46,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _choice("mechanism", pv.mechanism, ("none", "gaussian", "laplace"))
     _choice("noise-on", pv.noise_on, ("probabilities", "logits"))
     _choice("sensitivity-model", pv.sensitivity_model, ("client", "row"))
+    _choice("accountant", pv.accountant, ("analytic", "rdp"))
     _require(pv.noise_multiplier > 0, f"noise-multiplier={pv.noise_multiplier} is invalid; allowed: > 0")
     _choice("calibrate-from", pv.calibrate_from, ("noise-multiplier", "target-epsilon"))
     _require(pv.target_epsilon > 0, f"target-epsilon={pv.target_epsilon} is invalid; allowed: epsilon > 0")

@@ -1,4 +1,4 @@
-"""Flower's SuperLink with its Control and Runtime APIs closed to everyone but the operator.
+"""Flower's SuperLink with its Control and Runtime APIs closed to everyone off the server.
 
 Flower 1.41 serves the Fleet API (SuperNodes), the Control API (`flwr run`, `flwr supernode
 register`, `flwr ls`) and the Runtime API (the ServerApp's own process) on one HTTP port, and the
@@ -6,8 +6,12 @@ Control API has no authentication in the open-source build: whoever reaches the 
 the public ``ca.crt`` can register a node key. SuperNode authentication only protects the Fleet
 API. This module runs the unchanged ``flower-superlink`` but wraps its ASGI app in
 :class:`ControlGate`, which answers 403 to any Control or Runtime request whose peer address is
-outside an allow-list (default: loopback). Remote operators reach the Control API through an SSH
-tunnel (``ssh -L 8000:127.0.0.1:8000 server``), which arrives from loopback.
+outside an allow-list. Control: the ``--control-from`` networks, loopback when none is given.
+Runtime: loopback and the SuperLink's own bind address, always and only (Flower's ServerApp
+runner on the same host). Loopback means any local user or process on the server host: the gate
+keeps out the network, not local accounts. Remote operators reach the Control API through an SSH
+tunnel (``ssh -L 8000:127.0.0.1:8000 server``), which arrives from loopback, or from networks
+named with ``--control-from`` (list 127.0.0.1/32 too to keep loopback).
 
 Run as ``python -m server.control_gate [--control-from CIDR ...] -- <flower-superlink args>``;
 ``fedkd deploy superlink`` does this for you.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -24,7 +29,8 @@ from typing import Any
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
-GATED_PREFIXES = ("/v1/control", "/v1/runtime")
+CONTROL_PREFIX = "/v1/control"  # flwr run / ls / supernode register: the operator's
+RUNTIME_PREFIX = "/v1/runtime"  # the ServerApp runner's, on the SuperLink host itself
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -56,16 +62,26 @@ def peer_allowed(host: str | None, networks: list[Network]) -> bool:
 
 
 class ControlGate:
-    """ASGI wrapper: Control and Runtime paths only from allowed peers; Fleet and health open."""
+    """ASGI wrapper: Control paths only from ``control`` peers, Runtime paths only from
+    ``runtime`` peers (the SuperLink host); Fleet and health open to all."""
 
-    def __init__(self, app: ASGIApp, networks: list[Network]) -> None:
+    def __init__(self, app: ASGIApp, control: list[Network], runtime: list[Network]) -> None:
         self.app = app
-        self.networks = networks
+        self.control = control
+        self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive, send) -> None:
-        if scope["type"] in ("http", "websocket") and scope.get("path", "").startswith(GATED_PREFIXES):
+        if scope["type"] in ("http", "websocket"):
+            path = scope.get("path", "")
+            allowed = (
+                self.control
+                if path.startswith(CONTROL_PREFIX)
+                else self.runtime
+                if path.startswith(RUNTIME_PREFIX)
+                else None
+            )
             client = scope.get("client") or (None, None)
-            if not peer_allowed(client[0], self.networks):
+            if allowed is not None and not peer_allowed(client[0], allowed):
                 await _refuse(scope, send, client[0])
                 return
         await self.app(scope, receive, send)
@@ -73,7 +89,7 @@ class ControlGate:
 
 async def _refuse(scope: Scope, send, host: str | None) -> None:
     body = (
-        f"fedkd: the Control API accepts requests only from the operator's addresses; "
+        f"fedkd: the SuperLink's Control and Runtime APIs accept requests only from allowed addresses; "
         f"{host or 'unknown peer'} is not one of them\n"
     ).encode()
     if scope["type"] == "websocket":
@@ -89,12 +105,19 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ours, flower_args = _split(argv)
     parser = argparse.ArgumentParser(prog="python -m server.control_gate")
-    parser.add_argument("--control-from", action="append", default=None, metavar="CIDR")
+    parser.add_argument("--control-from", action="append", default=[], metavar="CIDR")
     args = parser.parse_args(ours)
     try:
-        networks = parse_networks(args.control_from or LOOPBACK)
+        control = parse_networks(args.control_from or LOOPBACK)
+        runtime = parse_networks([*LOOPBACK, *_own_address(flower_args)])
     except ValueError as err:
         parser.exit(2, f"fedkd: {err}\n")
+    if os.environ.get("FLWR_INTERNAL_GRPC_CONTROL_API") == "1":
+        parser.exit(
+            2, "fedkd: FLWR_INTERNAL_GRPC_CONTROL_API=1 opens an ungated gRPC Control API; unset it\n"
+        )
+    # uvicorn trusts X-Forwarded-For from these peers; '*' would let anyone claim to be loopback
+    os.environ["FORWARDED_ALLOW_IPS"] = "127.0.0.1"
 
     import flwr.superlink.main as superlink_main
     from flwr.superlink.cli.flower_superlink import flower_superlink
@@ -102,11 +125,24 @@ def main(argv: list[str] | None = None) -> None:
     create_app = superlink_main.create_app
 
     def gated_create_app(*a, **kw):  # Flower imports create_app from this module at call time
-        return ControlGate(create_app(*a, **kw), networks)
+        return ControlGate(create_app(*a, **kw), control, runtime)
 
     superlink_main.create_app = gated_create_app
     sys.argv = ["flower-superlink", *flower_args]
     flower_superlink()
+
+
+def _own_address(flower_args: list[str]) -> list[str]:
+    """The ``--host`` the SuperLink binds, when it is one IP address: Flower's SuperExec connects
+    to the Runtime API there. Wildcards (0.0.0.0, ::) make it connect over loopback instead."""
+    if "--host" not in flower_args or flower_args.index("--host") + 1 >= len(flower_args):
+        return []
+    host = flower_args[flower_args.index("--host") + 1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []  # a name: Flower resolves it; use --control-from for its address
+    return [] if address.is_unspecified else [host]
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:

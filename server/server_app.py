@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig, as_dict
 from fedkd.privacy import noise_scale
+from fedkd.protocol import UNPROTECTED
 from fedkd.results import INTERRUPTED, RESULTS_FILE, RunResults, prepare_out_dir, round_line
 from server.strategy import KnowledgeFusionStrategy
 
@@ -26,11 +27,14 @@ def run_federation(
     grid: Grid,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    seeded_noise: bool = False,
 ) -> RunResults:
     """Drive all rounds on ``grid``; write results after each round when out-dir is set.
 
     ``resume``: the results.json of an interrupted run of this config; its rounds are kept and
-    the run goes on from the next one, clients from their checkpoints (out-dir/checkpoints)."""
+    the run goes on from the next one, clients from their checkpoints (out-dir/checkpoints).
+    ``seeded_noise``: the clients draw privacy noise from the run seed (fedkd's own simulations),
+    recorded in the results so nobody mistakes it for a secret."""
     cfg.validate()
     path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     checkpoints = str(Path(cfg.run.out_dir) / CHECKPOINTS) if cfg.run.out_dir else ""
@@ -61,6 +65,12 @@ def run_federation(
         results.payload["privacy"] = {
             "mechanism": cfg.privacy.mechanism,
             "accounting": ledger.method,
+            "neighbouring_relation": f"replace-one ({cfg.privacy.sensitivity_model}-level)",
+            "noise_source": "run seed (reproducible simulation: not secret from the server)"
+            if seeded_noise
+            else "OS secure random source, fresh per release",
+            # a ledger exists only for prediction uploads, so no weights leave these clients
+            "unprotected": {k: v for k, v in UNPROTECTED.items() if k != "weights"},
             "noise_scale": noise_scale(cfg.privacy, cfg.data.transfer_size),
             "effective_noise_multiplier": ledger.effective_multiplier()
             if cfg.privacy.mechanism == "gaussian"
@@ -102,7 +112,7 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
-        results = run_federation(cfg, grid, on_round, resume)
+        results = run_federation(cfg, grid, on_round, resume, seeded_noise=bound is not None)
         if sink is not None:
             sink.append(results)
 

@@ -4,7 +4,15 @@ import asyncio
 
 import pytest
 
-from server.control_gate import LOOPBACK, ControlGate, _split, parse_networks, peer_allowed
+from server.control_gate import (
+    LOOPBACK,
+    ControlGate,
+    _own_address,
+    _split,
+    main,
+    parse_networks,
+    peer_allowed,
+)
 
 
 def _call(path: str, host: str | None) -> tuple[int, bool]:
@@ -23,17 +31,22 @@ def _call(path: str, host: str | None) -> tuple[int, bool]:
         return {"type": "http.request", "body": b""}
 
     scope = {"type": "http", "path": path, "client": (host, 5000) if host else None}
-    asyncio.run(ControlGate(app, parse_networks(LOOPBACK))(scope, receive, send))
+    gate = ControlGate(app, parse_networks(["10.0.0.0/8", *LOOPBACK]), parse_networks(LOOPBACK))
+    asyncio.run(gate(scope, receive, send))
     return sent[0]["status"], bool(reached)
 
 
 @pytest.mark.parametrize("path", ["/v1/control/register-node", "/v1/control/list-runs", "/v1/runtime/x"])
 def test_control_and_runtime_paths_are_refused_to_outsiders_and_open_to_loopback(path):
     assert _call(path, "203.0.113.7") == (403, False)
-    assert _call(path, "10.0.0.5") == (403, False)
     assert _call(path, None) == (403, False)  # no peer address: refused, never assumed local
     assert _call(path, "127.0.0.1") == (200, True)
     assert _call(path, "::1") == (200, True)
+
+
+def test_operator_networks_reach_control_but_never_runtime():
+    assert _call("/v1/control/list-runs", "10.0.0.5") == (200, True)
+    assert _call("/v1/runtime/pull-messages", "10.0.0.5") == (403, False)
 
 
 def test_fleet_and_health_paths_are_never_gated():
@@ -60,3 +73,41 @@ def test_our_options_and_flowers_are_split_at_the_double_dash():
         ["--host", "x"],
     )
     assert _split(["--host", "x"]) == (["--host", "x"], [])
+
+
+def test_the_bind_address_is_allowed_and_wildcards_are_not():
+    assert _own_address(["--host", "10.1.2.3", "--port", "8000"]) == ["10.1.2.3"]
+    assert _own_address(["--host", "0.0.0.0"]) == [] and _own_address(["--host", "::"]) == []
+    assert _own_address(["--port", "8000"]) == []
+
+
+def test_main_installs_the_gate_around_flowers_app_with_loopback_and_extra_networks(monkeypatch, tmp_path):
+    """Flower's real entry point, up to uvicorn.run: the app it would serve is our gate."""
+    import importlib
+
+    import flwr.superlink.main as superlink_main
+
+    flower_superlink = importlib.import_module("flwr.superlink.cli.flower_superlink")  # the module
+
+    served = {}
+    monkeypatch.setattr(flower_superlink.uvicorn, "run", lambda app, **kw: served.setdefault("app", app))
+    monkeypatch.setattr(superlink_main, "create_app", superlink_main.create_app)  # undone after the test
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    args = ["--control-from", "10.0.0.0/8", "--", "--insecure", "--host", "127.0.0.1", "--port", "1"]
+    monkeypatch.chdir(tmp_path)
+    main([*args, "--database", str(tmp_path / "state.db")])
+    gate = served["app"]
+    assert isinstance(gate, ControlGate)
+    assert peer_allowed("10.9.9.9", gate.control) and not peer_allowed("127.0.0.1", gate.control)
+    assert not peer_allowed("192.0.2.1", gate.control)
+    assert peer_allowed("127.0.0.1", gate.runtime) and not peer_allowed("10.9.9.9", gate.runtime)
+    import os
+
+    assert os.environ["FORWARDED_ALLOW_IPS"] == "127.0.0.1"  # no X-Forwarded-For spoofing
+
+
+def test_an_ungated_grpc_control_api_is_refused(monkeypatch):
+    monkeypatch.setenv("FLWR_INTERNAL_GRPC_CONTROL_API", "1")
+    with pytest.raises(SystemExit) as stop:
+        main(["--", "--insecure"])
+    assert stop.value.code == 2

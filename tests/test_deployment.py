@@ -89,7 +89,10 @@ def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
     out = tmp_path / "out"
     try:
         start(
-            superlink_command(certs, "127.0.0.1", link_port, tmp_path / "state.db", node_auth=True),
+            # operator networks named: Flower's own ServerApp runner (Runtime API) still gets in
+            superlink_command(
+                certs, "127.0.0.1", link_port, tmp_path / "state.db", True, ("127.0.0.1/32", "10.0.0.0/8")
+            ),
             "superlink.log",
         )
         _wait_port(link_port)
@@ -139,7 +142,7 @@ def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
 def test_control_api_refuses_an_outsider_holding_the_public_ca(tmp_path):
     """The issue's attack: with only ca.crt (its own FLWR_HOME), `flwr supernode register
     attacker.pub` from an address outside the operator's allow-list is refused, and so are
-    `flwr ls` and `flwr run`; the Fleet API stays open."""
+    `flwr ls` and any other Control route (run submission included); the Fleet API stays open."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -159,11 +162,7 @@ def test_control_api_refuses_an_outsider_holding_the_public_ca(tmp_path):
         )
     try:
         _wait_port(port)
-        attempts = (
-            ["supernode", "register", str(attacker_pub), "target"],
-            ["ls", "target"],
-            ["run", str(ROOT), "target"],
-        )
+        attempts = (["supernode", "register", str(attacker_pub), "target"], ["ls", "target"])
         for args in attempts:
             outsider = subprocess.run(
                 [str(BIN / "flwr"), *args], env=env, capture_output=True, text=True, timeout=120
@@ -176,15 +175,18 @@ def test_control_api_refuses_an_outsider_holding_the_public_ca(tmp_path):
 
         context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
 
-        def status(path: str) -> int:
+        def post(path: str) -> tuple[int, str]:
+            request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=b"", method="POST")
             try:
-                with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=context, timeout=30):
-                    return 200
+                with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+                    return reply.status, reply.read().decode()
             except urllib.error.HTTPError as err:
-                return err.code
+                return err.code, err.read().decode()
 
-        assert status("/v1/control/list-runs") == 403  # refused by the gate, before Flower
-        assert status("/v1/fleet/ping") != 403  # the Fleet API is not gated (node auth guards it)
+        code, body = post("/v1/control/list-runs")
+        assert code == 403 and body.startswith("fedkd:")  # refused by the gate, before Flower
+        code, body = post("/v1/fleet/register-node")  # a real Fleet route: reaches Flower (not 403)
+        assert code != 403 and "fedkd:" not in body, (code, body)
     finally:
         _stop_group(link)
     log_text = (tmp_path / "superlink.log").read_text()

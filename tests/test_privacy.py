@@ -8,10 +8,19 @@ from click.testing import CliRunner
 
 from experiments.cli import main
 from experiments.engines import run_experiment
-from fedkd.audit import membership_auc
+from fedkd.audit import run_audit
 from fedkd.config import PrivacyConfig
 from fedkd.knowledge import softmax
-from fedkd.privacy import PrivacyLedger, add_noise, clip_rows, noise_scale, privatize, project_to_simplex
+from fedkd.privacy import (
+    PrivacyLedger,
+    add_noise,
+    calibrated_multiplier,
+    clip_rows,
+    noise_scale,
+    privatize,
+    project_to_simplex,
+    sensitivity,
+)
 from tests.conftest import tiny_config
 
 
@@ -35,18 +44,103 @@ def test_measured_noise_matches_the_configured_scale(mechanism, expected_std):
     assert noise.std() == pytest.approx(expected_std, rel=0.01)
 
 
-def test_target_epsilon_calibration_golden():
+def test_replace_one_sensitivities_golden():
+    row = PrivacyConfig(mechanism="gaussian", clip=0.5, sensitivity_model="row")
+    client = PrivacyConfig(mechanism="gaussian", clip=0.5, sensitivity_model="client")
+    assert sensitivity(row, 200) == pytest.approx((math.sqrt(2) * 0.5, 1.0))
+    assert sensitivity(client, 200) == pytest.approx((math.sqrt(400) * 0.5, 200.0))
+
+
+def test_no_two_same_orthant_clipped_rows_differ_by_more_than_the_sensitivity():
+    rng = np.random.default_rng(0)
+    for order, bound in ((2, math.sqrt(2)), (1, 2.0)):
+        a = clip_rows(rng.dirichlet(np.full(10, 0.05), 20000), 1.0, order)  # probabilities, often one-hot
+        b = clip_rows(rng.dirichlet(np.full(10, 0.05), 20000), 1.0, order)
+        worst = np.linalg.norm(a - b, ord=order, axis=1).max()
+        assert bound * 0.95 < worst <= bound + 1e-12  # the bound is reached, never passed
+        logs = clip_rows(np.log(np.clip(a, 1e-12, None)), 1.0, order)  # log-probabilities: <= 0
+        assert (
+            np.linalg.norm(
+                logs - clip_rows(np.log(np.clip(b, 1e-12, None)), 1.0, order), ord=order, axis=1
+            ).max()
+            <= bound + 1e-12
+        )
+
+
+@pytest.mark.parametrize("accountant", ["analytic", "rdp"])
+def test_printed_epsilon_matches_dp_accounting_for_the_replace_one_relation(accountant):
+    import dp_accounting
+
+    cfg = PrivacyConfig(
+        mechanism="gaussian", noise_multiplier=1.0, sensitivity_model="row", accountant=accountant
+    )
+    ledger = PrivacyLedger(cfg, rows=200)
+    z = 1.0 / math.sqrt(2)  # per-entry std c, replace-one L2 sensitivity sqrt(2) c
+    assert ledger.effective_multiplier() == pytest.approx(z)
+    if accountant == "rdp":
+        reference = dp_accounting.rdp.RdpAccountant()
+    else:  # an independent path: dp-accounting's privacy-loss-distribution accountant
+        reference = dp_accounting.pld.PLDAccountant()
+    reference.compose(dp_accounting.GaussianDpEvent(z), 10)
+    assert ledger.epsilon_for(10) == pytest.approx(reference.get_epsilon(1e-5), rel=0.01)
+    assert "replace-one" in ledger.method and accountant in ledger.method
+    # the add/remove sensitivity c would have understated it (the bug this guards against)
+    understated = dp_accounting.get_epsilon_gaussian(1.0 / math.sqrt(10), 1e-5)
+    assert ledger.epsilon_for(10) > 1.3 * understated
+
+
+@pytest.mark.parametrize("accountant", ["analytic", "rdp"])
+@pytest.mark.parametrize("target", [0.5, 1.0, 4.0, 16.0])
+def test_target_epsilon_calibration_achieves_the_target_for_any_epsilon(accountant, target):
     cfg = PrivacyConfig(
         mechanism="gaussian",
         calibrate_from="target-epsilon",
-        target_epsilon=0.5,
-        delta=1e-5,
-        clip=1.0,
-        sensitivity_model="row",
+        target_epsilon=target,
+        sensitivity_model="client",
+        accountant=accountant,
     )
-    assert noise_scale(cfg, 200) == pytest.approx(math.sqrt(2 * math.log(1.25e5)) / 0.5)
+    ledger = PrivacyLedger(cfg, rows=50)
+    assert ledger.epsilon_for(1) == pytest.approx(target, rel=1e-4)
+    assert noise_scale(cfg, 50) == pytest.approx(
+        math.sqrt(100) * calibrated_multiplier(target, 1e-5, accountant)
+    )
+
+
+def test_classic_gaussian_formula_would_break_the_target_above_epsilon_one():
+    import dp_accounting
+
+    classic = math.sqrt(2 * math.log(1.25 / 1e-5)) / 16.0  # multiplier the old code used for eps = 16
+    assert dp_accounting.get_epsilon_gaussian(classic, 1e-5) > 16.0
+    assert calibrated_multiplier(16.0, 1e-5, "analytic") > classic
+
+
+def test_laplace_calibration_uses_the_replace_one_l1_sensitivity():
     client = PrivacyConfig(mechanism="laplace", calibrate_from="target-epsilon", target_epsilon=2.0, clip=1.0)
-    assert noise_scale(client, 200) == pytest.approx(200 / 2.0)  # L1 sensitivity of 200 rows / epsilon
+    assert noise_scale(client, 200) == pytest.approx(2 * 200 / 2.0)  # L1: 2 c N, over epsilon
+    assert PrivacyLedger(client, 200).epsilon_for(3) == pytest.approx(3 * 2.0)
+
+
+def test_noise_is_from_the_run_seed_only_in_fedkds_own_simulations():
+    from clients.privacy_mod import release_rng
+
+    cfg = tiny_config()
+    seeded = [release_rng(cfg, 3, 2, seeded=True).normal(size=8) for _ in range(2)]
+    secret = [release_rng(cfg, 3, 2, seeded=False).normal(size=8) for _ in range(2)]
+    np.testing.assert_array_equal(*seeded)  # reproducible simulation
+    assert not np.allclose(secret[0], secret[1]) and not np.allclose(secret[0], seeded[0])
+
+
+def test_every_number_a_client_sends_is_declared():
+    from pathlib import Path
+
+    from fedkd.protocol import METRIC_RANGES, UNPROTECTED
+
+    sent = set(METRIC_RANGES) | {"partition-id", "device", "weights"}
+    assert sent <= set(UNPROTECTED), sent - set(UNPROTECTED)
+    threat_model = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
+    assert all(f"`{key}`" in threat_model for key in UNPROTECTED), [
+        k for k in UNPROTECTED if f"`{k}`" not in threat_model
+    ]
 
 
 def test_projection_and_clipping():
@@ -86,7 +180,7 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_more_noise():
     laplace = PrivacyLedger(
         PrivacyConfig(mechanism="laplace", noise_multiplier=2.0, sensitivity_model="row"), 200
     )
-    assert laplace.epsilon_for(3) == pytest.approx(3 * 0.5)  # basic composition of eps = 1 / 2
+    assert laplace.epsilon_for(3) == pytest.approx(3 * 1.0)  # basic composition of eps = 2c / 2c
 
 
 def test_run_reports_epsilon_and_stops_at_max_epsilon():
@@ -96,7 +190,10 @@ def test_run_reports_epsilon_and_stops_at_max_epsilon():
     full = run_experiment(cfg)
     eps = [max(r["epsilon"].values()) for r in full.rounds]
     assert eps == sorted(eps) and eps[0] > 0
-    assert "sensitivity model: row" in full.payload["privacy"]["accounting"]
+    privacy = full.payload["privacy"]
+    assert "replace-one neighbouring, row-level" in privacy["accounting"]
+    assert privacy["noise_source"].startswith("run seed")  # fedkd's own simulation
+    assert {"local-acc", "train-loss", "num-examples"} <= set(privacy["unprotected"])
     capped = run_experiment(cfg.with_overrides({"max-epsilon": (eps[1] + eps[2]) / 2}))
     assert len(capped.rounds) == 2 and "stopped before round 3" in capped.payload["stopped"]
 
@@ -117,12 +214,20 @@ def test_bad_privacy_settings_exit_2_with_one_line(setting, fragment):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_audit_noise_lowers_membership_inference_auc():
-    cfg = tiny_config(models="mlp", rounds=3, **{"local-epochs": 15, "num-clients": 2, "transfer-size": 60})
-    rows = membership_auc(cfg, [3.0])
-    clean, noisy = rows[0], rows[1]
-    assert clean["noise_multiplier"] == 0.0 and clean["auc"] > 0.6  # an overfit model leaks membership
-    assert noisy["auc"] < clean["auc"] - 0.1
+def test_audits_report_both_attacks_with_baselines_and_intervals():
+    cfg = tiny_config(models="mlp", rounds=2, alpha=0.3, **{"local-epochs": 5, "num-clients": 6})
+    audited = run_audit(cfg, [3.0])
+    (clean, noisy), (tv_clean, tv_noisy) = audited["membership"], audited["label_distribution"]
+    for row in audited["membership"]:
+        assert row["auc_ci"][0] <= row["auc"] <= row["auc_ci"][1]
+        assert row["members"] > 0 and row["non_members"] > 0
+    # members and non-members share the client's label mix: labels alone tell nothing
+    assert clean["label_only_ci"][0] < 0.5 < clean["label_only_ci"][1]
+    # without noise the EPD reveals the label histogram far better than a blind guess ...
+    assert tv_clean["tv_ci"][1] < tv_clean["tv_prior_ci"][0] and tv_clean["tv"] < tv_clean["tv_uniform"]
+    # ... and heavy noise takes most of that away
+    assert tv_noisy["tv"] > tv_clean["tv"] + 0.05
+    assert noisy["release_accuracy"] < clean["release_accuracy"]
 
 
 def test_privacy_tradeoff_figure(tmp_path):
@@ -141,11 +246,7 @@ def test_privacy_tradeoff_figure(tmp_path):
                 "final": {"alma": alma},
             }
         )
-    audit = [
-        {"noise_multiplier": 0.0, "auc": 0.7},
-        {"noise_multiplier": 0.1, "auc": 0.68},
-        {"noise_multiplier": 1.0, "auc": 0.52},
-    ]
+    audit = run_audit(tiny_config(rounds=1, **{"num-clients": 3}), [0.1, 1.0])
     path = privacy_tradeoff(rows, audit, tmp_path / "privacy.png")
     with Image.open(path) as image:
         image.verify()

@@ -1,24 +1,37 @@
-"""README result tables are `fedkd report` output, pasted byte for byte: regenerate and compare.
+"""Published result tables are fedkd's output, pasted byte for byte: regenerate and compare.
 
-Each README block between ``<!-- fedkd report DIR [--columns A,B] -->`` and ``<!-- end report -->``
-must equal the tables computed from the committed ``DIR/runs.csv``.
+Each block (README.md, docs/privacy.md) between ``<!-- fedkd report DIR [--columns A,B] -->`` and
+``<!-- end report -->`` must equal the tables computed from the committed ``DIR/runs.csv``; each
+``<!-- fedkd audit FILE -->`` ... ``<!-- end audit -->`` block the table of that audit.json.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from experiments.report import audit_markdown
 from experiments.tables import read_runs_csv, results_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- fedkd report (\S+)((?: --\S+ \S+)*) -->\n(.*?)<!-- end report -->", re.S)
+AUDIT = re.compile(r"<!-- fedkd audit (\S+) -->\n(.*?)<!-- end audit -->", re.S)
+PAGES = ("README.md", "docs/privacy.md")
+
+
+def _text() -> str:
+    return "".join((ROOT / page).read_text() for page in PAGES)
 
 
 def _blocks() -> list[tuple[str, str, str]]:
-    return BLOCK.findall((ROOT / "README.md").read_text())
+    return BLOCK.findall(_text())
+
+
+def _audits() -> list[tuple[str, str]]:
+    return AUDIT.findall(_text())
 
 
 def _options(text: str) -> dict[str, str]:
@@ -38,3 +51,12 @@ def test_readme_tables_regenerate_from_the_committed_runs(folder, options, publi
     table = read_runs_csv((ROOT / folder / "runs.csv").read_text())
     columns = opts.get("columns", "algorithm").split(",")
     assert results_tables(table, columns, opts.get("reference", "local")) == published
+
+
+def test_an_audit_table_is_published():
+    assert _audits()
+
+
+@pytest.mark.parametrize("path, published", _audits())
+def test_audit_tables_regenerate_from_the_committed_audit(path, published):
+    assert audit_markdown(json.loads((ROOT / path).read_text())) == published
