@@ -388,14 +388,14 @@ def audit(config_file, sets, multipliers, out, **shorthands) -> None:
         raise ConfigError(f"--multipliers {multipliers!r} is not a comma list of numbers") from None
     if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise ConfigError(f"--multipliers {multipliers!r}: allowed: finite numbers > 0")
-    audited = run_audit(cfg, values)
+    audited = {"config": cfg.to_run_config(), **run_audit(cfg, values)}
     table = audit_markdown(audited)
     click.echo(
         f"privacy audit of {cfg.data.num_clients} clients after {cfg.run.rounds} round(s) of local training; "
         f"clip={cfg.privacy.clip:g}, gaussian noise on {cfg.privacy.noise_on}"
     )
     click.echo(table)
-    atomic_write_json(Path(out) / "audit.json", {"config": cfg.to_run_config(), **audited})
+    atomic_write_json(Path(out) / "audit.json", audited)
     atomic_write_text(Path(out) / "audit.md", table)
     click.echo(f"figure: {audit_figure(audited, Path(out) / 'audit.png')}")
 

@@ -252,3 +252,17 @@ def test_privacy_tradeoff_figure(tmp_path):
         image.verify()
         assert image.size[0] >= 800
     assert path.with_suffix(".pdf").exists()
+
+
+def test_audit_command_writes_both_attacks_and_the_table(tmp_path):
+    out = tmp_path / "audit"
+    args = ["audit", "--set", "rounds=1", "--set", "num-clients=3", "--multipliers", "1", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    import json
+
+    saved = json.loads((out / "audit.json").read_text())
+    assert saved["config"]["num-clients"] == 3
+    assert [r["noise_multiplier"] for r in saved["membership"]] == [0.0, 1.0]
+    assert [r["noise_multiplier"] for r in saved["label_distribution"]] == [0.0, 1.0]
+    assert (out / "audit.md").read_text() in result.output and (out / "audit.png").exists()
