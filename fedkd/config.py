@@ -100,6 +100,9 @@ class RunConfig:
     fraction: float = 1.0  # share of clients asked to train each round (partial participation)
     reply_timeout: float = 0.0  # seconds to wait for replies in a phase; 0: wait for all
     client_gpus: float = 0.0  # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU)
+    # Seconds the server waits for num-clients nodes to connect before it stops with an error
+    # (flwr run: SuperNodes); allowed: > 0.
+    min_nodes_wait: float = 30.0
     # Folder for results.json; empty: no file (the round lines are still logged).
     out_dir: str = ""
 

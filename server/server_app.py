@@ -15,6 +15,7 @@ from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig, as_dict
 from fedkd.privacy import noise_scale
 from fedkd.results import INTERRUPTED, RESULTS_FILE, RunResults, prepare_out_dir, round_line
+from server.nodes import one_line_missing_nodes, wait_for_nodes
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
@@ -30,8 +31,10 @@ def run_federation(
     """Drive all rounds on ``grid``; write results after each round when out-dir is set.
 
     ``resume``: the results.json of an interrupted run of this config; its rounds are kept and
-    the run goes on from the next one, clients from their checkpoints (out-dir/checkpoints)."""
+    the run goes on from the next one, clients from their checkpoints (out-dir/checkpoints).
+    Too few nodes: MissingNodes after min-nodes-wait, before anything is written."""
     cfg.validate()
+    nodes = wait_for_nodes(grid, cfg.data.num_clients, cfg.run.min_nodes_wait)
     path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     checkpoints = str(Path(cfg.run.out_dir) / CHECKPOINTS) if cfg.run.out_dir else ""
     if checkpoints and resume is None:
@@ -70,7 +73,7 @@ def run_federation(
             else None,
         }
     try:
-        strategy.run(grid)
+        strategy.run(grid, nodes)
     except KeyboardInterrupt:
         results.finish("interrupted", INTERRUPTED)
         raise
@@ -98,6 +101,7 @@ def make_server_app(
     ``sink`` receives the RunResults object, for callers in the same process.
     """
     app = ServerApp()
+    one_line_missing_nodes()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
