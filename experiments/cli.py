@@ -96,13 +96,12 @@ def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
     """The config and results of an unfinished run in ``folder`` (written by `fedkd run --out`)."""
     import json
 
-    from fedkd.results import RESULTS_FILE
+    from fedkd.results import RESULTS_FILE, saved_run_config
 
     path = Path(folder) / RESULTS_FILE
     try:
         payload = json.loads(path.read_text())
-        nested = payload["config"]
-        flat = {key: value for section in nested.values() for key, value in section.items()}
+        flat = saved_run_config(payload)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
     if payload.get("status") == "completed":
@@ -158,7 +157,12 @@ def configure_logging(verbose: bool) -> None:
 def config_options(func):
     """Options shared by every command that builds an experiment config."""
     options = [
-        click.option("--config", "config_file", type=str, help="TOML file of run_config keys."),
+        click.option(
+            "--config",
+            "config_file",
+            type=str,
+            help="Config file: TOML of flat keys (fedkd keys --toml), or a run's results.json.",
+        ),
         click.option(
             "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key (fedkd keys)."
         ),
@@ -402,17 +406,28 @@ def audit(config_file, sets, multipliers, pid, out, **shorthands) -> None:
     click.echo(f"figure: {audit_figure(rows, Path(out) / 'audit_auc.png')}")
 
 
+KEYS_HEADER = [
+    "fedkd config: every key with its default and what it allows (fedkd keys --toml).",
+    "Use it with: fedkd run --config FILE.toml. Any key also works as --set KEY=VALUE, in",
+    "flwr run --run-config, and under [tool.flwr.app.config] in pyproject.toml.",
+]
+
+
 @main.command("keys")
 @click.option(
-    "--toml", "as_toml", is_flag=True, help="Print the [tool.flwr.app.config] block for pyproject.toml."
+    "--toml",
+    "as_toml",
+    is_flag=True,
+    help="Print a config file instead: every key with its default and a comment (what it means, "
+    "what is allowed), ready for fedkd run --config.",
 )
 def keys(as_toml: bool) -> None:
     """List every run_config key with its default."""
     defaults = ExperimentConfig().to_run_config()
     if as_toml:
-        import tomli_w
+        from fedkd.config_doc import render_toml
 
-        click.echo("[tool.flwr.app.config]\n" + tomli_w.dumps(defaults), nl=False)
+        click.echo(render_toml(ExperimentConfig(), KEYS_HEADER), nl=False)
         return
     for key in config_keys():
         click.echo(f"{key} = {defaults[key]!r}")

@@ -1,4 +1,4 @@
-"""Flower ServerApp: config -> KnowledgeFusionStrategy -> results.json."""
+"""Flower ServerApp: config -> KnowledgeFusionStrategy -> results.json (+ config.toml)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd.budget import compute_budget
-from fedkd.config import ExperimentConfig, as_dict
+from fedkd.config import ExperimentConfig
 from fedkd.privacy import noise_scale
-from fedkd.results import INTERRUPTED, RESULTS_FILE, RunResults, prepare_out_dir, round_line
+from fedkd.results import (
+    INTERRUPTED,
+    RESULTS_FILE,
+    RunResults,
+    prepare_out_dir,
+    round_line,
+    write_config_toml,
+)
 from server.nodes import one_line_missing_nodes, wait_for_nodes
 from server.strategy import KnowledgeFusionStrategy
 
@@ -39,7 +46,9 @@ def run_federation(
     checkpoints = str(Path(cfg.run.out_dir) / CHECKPOINTS) if cfg.run.out_dir else ""
     if checkpoints and resume is None:
         shutil.rmtree(checkpoints, ignore_errors=True)  # a fresh run never starts from old models
-    results = RunResults(as_dict(cfg), path)
+    if path is not None:
+        write_config_toml(path.parent, cfg)
+    results = RunResults(cfg, path)
     results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
     done = list(resume["rounds"]) if resume else []
     results.payload["rounds"], results.payload["final"] = done, resume.get("final") if resume else None
