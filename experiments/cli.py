@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from experiments.cli_deploy import deploy as deploy_group
+from experiments.cli_options import CONFIG_OPTIONS, SPLIT_OPTIONS, config_options
 from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
 
 # Shorthand option -> run_config key (the same keys --set accepts).
@@ -154,38 +155,13 @@ def configure_logging(verbose: bool) -> None:
         flwr_log.addFilter(_DropDeprecationNotices())
 
 
-def config_options(func):
-    """Options shared by every command that builds an experiment config."""
-    options = [
-        click.option(
-            "--config",
-            "config_file",
-            type=str,
-            help="Config file: TOML of flat keys (fedkd keys --toml), or a run's results.json.",
-        ),
-        click.option(
-            "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key (fedkd keys)."
-        ),
-        click.option("--dataset", type=str, help="digits, mnist, fashion-mnist or cifar10."),
-        click.option("--data-dir", type=str, help="Folder with the dataset files (else $FEDKD_DATA_DIR)."),
-        click.option(
-            "--download", is_flag=True, default=None, help="Fetch missing data from the Hugging Face hub."
-        ),
-        click.option("--num-clients", type=str),
-        click.option("--alpha", type=str, help="Dirichlet concentration (> 0)."),
-        click.option("--algorithm", type=str),
-        click.option("--rounds", type=str),
-        click.option("--seed", type=str),
-        click.option("--engine", type=str, help="ray (default) or inprocess."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 @main.command()
-@config_options
-@click.option("--out", type=str, help="Folder for results.json.")
+@config_options(*CONFIG_OPTIONS)
+@click.option(
+    "--out",
+    type=str,
+    help="Folder for results.json and config.toml.",
+)
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
 @click.option(
@@ -232,7 +208,7 @@ def run(
 
 
 @main.command()
-@config_options
+@config_options(*SPLIT_OPTIONS)
 @click.option("--out", type=str, default="runs/partition", show_default=True, help="Folder for the report.")
 def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorthands: Any) -> None:
     """Print the partition report and write a clients x classes heatmap (partition.png)."""
@@ -370,14 +346,16 @@ def plot(results_file: str, out: str | None) -> None:
 
 
 @main.command()
-@config_options
+@config_options(*SPLIT_OPTIONS, "rounds")  # rounds: of local training before the audited release
 @click.option(
     "--multipliers", default="0.01,0.03,0.1,0.3,1", show_default=True, help="Noise multipliers to audit."
 )
 @click.option(
     "--client", "pid", type=int, default=0, show_default=True, help="Partition id of the audited client."
 )
-@click.option("--out", type=str, default="runs/audit", show_default=True)
+@click.option(
+    "--out", type=str, default="runs/audit", show_default=True, help="Folder for audit.json and the figure."
+)
 def audit(config_file, sets, multipliers, pid, out, **shorthands) -> None:
     """Membership-inference audit of released soft targets, without and with noise."""
     from experiments.plots import audit_figure
