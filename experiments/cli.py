@@ -160,7 +160,7 @@ def configure_logging(verbose: bool) -> None:
 @click.option(
     "--out",
     type=str,
-    help="Folder for results.json and config.toml.",
+    help="Folder for results.json and config.toml [default: runs/<algorithm>-<dataset>-<time>].",
 )
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
@@ -181,7 +181,7 @@ def run(
 ) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
-    from fedkd.results import prepare_out_dir, round_line
+    from fedkd.results import RESULTS_FILE, default_out_dir, prepare_out_dir, round_line
 
     resume = None
     if resume_dir:
@@ -190,12 +190,16 @@ def run(
     else:
         cfg = build_config(config_file, shorthands, sets, out)
     if cfg.run.out_dir and not dry_run and resume is None:
-        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, not after round 1
+        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, before the split is built
     for line in describe_federation(cfg):
         click.echo(line)
     if dry_run:
         click.echo("dry run: config and split are valid; nothing was trained")
         return
+    if not cfg.run.out_dir:  # every run lands somewhere (a fresh folder, once the split is valid)
+        cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
+        prepare_out_dir(cfg.run.out_dir, overwrite=False)
+    click.echo(f"results: {Path(cfg.run.out_dir) / RESULTS_FILE}")
     start = time.perf_counter()
     results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     final = results.payload["final"]
@@ -203,8 +207,9 @@ def run(
         click.echo(results.payload["stopped"])
     click.echo(
         f"done in {time.perf_counter() - start:.1f} s | final ALMA {final['alma']:.4f}"
-        f" | global acc {final['global_acc']:.4f}" + (f" | results: {results.path}" if results.path else "")
+        f" | global acc {final['global_acc']:.4f}"
     )
+    click.echo(f"results: {results.path}")
 
 
 @main.command()

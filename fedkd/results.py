@@ -6,6 +6,7 @@ import json
 import math
 import platform
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,17 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
         raise ConfigError(
             f"{path / RESULTS_FILE} already exists; allowed: another --out, or --overwrite to replace it"
         )
+    return path
+
+
+def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: str = "runs") -> Path:
+    """Where a run without out-dir lands: runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS>, relative
+    to the working folder; a name already taken gets -2, -3, ... (two runs in one second)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    name = f"{cfg.fusion.algorithm}-{cfg.data.dataset}-{stamp}"
+    path, n = Path(base) / name, 2
+    while path.exists():
+        path, n = Path(base) / f"{name}-{n}", n + 1
     return path
 
 
