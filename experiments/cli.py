@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from experiments.cli_deploy import deploy as deploy_group
+from experiments.cli_options import CONFIG_OPTIONS, SPLIT_OPTIONS, config_options
 from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
 
 # Shorthand option -> run_config key (the same keys --set accepts).
@@ -96,13 +97,12 @@ def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
     """The config and results of an unfinished run in ``folder`` (written by `fedkd run --out`)."""
     import json
 
-    from fedkd.results import RESULTS_FILE
+    from fedkd.results import RESULTS_FILE, saved_run_config
 
     path = Path(folder) / RESULTS_FILE
     try:
         payload = json.loads(path.read_text())
-        nested = payload["config"]
-        flat = {key: value for section in nested.values() for key, value in section.items()}
+        flat = saved_run_config(payload)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
     if payload.get("status") == "completed":
@@ -155,33 +155,13 @@ def configure_logging(verbose: bool) -> None:
         flwr_log.addFilter(_DropDeprecationNotices())
 
 
-def config_options(func):
-    """Options shared by every command that builds an experiment config."""
-    options = [
-        click.option("--config", "config_file", type=str, help="TOML file of run_config keys."),
-        click.option(
-            "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key (fedkd keys)."
-        ),
-        click.option("--dataset", type=str, help="digits, mnist, fashion-mnist or cifar10."),
-        click.option("--data-dir", type=str, help="Folder with the dataset files (else $FEDKD_DATA_DIR)."),
-        click.option(
-            "--download", is_flag=True, default=None, help="Fetch missing data from the Hugging Face hub."
-        ),
-        click.option("--num-clients", type=str),
-        click.option("--alpha", type=str, help="Dirichlet concentration (> 0)."),
-        click.option("--algorithm", type=str),
-        click.option("--rounds", type=str),
-        click.option("--seed", type=str),
-        click.option("--engine", type=str, help="ray (default) or inprocess."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 @main.command()
-@config_options
-@click.option("--out", type=str, help="Folder for results.json.")
+@config_options(*CONFIG_OPTIONS)
+@click.option(
+    "--out",
+    type=str,
+    help="Folder for results.json and config.toml [default: runs/<algorithm>-<dataset>-<time>].",
+)
 @click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
 @click.option(
@@ -201,7 +181,7 @@ def run(
 ) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
-    from fedkd.results import prepare_out_dir, round_line
+    from fedkd.results import RESULTS_FILE, default_out_dir, prepare_out_dir, round_line
 
     resume = None
     if resume_dir:
@@ -210,12 +190,16 @@ def run(
     else:
         cfg = build_config(config_file, shorthands, sets, out)
     if cfg.run.out_dir and not dry_run and resume is None:
-        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, not after round 1
+        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, before the split is built
     for line in describe_federation(cfg):
         click.echo(line)
     if dry_run:
         click.echo("dry run: config and split are valid; nothing was trained")
         return
+    if not cfg.run.out_dir:  # every run lands somewhere (a fresh folder, once the split is valid)
+        cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
+        prepare_out_dir(cfg.run.out_dir, overwrite=False)
+    click.echo(f"results: {Path(cfg.run.out_dir) / RESULTS_FILE}")
     start = time.perf_counter()
     results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     final = results.payload["final"]
@@ -223,12 +207,13 @@ def run(
         click.echo(results.payload["stopped"])
     click.echo(
         f"done in {time.perf_counter() - start:.1f} s | final ALMA {final['alma']:.4f}"
-        f" | global acc {final['global_acc']:.4f}" + (f" | results: {results.path}" if results.path else "")
+        f" | global acc {final['global_acc']:.4f}"
     )
+    click.echo(f"results: {results.path}")
 
 
 @main.command()
-@config_options
+@config_options(*SPLIT_OPTIONS)
 @click.option("--out", type=str, default="runs/partition", show_default=True, help="Folder for the report.")
 def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorthands: Any) -> None:
     """Print the partition report and write a clients x classes heatmap (partition.png)."""
@@ -366,7 +351,7 @@ def plot(results_file: str, out: str | None) -> None:
 
 
 @main.command()
-@config_options
+@config_options(*SPLIT_OPTIONS, "rounds")  # rounds: of local training before the audited release
 @click.option(
     "--multipliers", default="0.03,0.1,0.3,1", show_default=True, help="Noise multipliers to audit."
 )
@@ -400,17 +385,28 @@ def audit(config_file, sets, multipliers, out, **shorthands) -> None:
     click.echo(f"figure: {audit_figure(audited, Path(out) / 'audit.png')}")
 
 
+KEYS_HEADER = [
+    "fedkd config: every key with its default and what it allows (fedkd keys --toml).",
+    "Use it with: fedkd run --config FILE.toml. Any key also works as --set KEY=VALUE, in",
+    "flwr run --run-config, and under [tool.flwr.app.config] in pyproject.toml.",
+]
+
+
 @main.command("keys")
 @click.option(
-    "--toml", "as_toml", is_flag=True, help="Print the [tool.flwr.app.config] block for pyproject.toml."
+    "--toml",
+    "as_toml",
+    is_flag=True,
+    help="Print a config file instead: every key with its default and a comment (what it means, "
+    "what is allowed), ready for fedkd run --config.",
 )
 def keys(as_toml: bool) -> None:
     """List every run_config key with its default."""
     defaults = ExperimentConfig().to_run_config()
     if as_toml:
-        import tomli_w
+        from fedkd.config_doc import render_toml
 
-        click.echo("[tool.flwr.app.config]\n" + tomli_w.dumps(defaults), nl=False)
+        click.echo(render_toml(ExperimentConfig(), KEYS_HEADER), nl=False)
         return
     for key in config_keys():
         click.echo(f"{key} = {defaults[key]!r}")

@@ -15,7 +15,9 @@ def deploy() -> None:
 
 
 @deploy.command("credentials")
-@click.option("--out", type=str, default="deploy/credentials", show_default=True)
+@click.option(
+    "--out", type=str, default="deploy/credentials", show_default=True, help="Folder for the credentials."
+)
 @click.option(
     "--host",
     "hosts",
@@ -81,8 +83,16 @@ def _certs(certs: str | None, insecure: bool, where: str) -> Path | None:
 @deploy.command("superlink")
 @click.option("--certs", type=str, help="Folder with ca.crt, server.pem, server.key.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 for a network).")
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--database", default="deploy/superlink.db", show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="The SuperLink's one HTTP port (Fleet, Control and Runtime APIs).",
+)
+@click.option(
+    "--database", default="deploy/superlink.db", show_default=True, help="SuperLink state (SQLite file)."
+)
 @click.option("--no-node-auth", is_flag=True, help="Let any SuperNode connect (TLS still on).")
 @click.option(
     "--control-from",
@@ -117,8 +127,8 @@ def deploy_superlink(certs, host, port, database, no_node_auth, control_from, in
 @click.option("--superlink", required=True, help="HOST:PORT of the SuperLink.")
 @click.option("--certs", type=str, help="Folder with the CA certificate ca.crt.")
 @click.option("--key", type=str, help="This SuperNode's private key (from `fedkd deploy credentials`).")
-@click.option("--partition-id", type=int, required=True)
-@click.option("--num-partitions", type=int, required=True)
+@click.option("--partition-id", type=int, required=True, help="This device's client (0..num-partitions-1).")
+@click.option("--num-partitions", type=int, required=True, help="Clients in the federation (num-clients).")
 @click.option("--data-dir", default="", help="Where the dataset files are on this device.")
 @click.option("--port", type=int, default=9094, show_default=True, help="This SuperNode's local API port.")
 @click.option("--insecure", is_flag=True, help="No TLS (loopback tests only).")
@@ -144,9 +154,14 @@ def deploy_supernode(
 
 @deploy.command("connection")
 @click.option("--name", default="fedkd-lab", show_default=True, help="Name to use in `flwr run . NAME`.")
-@click.option("--superlink", default="127.0.0.1:8000", show_default=True)
+@click.option(
+    "--superlink",
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="HOST:PORT of the SuperLink's Control API.",
+)
 @click.option("--certs", type=str, help="Folder with ca.crt.")
-@click.option("--insecure", is_flag=True)
+@click.option("--insecure", is_flag=True, help="No TLS (loopback tests only).")
 def deploy_connection(name, superlink, certs, insecure) -> None:
     """Write the SuperLink connection into $FLWR_HOME/config.toml (default ~/.flwr)."""
     import os

@@ -20,24 +20,34 @@ class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the value and what is allowed."""
 
 
+# Every field carries a comment saying what the value means and what is allowed: `fedkd keys
+# --toml` and each run's config.toml print it beside the key (fedkd/config_doc.py reads it from
+# here). Keys with a fixed set of names (dataset, algorithm, ...) get that list from their registry.
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"
-    data_dir: str = ""  # empty: $FEDKD_DATA_DIR
-    download: bool = False  # fetch from the Hugging Face hub when files are missing
-    num_clients: int = 10
-    partitioner: str = "dirichlet"
-    alpha: float = 0.5  # dirichlet
-    classes_per_client: int = 2  # pathological
-    shards_per_client: int = 2  # shard
-    quantity_sigma: float = 1.0  # quantity-lognormal
-    min_partition_size: int = 25  # samples per client partition (train + local test), at least
-    max_client_samples: int = 0  # cap on each client's private train split (samples); 0: no cap
-    local_test_fraction: float = 0.2  # share of each (capped) partition held out as local test split
-    min_local_test_size: int = 5  # samples; a smaller local test split is a config error
-    global_test_size: int = 500  # fixed random subset of the test split for global acc; 0: all of it
-    transfer_size: int = 200
-    transfer_dataset: str = ""  # empty: held out from the training data; else another dataset
+    dataset: str = "digits"  # dataset of the private data (digits is embedded; the others: data-dir)
+    data_dir: str = ""  # folder with the dataset files; allowed: a path, or empty ($FEDKD_DATA_DIR)
+    download: bool = False  # fetch from the Hugging Face hub when files are missing; allowed: true, false
+    num_clients: int = 10  # clients, one private partition each; allowed: >= 2 (and what the data allows)
+    partitioner: str = "dirichlet"  # how the private data is split over the clients
+    alpha: float = 0.5  # Dirichlet concentration (partitioner dirichlet; lower: more skew); allowed: > 0
+    classes_per_client: int = 2  # classes per client (partitioner pathological); allowed: >= 1
+    shards_per_client: int = 2  # label-sorted shards per client (partitioner shard); allowed: >= 1
+    quantity_sigma: float = 1.0  # spread of client sizes (partitioner quantity-lognormal); allowed: > 0
+    min_partition_size: int = 25  # samples per client partition (train + local test), at least; allowed: >= 2
+    # Cap on each client's private train split (samples); allowed: >= 0 (0: no cap).
+    max_client_samples: int = 0
+    # Share of each (capped) partition held out as its local test split; allowed: 0 < value < 1.
+    local_test_fraction: float = 0.2
+    min_local_test_size: int = 5  # samples; a smaller local test split is a config error; allowed: >= 1
+    # Fixed random subset of the test split for global accuracy (samples); allowed: >= 0 (0: all of it).
+    global_test_size: int = 500
+    transfer_size: int = 200  # samples in the shared (unlabelled) transfer set; allowed: >= 1
+    # Dataset the transfer set is drawn from (same image shape as dataset); "": held out from the
+    # training data.
+    transfer_dataset: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,33 +58,39 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    local_epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 0.003
-    temperature: float = 3.0
-    distill_epochs: int = 2
-    revisit_epochs: int = 1
+    local_epochs: int = 3  # passes over the private train split per round, before distilling; allowed: >= 1
+    batch_size: int = 32  # samples per optimiser step; allowed: >= 1
+    learning_rate: float = 0.003  # Adam's learning rate (a fresh optimiser per phase); allowed: > 0
+    temperature: float = 3.0  # softmax temperature of soft predictions and of the KD loss; allowed: > 0
+    distill_epochs: int = 2  # passes over the transfer set per round, distilling; allowed: >= 0
+    revisit_epochs: int = 1  # passes over the private train split after distilling; allowed: >= 0
     # Supervised epochs on the *labelled* transfer set before round 1, for every client and
-    # every algorithm (FedMD's transfer-learning phase); 0: the transfer set stays unlabelled.
+    # every algorithm (FedMD's transfer-learning phase); allowed: >= 0 (0: the transfer set stays
+    # unlabelled).
     pretrain_epochs: int = 0
-    client_threads: int = 1
+    client_threads: int = 1  # torch threads per client (Ray: CPUs per virtual client); allowed: 1..256
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    mixed_precision: bool = False  # bfloat16 autocast on CUDA
+    mixed_precision: bool = False  # bfloat16 autocast on CUDA; allowed: true, false
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    algorithm: str = "knfu"
-    divergence: str = "kl"
-    neighbour_rule: str = "mean-threshold"
+    algorithm: str = "knfu"  # how the clients' knowledge is combined each round
+    divergence: str = "kl"  # KnFu: divergence between two clients' EPDs (kl, js) or predictions (cosine)
+    neighbour_rule: str = "mean-threshold"  # KnFu: which clients count as semantic neighbours
+    # KnFu, neighbour-rule fixed-threshold: largest divergence of a neighbour; allowed: >= 0.
     neighbour_threshold: float = 0.1
-    neighbour_top_m: int = 3
-    beta: float = 10.0
-    include_self: bool = True
-    dsfl_temperature: float = 0.1  # DS-FL entropy reduction (lower: sharper)
-    fedmd_subset: int = 0  # FedMD: transfer rows drawn afresh each round for consensus/digest; 0: all
-    guard_fraction: float = 0.1  # knfu-guard: share of private data held out for the guard
-    guard_tolerance: float = 0.0  # knfu-guard: allowed drop in guard accuracy before rollback
+    neighbour_top_m: int = 3  # KnFu, neighbour-rule top-m: closest clients kept; allowed: >= 1
+    beta: float = 10.0  # KnFu: weights = softmax(-beta * divergence); allowed: >= 0
+    include_self: bool = True  # KnFu: a client is its own neighbour (divergence 0); allowed: true, false
+    dsfl_temperature: float = 0.1  # DS-FL entropy reduction (lower: sharper); allowed: > 0
+    # FedMD: transfer rows drawn afresh each round for consensus/digest; allowed: 0 (all) ..
+    # transfer-size.
+    fedmd_subset: int = 0
+    # knfu-guard: share of private data held out for the guard; allowed: 0 < value < 1.
+    guard_fraction: float = 0.1
+    # knfu-guard: allowed drop in guard accuracy before rollback; allowed: >= 0.
+    guard_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,15 +109,22 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    rounds: int = 10
-    seed: int = 0
-    eval_every: int = 1  # evaluate every N rounds (and always after the last one)
-    engine: str = "ray"
-    min_replies: int = 2
-    fraction: float = 1.0  # share of clients asked to train each round (partial participation)
-    reply_timeout: float = 0.0  # seconds to wait for replies in a phase; 0: wait for all
-    client_gpus: float = 0.0  # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU)
-    # Folder for results.json; empty: no file (the round lines are still logged).
+    rounds: int = 10  # federated rounds; allowed: >= 1
+    seed: int = 0  # seeds the split, every client's init and every random stream; allowed: an integer
+    eval_every: int = 1  # evaluate every N rounds (and always after the last one); allowed: >= 1
+    engine: str = "ray"  # what runs `fedkd run` (flwr run ignores it)
+    min_replies: int = 2  # valid uploads needed to fuse in a round; allowed: 1..num-clients
+    # Share of clients asked to train each round (partial participation); allowed: 0 < value <= 1.
+    fraction: float = 1.0
+    # Seconds to wait for replies in a phase; allowed: >= 0 (0: wait for all).
+    reply_timeout: float = 0.0
+    # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: >= 0.
+    client_gpus: float = 0.0
+    # Seconds the server waits for num-clients nodes to connect before it stops with an error
+    # (flwr run: SuperNodes); allowed: > 0.
+    min_nodes_wait: float = 30.0
+    # Folder for results.json and config.toml; allowed: a path, or empty (fedkd run and flwr run:
+    # runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS> in the working folder).
     out_dir: str = ""
 
 
@@ -209,11 +232,22 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file of flat keys (top level or under a [config] table)."""
+    """Flat keys from a TOML file (all at the top level, or all under one [config] table) or
+    from an earlier run's results.json (its config, minus out-dir: a repeat lands anew)."""
+    if Path(path).suffix == ".json":
+        from fedkd.results import load_run_config  # results imports this module
+
+        return load_run_config(path)
     raw = read_toml(path, "config file")
     table = raw.get("config", raw)
     if not isinstance(table, dict):
         raise ConfigError(f"config file {str(path)!r}: [config] must be a table of keys")
+    mixed = [k for k in raw if k != "config"] if "config" in raw else []
+    if mixed:
+        raise ConfigError(
+            f"config file {str(path)!r} mixes top-level keys ({mixed[0]!r}) with a [config] table; "
+            "allowed: every key at the top level, or every key under [config]"
+        )
     nested = [k for k, v in table.items() if isinstance(v, dict)]
     if nested:
         raise ConfigError(

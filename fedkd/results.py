@@ -6,13 +6,15 @@ import json
 import math
 import platform
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fedkd.atomic import atomic_write
-from fedkd.config import ConfigError
+from fedkd.config import ConfigError, ExperimentConfig, as_dict
 
 RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.toml"  # beside results.json: `fedkd run --config DIR/config.toml` repeats the run
 
 
 def json_safe(value: Any) -> Any:
@@ -46,6 +48,17 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
         raise ConfigError(
             f"{path / RESULTS_FILE} already exists; allowed: another --out, or --overwrite to replace it"
         )
+    return path
+
+
+def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: str = "runs") -> Path:
+    """Where a run without out-dir lands: runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS>, relative
+    to the working folder; a name already taken gets -2, -3, ... (two runs in one second)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    name = f"{cfg.fusion.algorithm}-{cfg.data.dataset}-{stamp}"
+    path, n = Path(base) / name, 2
+    while path.exists():
+        path, n = Path(base) / f"{name}-{n}", n + 1
     return path
 
 
@@ -85,11 +98,12 @@ class RunResults:
     complete file describing the rounds it finished.
     """
 
-    def __init__(self, config: dict[str, Any], path: str | Path | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
         self.started = time.perf_counter()
         self.payload: dict[str, Any] = {
-            "config": config,
+            "config": as_dict(cfg),  # nested by section, as report and plot readers expect
+            "run_config": cfg.to_run_config(),  # flat kebab-case keys: `fedkd run --config` reads them
             "environment": environment_info(),
             "status": "running",  # completed | stopped | interrupted | failed, when it ends
             "weights_axes": "weights[k][j]: how much client k (the student, row) learns from client j",
@@ -121,6 +135,39 @@ class RunResults:
     def flush(self) -> None:
         if self.path is not None:
             atomic_write_json(self.path, self.payload)
+
+
+def saved_run_config(payload: dict[str, Any]) -> dict[str, Any]:
+    """The flat run_config of a results.json payload (older files only have the nested config)."""
+    if isinstance(payload.get("run_config"), dict):
+        return dict(payload["run_config"])
+    return {key: value for section in payload["config"].values() for key, value in section.items()}
+
+
+def load_run_config(path: str | Path) -> dict[str, Any]:
+    """The config of the run whose results.json is ``path``, without its out-dir."""
+    try:
+        flat = saved_run_config(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        raise ConfigError(f"config file {str(path)!r} is not a fedkd {RESULTS_FILE}") from None
+    flat.pop("out-dir", None)
+    flat.pop("out_dir", None)
+    return flat
+
+
+def write_config_toml(folder: str | Path, cfg: ExperimentConfig) -> Path:
+    """config.toml beside results.json: the run's every key but out-dir, commented."""
+    from fedkd.config_doc import render_toml
+
+    header = [
+        f"The config of the run whose {RESULTS_FILE} is beside this file (out-dir: {cfg.run.out_dir}).",
+        "Repeat the run (the same numbers on CPU) with: fedkd run --config <this file>",
+    ]
+    path = Path(folder) / CONFIG_FILE
+    atomic_write_text(path, render_toml(cfg, header, exclude=("out-dir",)))
+    return path
 
 
 INTERRUPTED = "interrupted by the user (Ctrl-C)"

@@ -1,4 +1,9 @@
-"""Flower ServerApp: config -> KnowledgeFusionStrategy -> results.json."""
+"""Flower ServerApp: config -> KnowledgeFusionStrategy -> results.json (+ config.toml).
+
+The module-level ``app`` is `flwr run`'s front door: its config comes from the run_config, it
+fails fast (one line) when fewer SuperNodes than num-clients connect, and a run without
+``out-dir`` still lands in a folder (runs/<algorithm>-<dataset>-<time>, as `fedkd run` does).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,19 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd.budget import compute_budget
-from fedkd.config import ExperimentConfig, as_dict
+from fedkd.config import ExperimentConfig
 from fedkd.privacy import noise_scale
 from fedkd.protocol import UNPROTECTED
-from fedkd.results import INTERRUPTED, RESULTS_FILE, RunResults, prepare_out_dir, round_line
+from fedkd.results import (
+    INTERRUPTED,
+    RESULTS_FILE,
+    RunResults,
+    default_out_dir,
+    prepare_out_dir,
+    round_line,
+    write_config_toml,
+)
+from server.nodes import one_line_missing_nodes, wait_for_nodes
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
@@ -28,19 +42,28 @@ def run_federation(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
     seeded_noise: bool = False,
+    announce: bool = False,
 ) -> RunResults:
     """Drive all rounds on ``grid``; write results after each round when out-dir is set.
 
+    Too few nodes: MissingNodes after min-nodes-wait, before anything is written.
     ``resume``: the results.json of an interrupted run of this config; its rounds are kept and
     the run goes on from the next one, clients from their checkpoints (out-dir/checkpoints).
     ``seeded_noise``: the clients draw privacy noise from the run seed (fedkd's own simulations),
-    recorded in the results so nobody mistakes it for a secret."""
+    recorded in the results so nobody mistakes it for a secret.
+    ``announce``: log where the results go, at the start and at the end (`flwr run`: the log is
+    all its user sees)."""
     cfg.validate()
+    nodes = wait_for_nodes(grid, cfg.data.num_clients, cfg.run.min_nodes_wait)
     path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
+    if announce and path is not None:
+        log.info("results: %s", path)
     checkpoints = str(Path(cfg.run.out_dir) / CHECKPOINTS) if cfg.run.out_dir else ""
     if checkpoints and resume is None:
         shutil.rmtree(checkpoints, ignore_errors=True)  # a fresh run never starts from old models
-    results = RunResults(as_dict(cfg), path)
+    if path is not None:
+        write_config_toml(path.parent, cfg)
+    results = RunResults(cfg, path)
     results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
     done = list(resume["rounds"]) if resume else []
     results.payload["rounds"], results.payload["final"] = done, resume.get("final") if resume else None
@@ -80,7 +103,7 @@ def run_federation(
             else None,
         }
     try:
-        strategy.run(grid)
+        strategy.run(grid, nodes)
     except KeyboardInterrupt:
         results.finish("interrupted", INTERRUPTED)
         raise
@@ -94,6 +117,8 @@ def run_federation(
         results.finish("completed")
     if checkpoints:  # a finished run has nothing to resume: no model files left behind
         shutil.rmtree(checkpoints, ignore_errors=True)
+    if announce and path is not None:
+        log.info("results: %s", path)
     return results
 
 
@@ -102,22 +127,29 @@ def make_server_app(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     sink: list[RunResults] | None = None,
     resume: dict[str, Any] | None = None,
+    default_out: bool = False,
 ) -> ServerApp:
     """A ServerApp; ``bound`` fixes the config (run_simulation passes no run_config).
 
-    ``sink`` receives the RunResults object, for callers in the same process.
+    ``sink`` receives the RunResults object, for callers in the same process. ``default_out``:
+    a config without out-dir writes to runs/<algorithm>-<dataset>-<time> in the working folder.
     """
     app = ServerApp()
+    one_line_missing_nodes()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
-        results = run_federation(cfg, grid, on_round, resume, seeded_noise=bound is not None)
+        if default_out and not cfg.run.out_dir:
+            cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
+        results = run_federation(
+            cfg, grid, on_round, resume, announce=bound is None, seeded_noise=bound is not None
+        )
         if sink is not None:
             sink.append(results)
 
     return app
 
 
-# Entry point for `flwr run`: config comes from the run_config.
-app = make_server_app()
+# Entry point for `flwr run`: config comes from the run_config; every run lands in a folder.
+app = make_server_app(default_out=True)

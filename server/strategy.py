@@ -39,6 +39,7 @@ from fedkd.protocol import (
 )
 from fedkd.seeding import numpy_rng
 from server.exchanges import exchange_for
+from server.nodes import wait_for_nodes
 
 log = logging.getLogger("flwr.fedkd")
 EVALUATION_METRICS = ("local-acc", "global-acc", "local-test-size")  # in every evaluated distil reply
@@ -59,21 +60,6 @@ def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
     if cfg.privacy.mechanism == "none" or FUSIONS.get(cfg.fusion.algorithm).uploads != "predictions":
         return None
     return PrivacyLedger(cfg.privacy, cfg.data.transfer_size)
-
-
-def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.1) -> list[int]:
-    """Nodes register a moment after main() starts: poll until ``count`` are connected."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"only {len(nodes)} of num-clients={count} clients connected within {timeout_s:.0f} s; "
-                "a `flwr run` simulation needs num-supernodes = num-clients (see docs/engines.md)"
-            )
-        time.sleep(poll_s)
 
 
 @dataclass
@@ -140,8 +126,10 @@ class KnowledgeFusionStrategy:
             self.exchange.load(checkpoint_dir)
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, grid: Grid) -> list[dict[str, Any]]:
-        nodes = wait_for_nodes(grid, self.cfg.data.num_clients, self.node_timeout_s)
+    def run(self, grid: Grid, nodes: list[int] | None = None) -> list[dict[str, Any]]:
+        """All rounds on ``grid``; ``nodes``: the node ids already waited for (else wait here)."""
+        if nodes is None:
+            nodes = wait_for_nodes(grid, self.cfg.data.num_clients, self.cfg.run.min_nodes_wait)
         node_of_pid = self.hello(grid, nodes)
         history = []
         for server_round in range(self.start_round, self.cfg.run.rounds + 1):

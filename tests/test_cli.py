@@ -32,8 +32,14 @@ def _run(args):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-        (["run", "--algorithm", "magic"], "unknown algorithm 'magic'"),
+        (["run", "--dataset", "imagenet"], "'imagenet' is not one of 'cifar10', 'digits', 'fashion-mnist'"),
+        (["run", "--set", "dataset=imagenet"], "unknown dataset 'imagenet'"),
+        (["run", "--algorithm", "magic"], "'magic' is not one of 'dsfl', 'fedavg', 'fedmd', 'knfu'"),
+        (["run", "--set", "algorithm=magic"], "unknown algorithm 'magic'"),
+        (["run", "--engine", "warp"], "'warp' is not one of 'ray', 'inprocess'"),
+        (["partition", "--algorithm", "knfu"], "No such option '--algorithm'"),
+        (["audit", "--engine", "ray"], "No such option '--engine'"),
+        (["run", "--config", "/nonexistent/results.json"], "does not exist"),
         (["run", "--set", "models=mlp,resnet999"], "unknown model 'resnet999'"),
         (["run", "--alpha", "0"], "alpha=0.0 is invalid; allowed: alpha > 0"),
         (["run", "--alpha", "-2"], "alpha=-2.0 is invalid"),

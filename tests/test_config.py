@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
@@ -104,3 +106,27 @@ def test_malformed_config_file_names_the_file(tmp_path):
     nested.write_text("[data]\nalpha = 1\n")
     with pytest.raises(ConfigError, match="nested table 'data'"):
         load_config_file(nested)
+
+
+def test_config_file_mixing_top_level_keys_and_a_config_table_is_one_line_error(tmp_path):
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text("alpha = 0.1\n\n[config]\nrounds = 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config_file(mixed)
+    message = str(err.value)
+    assert "mixes top-level keys ('alpha') with a [config] table" in message and "\n" not in message
+
+
+def test_results_json_is_a_config_file_new_and_old_layouts(tmp_path):
+    cfg = ExperimentConfig().with_overrides({"alpha": 0.3, "algorithm": "dsfl", "out-dir": "/x/run"})
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"config": {"data": {"alpha": 9.0}}, "run_config": cfg.to_run_config()}))
+    old = tmp_path / "old.json"  # before run_config was stored: only the nested config
+    old.write_text(json.dumps({"config": dataclasses.asdict(cfg)}))
+    for path in (new, old):
+        loaded = ExperimentConfig().with_overrides(load_config_file(path))
+        assert loaded == cfg.with_overrides({"out-dir": ""})  # out-dir dropped: a repeat lands anew
+    junk = tmp_path / "junk.json"
+    junk.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="is not a fedkd results.json"):
+        load_config_file(junk)

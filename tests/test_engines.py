@@ -47,7 +47,17 @@ def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
     second = run_experiment(cfg)
     assert _numbers(first) == _numbers(second)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved) == {"config", "environment", "status", "weights_axes", "budget", "rounds", "final"}
+    assert set(saved) == {
+        "config",
+        "run_config",
+        "environment",
+        "status",
+        "weights_axes",
+        "budget",
+        "rounds",
+        "final",
+    }
+    assert saved["run_config"] == cfg.to_run_config()  # flat kebab-case, beside the nested config
     assert saved["status"] == "completed"
     assert saved["environment"]["cuda_available"] in (True, False) and saved["final"]["total_wall_s"] > 0
     assert saved["config"]["fusion"]["algorithm"] == algorithm

@@ -2,7 +2,9 @@
 
 import gzip
 import pickle
+import shutil
 import tarfile
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -140,28 +142,53 @@ def _jpeg_archive(path, n_per_class=2):
         tar.add(staging / "test", arcname="test")
 
 
-def test_cifar_jpeg_archive_is_decoded_once_then_cached(tmp_path, monkeypatch):
+def test_cifar_jpeg_archive_is_decoded_once_then_cached_in_the_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDKD_CACHE_DIR", str(tmp_path / "cache"))
     source = tmp_path / "data" / "cifar10-jpeg"
     source.mkdir(parents=True)
     archive = source / "cifar10-jpeg.tar.xz"
     _jpeg_archive(archive)
+    shutil.rmtree(source / "staging")
+    before = sorted(p.name for p in (tmp_path / "data").rglob("*"))
     first = cifar.load_jpeg_archive(archive)
-    caches = list((source / ".fedkd-cache").glob("*.npz"))
-    assert len(caches) == 1  # the source folder is writable: the cache sits beside it
+    assert len(list((tmp_path / "cache").glob("cifar10-jpeg-*.npz"))) == 1
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == before  # nothing in the data folder
     assert first[0][0].shape == (20, 3, 32, 32) and first[0][1].tolist() == sorted(first[0][1].tolist())
-    archive.write_bytes(archive.read_bytes())  # same bytes, new mtime: the old cache is stale
-    source.chmod(0o555)  # read-only source: a fresh cache goes to $FEDKD_CACHE_DIR
-    try:
-        (source / ".fedkd-cache").chmod(0o555)
-        second = cifar.load_jpeg_archive(archive)
-    finally:
-        source.chmod(0o755)
-        (source / ".fedkd-cache").chmod(0o755)
-    assert list((tmp_path / "cache").glob("*.npz"))
+    with patch.object(cifar, "_decode_archive", side_effect=AssertionError("decoded again")):
+        second = cifar.load_jpeg_archive(archive)  # from the cache
     assert np.array_equal(first[0][0], second[0][0]) and np.array_equal(first[1][1], second[1][1])
+    archive.write_bytes(archive.read_bytes())  # same bytes, new mtime: the old cache is stale
+    cifar.load_jpeg_archive(archive)
+    assert len(list((tmp_path / "cache").glob("cifar10-jpeg-*.npz"))) == 2
     ds = load_dataset("cifar10", str(tmp_path / "data"))
     assert ds.train_x.shape == (20, 3, 32, 32)
+
+
+def test_cache_folder_is_fedkd_cache_dir_else_xdg_else_home(tmp_path, monkeypatch):
+    from fedkd.data.cache import cache_path, cache_root
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FEDKD_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache_root() == tmp_path / "home" / ".cache" / "fedkd"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "fedkd"
+    monkeypatch.setenv("FEDKD_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    source = tmp_path / "data" / "x.tar.xz"
+    source.parent.mkdir()
+    source.write_bytes(b"x")
+    assert cache_path(source, "tag").parent == tmp_path / "mine"
+
+
+def test_an_unwritable_cache_folder_costs_speed_not_the_load(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("FEDKD_CACHE_DIR", str(blocker / "cache"))
+    archive = tmp_path / "cifar10-jpeg.tar.xz"
+    _jpeg_archive(archive)
+    (train_x, _), _ = cifar.load_jpeg_archive(archive)
+    assert train_x.shape == (20, 3, 32, 32)
 
 
 def test_corrupt_cifar_archive_names_the_file(tmp_path, monkeypatch):

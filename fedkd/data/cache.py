@@ -1,8 +1,9 @@
 """Array caches for slow-to-decode sources (CIFAR-10 JPEGs, hub downloads).
 
-A cache file is keyed by the source's path, size and mtime, written atomically, and placed
-next to the source when that folder is writable, else in ``$FEDKD_CACHE_DIR`` (default
-``~/.cache/fedkd``).
+Caches live in one cache folder, never in the data folder (which may be shared, read-only or
+under version control): ``$FEDKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/fedkd``, else
+``~/.cache/fedkd``. A cache file is keyed by the source's path, size and mtime, carries a
+checksum and is written atomically.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 import zlib
 from pathlib import Path
 
@@ -19,28 +19,24 @@ import numpy as np
 from fedkd.atomic import atomic_write
 
 log = logging.getLogger("flwr.fedkd")
+CACHE_DIR_ENV = "FEDKD_CACHE_DIR"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("FEDKD_CACHE_DIR", Path.home() / ".cache" / "fedkd"))
+    """The user's cache folder for fedkd (the platform convention, overridable)."""
+    chosen = os.environ.get(CACHE_DIR_ENV, "")
+    if chosen:
+        return Path(chosen).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "fedkd"
 
 
 def cache_path(source: Path, tag: str) -> Path:
+    """Where the cache of ``source`` goes: a changed source (size, mtime) gets a new name."""
     stat = source.stat()
     key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    name = f"{tag}-{key}.npz"
-    beside = source.parent / ".fedkd-cache"
-    if _writable(beside) or (not beside.exists() and _writable(source.parent)):
-        return beside / name
-    return cache_root() / name
-
-
-def _writable(folder: Path) -> bool:
-    """Writable and not marked read-only (root passes os.access on read-only-marked folders)."""
-    try:
-        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
-    except OSError:
-        return False
+    return cache_root() / f"{tag}-{key}.npz"
 
 
 CHECKSUM = "__crc32__"
@@ -75,5 +71,14 @@ def load_cached(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the cache; a cache folder that cannot be written costs speed, not the run."""
     payload = {**arrays, CHECKSUM: _digest(arrays)}
-    atomic_write(path, lambda handle: np.savez(handle, **payload), binary=True)
+    try:
+        atomic_write(path, lambda handle: np.savez(handle, **payload), binary=True)
+    except OSError as exc:
+        log.warning(
+            "cannot write cache %s (%s): the next load decodes again; set %s to a writable folder",
+            path,
+            exc.strerror or exc,
+            CACHE_DIR_ENV,
+        )

@@ -1,6 +1,7 @@
 """The Hugging Face hub path, used only behind an explicit ``download=true``.
 
-Arrays fetched once are cached in ``$FEDKD_CACHE_DIR`` so a second run needs no network.
+Arrays fetched once are cached in the cache folder (fedkd/data/cache.py) so a second run needs
+no network.
 """
 
 from __future__ import annotations

@@ -1,0 +1,87 @@
+"""The options that build an experiment config, each with its help; a command takes only those
+it uses (`fedkd partition` has no --algorithm, `fedkd audit` no --engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+
+from fedkd.validation import ENGINES
+
+
+class RegistryChoice(click.Choice):
+    """click.Choice over a registry's names, looked up only when needed: the registries import
+    torch, which `fedkd keys`, `fedkd plot` and `fedkd deploy` should not wait for."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self._names, self._cached = names, None
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._cached is None:
+            self._cached = tuple(self._names())
+        return self._cached
+
+    @choices.setter
+    def choices(self, value: Iterable[str]) -> None:  # click.Choice.__init__ assigns it
+        pass
+
+
+def _dataset_names() -> list[str]:
+    from fedkd.data.sources import DATASETS
+
+    return DATASETS.names()
+
+
+def _algorithm_names() -> list[str]:
+    from fedkd.fusion import FUSIONS
+
+    return FUSIONS.names()
+
+
+# Options that build an experiment config, by name; each command takes only those it uses.
+CONFIG_OPTIONS = {
+    "config": click.option(
+        "--config",
+        "config_file",
+        type=str,
+        help="Config file: TOML of flat keys (fedkd keys --toml), or a run's results.json.",
+    ),
+    "set": click.option(
+        "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key (see fedkd keys)."
+    ),
+    "dataset": click.option("--dataset", type=RegistryChoice(_dataset_names), help="Dataset of the clients."),
+    "data-dir": click.option(
+        "--data-dir", type=str, help="Folder with the dataset files (else $FEDKD_DATA_DIR)."
+    ),
+    "download": click.option(
+        "--download", is_flag=True, default=None, help="Fetch missing data from the Hugging Face hub."
+    ),
+    "num-clients": click.option("--num-clients", type=str, help="Number of clients (>= 2)."),
+    "alpha": click.option("--alpha", type=str, help="Dirichlet concentration (> 0; lower: more skew)."),
+    "seed": click.option("--seed", type=str, help="Seed of the split, the inits and every random stream."),
+    "algorithm": click.option(
+        "--algorithm", type=RegistryChoice(_algorithm_names), help="How the clients' knowledge is fused."
+    ),
+    "rounds": click.option("--rounds", type=str, help="Federated rounds (>= 1)."),
+    "engine": click.option(
+        "--engine",
+        type=click.Choice(ENGINES),
+        help="ray: Flower's Simulation Engine; inprocess: one process.",
+    ),
+}
+SPLIT_OPTIONS = ("config", "set", "dataset", "data-dir", "download", "num-clients", "alpha", "seed")
+
+
+def config_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The named config options (CONFIG_OPTIONS), in this order."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            func = CONFIG_OPTIONS[name](func)
+        return func
+
+    return decorate
