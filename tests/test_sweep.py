@@ -29,7 +29,7 @@ def test_shipped_sweeps_expand_and_validate():
         "knfu-mnist": 150,
         "knfu-paper": 72,
         "knfu-large": 9,
-        "privacy": 20,
+        "privacy": 30,
     }
     for name, size in sizes.items():
         assert len(expand(load_sweep(ROOT / "experiments" / "sweeps" / f"{name}.toml"))) == size
