@@ -39,6 +39,27 @@ def task_identity(run_id: int) -> Iterator[None]:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
+def inprocess_workers(cfg: ExperimentConfig) -> int:
+    """``workers``, or (0) the cores this process may use, shared by ``client-threads``."""
+    if cfg.run.workers:
+        return cfg.run.workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // cfg.train.client_threads)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """One process-wide intra-op thread count for the whole run (see client_compute)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_inprocess(
     cfg: ExperimentConfig,
     on_round: OnRound = None,
@@ -49,19 +70,27 @@ def run_inprocess(
     sink: list[RunResults] = []
     server_app = make_server_app(cfg, on_round, sink, resume)
     client_app = client_app if client_app is not None else make_client_app(cfg)
-    grid = InProcessGrid(client_app, cfg.data.num_clients, cfg.to_run_config())
+    grid = InProcessGrid(
+        client_app, cfg.data.num_clients, cfg.to_run_config(), workers=inprocess_workers(cfg)
+    )
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
-    with task_identity(run_id=1):
+    with task_identity(run_id=1), torch_threads(cfg.train.client_threads):
         server_app(grid, context)
     return sink[0]
 
 
 def ray_backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """``client-threads`` CPUs and ``client-gpus`` GPUs per virtual client (a fraction packs
-    several clients on one GPU without oversubscribing it); Ray quiet, no dashboard."""
+    several clients on one GPU without oversubscribing it); Ray quiet, no dashboard; with
+    ``ray-address``, the simulation joins that Ray cluster instead of starting one."""
     return {
         "client_resources": {"num_cpus": cfg.train.client_threads, "num_gpus": cfg.run.client_gpus},
-        "init_args": {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": True},
+        "init_args": {
+            "include_dashboard": False,
+            "logging_level": logging.ERROR,
+            "log_to_driver": True,
+            **({"address": cfg.run.ray_address} if cfg.run.ray_address else {}),
+        },
     }
 
 

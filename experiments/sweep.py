@@ -30,7 +30,15 @@ RUNS_FILE = "runs.jsonl"
 LOCK_FILE = ".sweep.lock"
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 # Keys that change where or how a run executes (on CPU), never its numbers: not part of its identity.
-NON_IDENTITY_KEYS = ("out-dir", "engine", "client-threads", "data-dir", "min-nodes-wait")
+NON_IDENTITY_KEYS = (
+    "out-dir",
+    "engine",
+    "client-threads",
+    "data-dir",
+    "min-nodes-wait",
+    "workers",
+    "ray-address",
+)
 
 
 @dataclass(frozen=True)

@@ -43,14 +43,19 @@ class StepResult:
 @contextmanager
 def client_compute(cfg: ExperimentConfig) -> Iterator[None]:
     """Pin intra-op threads (results then do not depend on the host's core count) and set
-    the mixed-precision mode for the loops run inside."""
+    the mixed-precision mode for the loops run inside. The thread count is process-wide: when
+    it already has the client's value (the in-process engine sets it once for all its client
+    threads) it is left alone, so clients running side by side never change it under each other."""
     before = torch.get_num_threads()
-    torch.set_num_threads(cfg.train.client_threads)
+    pin = before != cfg.train.client_threads
+    if pin:
+        torch.set_num_threads(cfg.train.client_threads)
     try:
         with mixed_precision(cfg.train.mixed_precision):
             yield
     finally:
-        torch.set_num_threads(before)
+        if pin:
+            torch.set_num_threads(before)
 
 
 def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict | None) -> torch.nn.Module:

@@ -120,6 +120,12 @@ class RunConfig:
     reply_timeout: float = 0.0
     # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: >= 0.
     client_gpus: float = 0.0
+    # In-process engine: clients of a phase trained side by side on this many threads (numbers
+    # identical to one at a time); allowed: >= 0 (0: the cores this process may use).
+    workers: int = 0
+    # Ray simulation: address of an existing Ray cluster ("auto", "HOST:6379"); allowed: a Ray
+    # address, or empty (start a local Ray on this machine).
+    ray_address: str = ""
     # Seconds the server waits for num-clients nodes to connect before it stops with an error
     # (flwr run: SuperNodes); allowed: > 0.
     min_nodes_wait: float = 30.0

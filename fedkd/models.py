@@ -6,6 +6,7 @@ Every builder takes the input shape (C, H, W) and the class count and works for 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -169,13 +170,16 @@ def parse_model_list(models: str) -> list[str]:
     return names
 
 
+_INIT_LOCK = threading.Lock()  # in-process clients build models on several threads at once
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
     """Build a freshly initialised model; init weights depend only on (seed, architecture).
 
     Every client of one architecture starts from the same weights, under every algorithm: the
     shared initial model that weight averaging needs (FedAvg's round 1 averages networks that
     start alike), and the same init for the same client and seed whatever the algorithm."""
-    with torch.random.fork_rng(devices=[]):
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # the global RNG: one init at a time
         torch.manual_seed(derive_seed(seed, "model-init", name))
         return MODELS.get(name)(input_shape, num_classes)
 

@@ -108,6 +108,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _require(0 < r.fraction <= 1, f"fraction={r.fraction} is invalid; allowed: 0 < fraction <= 1")
     _require(r.reply_timeout >= 0, f"reply-timeout={r.reply_timeout}; allowed: >= 0 (0: wait for all)")
     _require(r.client_gpus >= 0, f"client-gpus={r.client_gpus}; allowed: >= 0")
+    _require(r.workers >= 0, f"workers={r.workers} is invalid; allowed: >= 0 (0: every available core)")
+    _require(
+        r.workers <= MAX_CLIENT_THREADS, f"workers={r.workers} is invalid; allowed: 0..{MAX_CLIENT_THREADS}"
+    )
     _require(r.min_nodes_wait > 0, f"min-nodes-wait={r.min_nodes_wait}; allowed: > 0 (seconds)")
     _require(t.learning_rate > 0, f"learning-rate={t.learning_rate}; allowed: > 0")
     _require(t.temperature > 0, f"temperature={t.temperature}; allowed: > 0")

@@ -4,17 +4,21 @@ Each node is a (node id, Context) pair; ``send_and_receive`` calls the ClientApp
 like the Simulation Engine, turns a ClientApp exception into an error reply. Used by
 ``--engine inprocess`` for tests, debugging and fast sweeps.
 
-Clients run one after another, so a ``timeout`` bounds each client's reply (not the whole batch,
-as on Flower's engines where clients run side by side): a client that hangs is left behind on
-its own thread and counted as not answering; the others are still served, and that node gets
-no new message until its call ends. A run in which a client timed out is not bit-reproducible
-(the late call may still update the node's state and the process's torch thread count).
+With ``workers`` = 1 clients run one after another, and a ``timeout`` bounds each client's reply.
+With more, the messages of a phase are delivered side by side, ``workers`` threads at a time (PyTorch releases
+the GIL inside its kernels, so clients with one intra-op thread each fill the cores) and a
+``timeout`` bounds the whole batch, as on Flower's engines. Either way a client that hangs is
+left behind on its own thread and counted as not answering; the others are still served, and
+that node gets no new message until its call ends. Every client computes from its own seeded
+generators, so the numbers do not depend on ``workers`` (tested); a run in which a client timed
+out is not bit-reproducible (the late call may still update the node's state).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Iterable
 from uuid import uuid4
@@ -37,8 +41,10 @@ class InProcessGrid(Grid):
         num_nodes: int,
         run_config: dict | None = None,
         run_id: int = 1,
+        workers: int = 1,
     ) -> None:
         self._client_app = client_app
+        self._workers = max(1, workers)
         self._run = Run.create_empty(run_id)
         # Random-looking node ids, as in Flower: the server must not assume id order = partition.
         ids = np.random.default_rng(12345).choice(2**31 - 1, size=num_nodes, replace=False) + 1
@@ -53,7 +59,7 @@ class InProcessGrid(Grid):
             for pid, node_id in enumerate(ids)
         }
         self._replies: dict[str, Message] = {}
-        self._running: dict[int, threading.Thread] = {}  # node id -> its call under a timeout
+        self._running: dict[int, threading.Thread] = {}  # node id -> its latest call
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -88,32 +94,74 @@ class InProcessGrid(Grid):
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
 
     def push_messages(self, messages: Iterable[Message], timeout: float | None = None) -> Iterable[str]:
-        ids = []
+        messages = list(messages)
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())
-            ids.append(message.metadata.message_id)
-            reply = self._deliver(message) if timeout is None else self._deliver_within(message, timeout)
+        if self._workers > 1 and len(messages) > 1:
+            replies = self._deliver_side_by_side(messages, timeout)
+        else:
+            replies = [
+                self._deliver(m) if timeout is None else self._deliver_within(m, timeout) for m in messages
+            ]
+        for message, reply in zip(messages, replies, strict=True):
             if reply is None:
                 log.debug("node %s did not answer within %s s", message.metadata.dst_node_id, timeout)
                 continue
             reply.metadata.__dict__["_message_id"] = str(uuid4())
             self._replies[message.metadata.message_id] = reply
-        return ids
+        return [m.metadata.message_id for m in messages]
 
-    def _deliver_within(self, message: Message, timeout: float) -> Message | None:
-        """Deliver on a daemon thread; None if no reply within ``timeout`` seconds. A node whose
-        earlier message is still running gets no new one (one ClientApp call per node at a time,
-        as on a real SuperNode); it answers again once that call has ended."""
+    def _deliver_side_by_side(self, messages: list[Message], timeout: float | None) -> list[Message | None]:
+        """One batch on daemon threads, ``workers`` at a time; None for a message not answered
+        within ``timeout`` (daemon threads: a client that hangs never blocks the process's exit)."""
+        slots = threading.BoundedSemaphore(self._workers)
+        boxes: list[list[Message]] = [[] for _ in messages]
+        stops: list[BaseException] = []  # Ctrl-C / exit raised inside a ClientApp: the run's, as serially
+        threads: list[threading.Thread] = []
+        for message, box in zip(messages, boxes, strict=True):
+            busy = self._busy(message)
+            if busy is not None:
+                box.append(busy)
+                continue
+
+            def call(message: Message = message, box: list[Message] = box) -> None:
+                with slots:
+                    try:
+                        box.append(self._deliver(message))
+                    except BaseException as stop:  # noqa: BLE001 - re-raised on the server's thread
+                        stops.append(stop)
+
+            thread = threading.Thread(target=call, daemon=True, name="fedkd-client")
+            self._running[message.metadata.dst_node_id] = thread
+            thread.start()
+            threads.append(thread)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if stops:
+            raise stops[0]
+        return [box[0] if box else None for box in boxes]
+
+    def _busy(self, message: Message) -> Message | None:
+        """An error reply when the node is still running an earlier message (one ClientApp call
+        per node at a time, as on a real SuperNode); None when it is free."""
         node_id = message.metadata.dst_node_id
         running = self._running.get(node_id)
-        if running is not None and running.is_alive():
-            return Message(
-                Error(code=ErrorCode.UNKNOWN, reason=f"node {node_id} is still busy with an earlier message"),
-                reply_to=message,
-            )
+        if running is None or not running.is_alive():
+            return None
+        return Message(
+            Error(code=ErrorCode.UNKNOWN, reason=f"node {node_id} is still busy with an earlier message"),
+            reply_to=message,
+        )
+
+    def _deliver_within(self, message: Message, timeout: float) -> Message | None:
+        """Deliver on a daemon thread; None if no reply within ``timeout`` seconds."""
+        busy = self._busy(message)
+        if busy is not None:
+            return busy
         box: list[Message] = []
         worker = threading.Thread(target=lambda: box.append(self._deliver(message)), daemon=True)
-        self._running[node_id] = worker
+        self._running[message.metadata.dst_node_id] = worker
         worker.start()
         worker.join(timeout)
         return box[0] if box else None
