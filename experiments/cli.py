@@ -256,8 +256,22 @@ def resolve_sweep_file(name: str) -> Path:
 )
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
 @click.option("--retry-failed", is_flag=True, help="Run again the configurations recorded as failed.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: --workers processes here; ray: one Ray task per run (docs/scale.md).",
+)
+@click.option("--ray-address", default="", help="Ray cluster for --executor ray (default: start one here).")
 def sweep(
-    sweep_file: str, out: str | None, workers: int | None, sets: tuple[str, ...], retry_failed: bool
+    sweep_file: str,
+    out: str | None,
+    workers: int | None,
+    sets: tuple[str, ...],
+    retry_failed: bool,
+    executor: str,
+    ray_address: str,
 ) -> None:
     """Run a parameter sweep; running it again resumes where it stopped."""
     import os
@@ -277,11 +291,17 @@ def sweep(
     todo = pending_runs(planned, out_dir / RUNS_FILE, retry_failed)
     click.echo(
         f"sweep {spec.name}: {len(planned)} configurations over {', '.join(spec.axes) or 'no axes'}; "
-        f"{len(planned) - len(todo)} already done, {len(todo)} to run with {workers} worker(s) -> {out_dir}"
+        f"{len(planned) - len(todo)} already done, {len(todo)} to run "
+        + (
+            f"as Ray tasks on {ray_address or 'a local Ray'}"
+            if executor == "ray"
+            else f"with {workers} worker(s)"
+        )
+        + f" -> {out_dir}"
     )
     failed = 0
     with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
-        for row in run_sweep(planned, out_dir, workers, retry_failed):
+        for row in run_sweep(planned, out_dir, workers, retry_failed, executor, ray_address):
             bar.update(1)
             if row["status"] == "ok":
                 axes = " ".join(f"{k}={v}" for k, v in row["axes"].items())

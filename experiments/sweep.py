@@ -184,13 +184,22 @@ def pending_runs(planned: list[PlannedRun], table: Path, retry_failed: bool) -> 
 
 
 def run_sweep(
-    planned: list[PlannedRun], out_dir: str | Path, workers: int, retry_failed: bool = False
+    planned: list[PlannedRun],
+    out_dir: str | Path,
+    workers: int,
+    retry_failed: bool = False,
+    executor: str = "local",
+    ray_address: str = "",
 ) -> Iterator[dict[str, Any]]:
-    """Run what is not yet in the table, ``workers`` processes at a time; yield each row."""
+    """Run what is not yet in the table and yield each row: ``workers`` local processes at a
+    time (``local``), or one Ray task per run on a Ray cluster (``ray``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with sweep_lock(out):
-        yield from _run_unlocked(planned, out, workers, retry_failed)
+        if executor == "ray":
+            yield from _run_on_ray(planned, out, retry_failed, ray_address)
+        else:
+            yield from _run_unlocked(planned, out, workers, retry_failed)
 
 
 @contextmanager
@@ -226,12 +235,22 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _share_cores(run: PlannedRun, sweep_workers: int) -> PlannedRun:
+    """A run left to pick its in-process ``workers`` (0) gets its share of the cores, so that
+    sweep processes side by side do not oversubscribe the machine."""
+    if run.config.run.workers:
+        return run
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = max(1, cores // max(1, sweep_workers) // run.config.train.client_threads)
+    return PlannedRun(run.run_id, run.axes, run.config.with_overrides({"workers": share}))
+
+
 def _run_unlocked(
     planned: list[PlannedRun], out: Path, workers: int, retry_failed: bool
 ) -> Iterator[dict[str, Any]]:
     table = out / RUNS_FILE
     repair_table(table)
-    todo = pending_runs(planned, table, retry_failed)
+    todo = [_share_cores(run, workers) for run in pending_runs(planned, table, retry_failed)]
     if workers <= 1:
         for run in todo:
             row = execute(run, str(out))
@@ -254,3 +273,54 @@ def _run_unlocked(
                 nxt = next(queue, None)
                 if nxt is not None:
                     running.add(pool.submit(execute, nxt, str(out)))
+
+
+# -- Ray executor ------------------------------------------------------------------------------
+def ray_task_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """What one run asks Ray for: its in-process client threads (``workers`` x ``client-threads``
+    CPUs) and ``client-gpus`` GPUs."""
+    return {
+        "num_cpus": float(max(1, cfg.run.workers) * cfg.train.client_threads),
+        "num_gpus": float(cfg.run.client_gpus),
+    }
+
+
+def _run_on_ray(
+    planned: list[PlannedRun], out: Path, retry_failed: bool, ray_address: str
+) -> Iterator[dict[str, Any]]:
+    """Each pending run as a Ray task (in-process engine inside it; ``workers`` 1 unless the sweep
+    sets it), rows appended here as tasks finish: the same table, lock and resume as locally.
+    ``out`` must be a folder every Ray node can write (a shared file system off one machine)."""
+    import logging
+    import sys
+
+    import ray
+
+    table = out / RUNS_FILE
+    repair_table(table)
+    todo = pending_runs(planned, table, retry_failed)
+    if not todo:
+        return
+    pythonpath = os.pathsep.join([*sys.path, os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        address=ray_address or None,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    )
+    try:
+        remote = ray.remote(execute)
+        pending = {}
+        for run in todo:
+            workers = run.config.run.workers or 1
+            cfg = run.config.with_overrides({"engine": "inprocess", "workers": workers})
+            task = PlannedRun(run.run_id, run.axes, cfg)
+            pending[remote.options(**ray_task_resources(cfg)).remote(task, str(out.resolve()))] = run
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            row = ray.get(done[0])
+            append_row(table, row)
+            yield row
+    finally:
+        ray.shutdown()
