@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fresh_process import measure_in_fresh_process  # noqa: E402 - bench/ is on the path
+from common import PeakMemory, measure_in_fresh_process, plain_loop  # noqa: E402 - bench/ is on the path
 
 
 def bench_config(clients: int, rounds: int):
@@ -43,68 +41,14 @@ def bench_config(clients: int, rounds: int):
     )
 
 
-def plain_loop(cfg, on_round) -> None:
-    """The same computation as the engines, with no messaging at all."""
-    import numpy as np
-
-    from fedkd.client_steps import distill_step, local_step
-    from fedkd.fusion import FUSIONS
-
-    fusion = FUSIONS.get(cfg.fusion.algorithm)
-    states: dict[int, object] = {pid: None for pid in range(cfg.data.num_clients)}
-    for server_round in range(1, cfg.run.rounds + 1):
-        start = time.perf_counter()
-        preds = []
-        for pid in states:
-            step = local_step(cfg, pid, server_round, states[pid], fusion.uploads == "predictions")
-            states[pid] = step.state
-            preds.append(step.predictions.astype(np.float32).astype(np.float64))
-        result = fusion.fuse(np.stack(preds), cfg.fusion)
-        for pid in states:
-            states[pid] = distill_step(cfg, pid, server_round, states[pid], result.targets[pid]).state
-        on_round({"wall_s": time.perf_counter() - start})
-
-
-def _tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            ppid, pages = int(fields[1]), int(fields[21])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
 def measure_one(driver: str, clients: int, rounds: int) -> dict:
     """Run one driver in this process and return its figures."""
     import logging
 
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    peak = [0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss_bytes(os.getpid()))
-            stop.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     cfg = bench_config(clients, rounds).with_overrides(
-        {"engine": "inprocess" if driver == "plain" else driver}
+        # one client at a time, like the plain loop: this bench measures messaging overhead
+        {"engine": "inprocess" if driver == "plain" else driver, "workers": 1}
     )
     from fedkd.data.federation import federation
 
@@ -118,15 +62,14 @@ def measure_one(driver: str, clients: int, rounds: int) -> dict:
         if not first_round_end:
             first_round_end.append(time.perf_counter())
 
-    if driver == "plain":
-        plain_loop(cfg, on_round)
-    else:
-        from experiments.engines import run_experiment
+    with PeakMemory() as memory:
+        if driver == "plain":
+            plain_loop(cfg, on_round)
+        else:
+            from experiments.engines import run_experiment
 
-        run_experiment(cfg, on_round)
+            run_experiment(cfg, on_round)
     total = time.perf_counter() - start
-    stop.set()
-    sampler.join()
     return {
         "driver": driver,
         "clients": clients,
@@ -134,7 +77,7 @@ def measure_one(driver: str, clients: int, rounds: int) -> dict:
         "startup_s": first_round_end[0] - start - walls[0],
         "round1_s": walls[0],
         "total_s": total,
-        "peak_mb": peak[0] / 2**20,
+        "peak_mb": memory.peak / 2**20,
     }
 
 

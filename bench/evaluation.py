@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fresh_process import measure_in_fresh_process  # noqa: E402 - bench/ is on the path
+from common import measure_in_fresh_process  # noqa: E402 - bench/ is on the path
 
 SETTINGS = {"whole-test-set": {"global-test-size": 0}, "defaults": {}, "eval-every-5": {"eval-every": 5}}
 

@@ -74,12 +74,12 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
     ]
     lines.append(compute_budget(cfg).describe() + f" | eval every {cfg.run.eval_every} round(s)")
     if cfg.privacy.mechanism != "none":
-        from fedkd.privacy import PrivacyLedger, noise_scale
+        from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
 
-        ledger = PrivacyLedger(cfg.privacy, cfg.data.transfer_size)
+        ledger = PrivacyLedger(cfg.privacy, release_rows(cfg))
         lines.append(
             f"privacy: {cfg.privacy.mechanism} noise on {cfg.privacy.noise_on}, clip {cfg.privacy.clip:g}, "
-            f"scale {noise_scale(cfg.privacy, cfg.data.transfer_size):.4g}; "
+            f"scale {noise_scale(cfg.privacy, release_rows(cfg)):.4g}; "
             f"epsilon accounted by {ledger.method}"
         )
     for pid in range(cfg.data.num_clients):

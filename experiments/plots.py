@@ -308,10 +308,16 @@ def _attack_panels(axes, audit: dict) -> None:
         return [r[key] for r in ordered]
 
     ax = axes[0]
-    ax.plot(at, series(membership, "auc"), marker="o", label="confidence attack")
-    low, high = zip(*series(membership, "auc_ci"), strict=True)
-    ax.fill_between(at, low, high, alpha=0.2)
-    ax.axhline(membership[0]["label_only_auc"], color="C1", linestyle="--", label="label-only baseline")
+    for key, ci, label, colour in (
+        ("auc", "auc_ci", "confidence attack", "C0"),
+        ("label_only_auc", "label_only_ci", "label-only attack", "C2"),
+    ):
+        ax.plot(at, series(membership, key), marker="o", color=colour, label=label)
+        low, high = zip(*series(membership, ci), strict=True)
+        ax.fill_between(at, low, high, color=colour, alpha=0.15)
+    ax.axhline(
+        membership[0]["class_frequency_auc"], color="C1", linestyle="--", label="no model: class frequency"
+    )
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.set(ylabel="membership AUC (95% CI)", title="membership inference")
     ax = axes[1]
@@ -340,7 +346,7 @@ def privacy_tradeoff(rows: list[dict], audit: dict, path: str | Path) -> Path:
     """Final ALMA per algorithm (tick labels carry the epsilon each multiplier costs after the
     run's rounds), then both attacks, all against the noise multiplier."""
     from fedkd.config import ExperimentConfig
-    from fedkd.privacy import PrivacyLedger
+    from fedkd.privacy import PrivacyLedger, release_rows
 
     noisy = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) != "none"]
     clean = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) == "none"]
@@ -357,7 +363,7 @@ def privacy_tradeoff(rows: list[dict], audit: dict, path: str | Path) -> Path:
     cfg = ExperimentConfig.from_run_config(noisy[0]["config"])
     labels = []
     for t in ticks:
-        ledger = PrivacyLedger(cfg.with_overrides({"noise-multiplier": t}).privacy, cfg.data.transfer_size)
+        ledger = PrivacyLedger(cfg.with_overrides({"noise-multiplier": t}).privacy, release_rows(cfg))
         labels.append(f"{t:g}\neps={ledger.epsilon_for(cfg.run.rounds):.3g}")
     ax.set_xscale("log")
     ax.set_xticks(ticks, labels)

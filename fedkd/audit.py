@@ -1,17 +1,19 @@
 """Empirical privacy audits of what clients release: the two leaks that exist in fedkd.
 
-Both audits train every client as the run's first ``rounds`` rounds of local training do and
-release its predictions exactly as an upload is made (upload temperature, clip, Gaussian noise
-of each audited multiplier, projection). Every figure comes with a bootstrap 95% interval and a
-baseline that uses no model, so a number is never read without knowing what chance looks like.
+Both audits train every client for ``rounds`` rounds of local training only (with ``rounds`` = 1:
+exactly the source of its first upload; later uploads come from distilled models, which the audit
+does not reproduce) and release predictions exactly as an upload is made (upload temperature,
+clip, Gaussian noise of each audited multiplier, projection). Every figure comes with a bootstrap
+95% interval (clients resampled, since one client's samples share a model) and a baseline, so a
+number is never read without knowing what chance looks like.
 
 1. **Membership inference.** Members: a client's private training samples; non-members: its own
-   held-out split (same label distribution, so label skew cannot pass for leakage). Attack score:
-   the released probability of the true label (confidence attack). Baseline: the client's
-   training frequency of the sample's class (a label-only attacker who knows the histogram).
-   fedkd's transfer set holds no private samples, so the real upload never contains a member:
-   this audit asks what the client's released predictor reveals when queried on private points,
-   an upper bound on what its transfer-set release reveals.
+   held-out split (same label distribution, so label skew cannot pass for leakage). Attacks: the
+   released probability of the true label (confidence), and whether the released top label is
+   right (the standard label-only attack). No-model reference: the client's training frequency
+   of the sample's class. fedkd's transfer set holds no private samples, so no upload contains a
+   member: this audit gives the attacker more than the protocol does (the client's predictor,
+   queried on private points); it is not a measurement of the transfer-set release itself.
 2. **Label-distribution inference.** The mean of a client's release on the transfer set (its
    EPD, which KnFu's server computes by design) taken as an estimate of its label histogram;
    error = total variation to the true training histogram. Blind guesses: uniform, and the
@@ -27,9 +29,9 @@ import torch
 from scipy import stats
 
 from fedkd.budget import compute_budget
-from fedkd.client_steps import local_step
+from fedkd.client_steps import local_step, training_data
 from fedkd.config import ExperimentConfig
-from fedkd.data.federation import ClientData, client_data
+from fedkd.data.federation import ClientData
 from fedkd.models import architecture_for, build_model
 from fedkd.privacy import privatize
 from fedkd.seeding import numpy_rng
@@ -55,7 +57,7 @@ def trained_clients(cfg: ExperimentConfig) -> list[AuditedClient]:
         state = None
         for server_round in range(1, cfg.run.rounds + 1):
             state = local_step(cfg, pid, server_round, state, predict=False).state
-        data = client_data(cfg.data, cfg.run.seed, pid)
+        data = training_data(cfg, pid)  # with the guard slice held out, as in training
         arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
         model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed)
         model.load_state_dict(state)
@@ -81,18 +83,25 @@ def _auc(members: np.ndarray, outsiders: np.ndarray) -> float:
     return float(u / (len(members) * len(outsiders)))
 
 
-def auc_with_ci(members: np.ndarray, outsiders: np.ndarray, seed: int) -> dict[str, float | list[float]]:
-    """AUC and its 95% percentile bootstrap interval, members and non-members resampled apart."""
+def auc_with_ci(groups: list[tuple[np.ndarray, np.ndarray]], seed: int) -> dict[str, float | list[float]]:
+    """AUC of (member scores, non-member scores) pooled over clients, with a 95% percentile
+    bootstrap interval that resamples whole clients (their samples share one model)."""
+
+    def pooled(clients: np.ndarray) -> float:
+        members = np.concatenate([groups[int(k)][0] for k in clients])
+        outsiders = np.concatenate([groups[int(k)][1] for k in clients])
+        return _auc(members, outsiders)
+
     boot = stats.bootstrap(
-        (members, outsiders),
-        _auc,
+        (np.arange(len(groups)),),
+        pooled,
         n_resamples=RESAMPLES,
         vectorized=False,
         method="percentile",
         rng=np.random.default_rng(seed),
     )
     interval = boot.confidence_interval
-    return {"auc": _auc(members, outsiders), "ci": [float(interval.low), float(interval.high)]}
+    return {"auc": pooled(np.arange(len(groups))), "ci": [float(interval.low), float(interval.high)]}
 
 
 def mean_with_ci(values: np.ndarray, seed: int) -> dict[str, float | list[float]]:
@@ -107,7 +116,7 @@ def mean_with_ci(values: np.ndarray, seed: int) -> dict[str, float | list[float]
 def membership_rows(
     cfg: ExperimentConfig, clients: list[AuditedClient], multipliers: list[float]
 ) -> list[dict]:
-    """Confidence attack and label-only baseline, pooled over clients, per noise multiplier."""
+    """Confidence and label-only attacks and the no-model reference, per noise multiplier."""
     temperature = compute_budget(cfg).temperature
     clean = []
     for c in clients:
@@ -115,25 +124,30 @@ def membership_rows(
         y = np.concatenate([c.data.train_y.numpy(), c.data.test_y.numpy()])
         member = np.r_[np.ones(len(c.data.train_y), bool), np.zeros(len(c.data.test_y), bool)]
         clean.append((c, predict_proba(c.model, x, temperature), y, member))  # (N_k + M_k, C)
-    label_only = np.concatenate([c.histogram[y] for c, _, y, _ in clean])
-    is_member = np.concatenate([m for *_, m in clean])
-    baseline = auc_with_ci(label_only[is_member], label_only[~is_member], cfg.run.seed)
+
+    def split(scores: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(s[m], s[~m]) for s, (*_, m) in zip(scores, clean, strict=True)]
+
+    reference = auc_with_ci(split([c.histogram[y] for c, _, y, _ in clean]), cfg.run.seed)
     rows = []
     for multiplier in [0.0, *multipliers]:
-        scores, correct = [], []
+        confidence, correct = [], []
         for c, probs, y, _ in clean:
             release = released(cfg, probs, multiplier, "membership", c.pid)
-            scores.append(release[np.arange(len(y)), y])
-            correct.append(release.argmax(axis=1) == y)
-        score = np.concatenate(scores)
-        attack = auc_with_ci(score[is_member], score[~is_member], cfg.run.seed)
+            confidence.append(release[np.arange(len(y)), y])
+            correct.append((release.argmax(axis=1) == y).astype(np.float64))
+        attack = auc_with_ci(split(confidence), cfg.run.seed)
+        label_only = auc_with_ci(split(correct), cfg.run.seed)
+        is_member = np.concatenate([m for *_, m in clean])
         rows.append(
             {
                 "noise_multiplier": multiplier,
                 "auc": attack["auc"],
                 "auc_ci": attack["ci"],
-                "label_only_auc": baseline["auc"],
-                "label_only_ci": baseline["ci"],
+                "label_only_auc": label_only["auc"],
+                "label_only_ci": label_only["ci"],
+                "class_frequency_auc": reference["auc"],
+                "class_frequency_ci": reference["ci"],
                 "members": int(is_member.sum()),
                 "non_members": int((~is_member).sum()),
                 "release_accuracy": float(np.concatenate(correct).mean()),

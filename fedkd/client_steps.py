@@ -71,7 +71,8 @@ def _snapshot(model: torch.nn.Module) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _data(cfg: ExperimentConfig, pid: int) -> ClientData:
+def training_data(cfg: ExperimentConfig, pid: int) -> ClientData:
+    """The client's tensors as its algorithm trains on them (guard slice held out when guarded)."""
     guarded = FUSIONS.get(cfg.fusion.algorithm).guarded
     return client_data(cfg.data, cfg.run.seed, pid, cfg.fusion.guard_fraction if guarded else 0.0)
 
@@ -82,7 +83,7 @@ def local_step(
     """Train on private data (the budget's local epochs); optionally return soft predictions
     on the transfer set at the algorithm's temperature."""
     start = time.perf_counter()
-    data = _data(cfg, pid)
+    data = training_data(cfg, pid)
     budget = compute_budget(cfg)
     rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
     with client_compute(cfg):
@@ -125,7 +126,7 @@ def distill_step(
     tolerance is undone before the revisit (metric ``rolled-back`` = 1).
     """
     start = time.perf_counter()
-    data = _data(cfg, pid)
+    data = training_data(cfg, pid)
     budget = compute_budget(cfg)
     metrics: dict[str, float] = {"private-samples": 0.0, "transfer-samples": 0.0}
     with client_compute(cfg):

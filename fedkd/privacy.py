@@ -158,7 +158,12 @@ class PrivacyLedger:
 
     @property
     def method(self) -> str:
-        relation = f"replace-one neighbouring, {self.cfg.sensitivity_model}-level"
+        protects = (
+            "one transfer-set answer of a release, not a private example"
+            if self.cfg.sensitivity_model == "row"
+            else "a client's whole release of a round"
+        )
+        relation = f"replace-one neighbouring, {self.cfg.sensitivity_model}-level (protects {protects})"
         if self.cfg.mechanism == "gaussian":
             l2, _ = sensitivity(self.cfg, self.rows)
             return (
@@ -200,3 +205,11 @@ class PrivacyLedger:
     def would_exceed(self, pids: list[int]) -> bool:
         limit = self.cfg.max_epsilon
         return limit > 0 and any(self.epsilon_after(pid, extra=1) > limit for pid in pids)
+
+
+def release_rows(cfg) -> int:
+    """Rows in one client release: the transfer set, or the algorithm's per-round subset."""
+    from fedkd.fusion import FUSIONS
+
+    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, 1)
+    return cfg.data.transfer_size if rows is None else len(rows)

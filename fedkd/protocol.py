@@ -63,6 +63,7 @@ UNPROTECTED: dict[str, str] = {
     "rolled-back": "whether the guard (on a private validation slice) undid the distillation",
     "compute-seconds": "time spent on the client's own compute",
     "weights": "the whole model (weight-averaging algorithms only: fedavg)",
+    "error-reason": "the first line of a client's error message, when its step fails",
 }
 
 

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
-from fedkd.privacy import noise_scale
+from fedkd.privacy import noise_scale, release_rows
 from fedkd.protocol import UNPROTECTED
 from fedkd.results import (
     INTERRUPTED,
@@ -94,7 +94,7 @@ def run_federation(
             else "OS secure random source, fresh per release",
             # a ledger exists only for prediction uploads, so no weights leave these clients
             "unprotected": {k: v for k, v in UNPROTECTED.items() if k != "weights"},
-            "noise_scale": noise_scale(cfg.privacy, cfg.data.transfer_size),
+            "noise_scale": noise_scale(cfg.privacy, release_rows(cfg)),
             "effective_noise_multiplier": ledger.effective_multiplier()
             if cfg.privacy.mechanism == "gaussian"
             else None,

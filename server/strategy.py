@@ -23,7 +23,7 @@ from flwr.serverapp import Grid
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import alma, mean_finite, mean_self_weight
-from fedkd.privacy import PrivacyLedger
+from fedkd.privacy import PrivacyLedger, release_rows
 from fedkd.protocol import (
     CONFIG_KEY,
     HELLO,
@@ -59,7 +59,7 @@ def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
     """Accounting applies when noised predictions are released."""
     if cfg.privacy.mechanism == "none" or FUSIONS.get(cfg.fusion.algorithm).uploads != "predictions":
         return None
-    return PrivacyLedger(cfg.privacy, cfg.data.transfer_size)
+    return PrivacyLedger(cfg.privacy, release_rows(cfg))
 
 
 @dataclass

@@ -101,6 +101,12 @@ def test_target_epsilon_calibration_achieves_the_target_for_any_epsilon(accounta
     )
     ledger = PrivacyLedger(cfg, rows=50)
     assert ledger.epsilon_for(1) == pytest.approx(target, rel=1e-4)
+    if accountant == "analytic":  # an independent accountant agrees: dp-accounting's PLD
+        import dp_accounting
+
+        pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
+        pld.compose(dp_accounting.GaussianDpEvent(ledger.effective_multiplier()))
+        assert pld.get_epsilon(1e-5) == pytest.approx(target, rel=0.02)
     assert noise_scale(cfg, 50) == pytest.approx(
         math.sqrt(100) * calibrated_multiplier(target, 1e-5, accountant)
     )
@@ -130,17 +136,78 @@ def test_noise_is_from_the_run_seed_only_in_fedkds_own_simulations():
     assert not np.allclose(secret[0], secret[1]) and not np.allclose(secret[0], seeded[0])
 
 
+class Recording:
+    """fedkd's ClientApp, noting every metric and info key that its replies carry."""
+
+    def __init__(self, cfg, seen: set[str]) -> None:
+        from clients.client_app import make_client_app
+
+        self.app, self.seen = make_client_app(cfg), seen
+
+    def __call__(self, msg, context):
+        reply = self.app(msg, context)
+        for name in ("metrics", "info"):
+            if reply.has_content() and name in reply.content:
+                self.seen.update(reply.content[name].keys())
+        if reply.has_content() and "weights" in reply.content:
+            self.seen.add("weights")
+        return reply
+
+
 def test_every_number_a_client_sends_is_declared():
     from pathlib import Path
 
-    from fedkd.protocol import METRIC_RANGES, UNPROTECTED
+    from experiments.engines import run_inprocess
+    from fedkd.protocol import UNPROTECTED
 
-    sent = set(METRIC_RANGES) | {"partition-id", "device", "weights"}
-    assert sent <= set(UNPROTECTED), sent - set(UNPROTECTED)
+    seen: set[str] = set()
+    for overrides in ({"algorithm": "knfu-guard"}, {"algorithm": "fedavg", "models": "mlp"}):
+        cfg = tiny_config(rounds=1, **overrides)
+        run_inprocess(cfg, client_app=Recording(cfg, seen))
+    assert {"local-acc", "train-loss", "distill-loss", "rolled-back", "weights", "device"} <= seen
+    assert seen <= set(UNPROTECTED), seen - set(UNPROTECTED)
     threat_model = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
     assert all(f"`{key}`" in threat_model for key in UNPROTECTED), [
         k for k in UNPROTECTED if f"`{k}`" not in threat_model
     ]
+
+
+def test_flwr_runs_draw_secret_noise_and_fedkds_own_simulations_repeat_it():
+    """The module-level ClientApp (flwr run, SuperNodes) never reproduces a release; the one
+    fedkd binds for its simulations always does."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    import clients.client_app as client_app
+    from experiments.engines import task_identity
+    from server.inprocess_grid import InProcessGrid
+
+    cfg = tiny_config(mechanism="gaussian", **{"noise-multiplier": 0.5})
+
+    def release(app) -> np.ndarray:
+        grid = InProcessGrid(app, 1, cfg.to_run_config(), workers=1)  # a fresh node each time
+        node = next(iter(grid.get_node_ids()))
+        settings = ConfigRecord({"server-round": 1, "upload": "predictions"})
+        msg = grid.create_message(RecordDict({"config": settings}), "train.local", node, group_id="1")
+        (reply,) = grid.send_and_receive([msg])
+        return reply.content["knowledge"]["soft"].numpy()
+
+    with task_identity(1):
+        seeded = [release(client_app.make_client_app(cfg)) for _ in range(2)]
+        secret = [release(client_app.app) for _ in range(2)]
+    np.testing.assert_array_equal(*seeded)
+    assert not np.allclose(secret[0], secret[1])
+
+
+def test_logits_are_clipped_after_scaling_by_the_temperature(monkeypatch):
+    import fedkd.privacy as privacy
+
+    seen = []
+    real = privacy.add_noise
+    monkeypatch.setattr(privacy, "add_noise", lambda x, *a, **k: seen.append(x) or real(x, *a, **k))
+    soft = softmax(np.random.default_rng(0).normal(size=(50, 10)))
+    cfg = PrivacyConfig(mechanism="gaussian", noise_multiplier=0.1, noise_on="logits", clip=0.5)
+    privatize(soft, cfg, 4.0, np.random.default_rng(1))
+    assert np.linalg.norm(seen[0], axis=1).max() <= 0.5 + 1e-9  # what is noised is within the clip
 
 
 def test_projection_and_clipping():
@@ -222,7 +289,8 @@ def test_audits_report_both_attacks_with_baselines_and_intervals():
         assert row["auc_ci"][0] <= row["auc"] <= row["auc_ci"][1]
         assert row["members"] > 0 and row["non_members"] > 0
     # members and non-members share the client's label mix: labels alone tell nothing
-    assert clean["label_only_ci"][0] < 0.5 < clean["label_only_ci"][1]
+    assert clean["class_frequency_ci"][0] < 0.5 < clean["class_frequency_ci"][1]
+    assert all(r["label_only_ci"][0] <= r["label_only_auc"] <= r["label_only_ci"][1] for r in (clean, noisy))
     # without noise the EPD reveals the label histogram far better than a blind guess ...
     assert tv_clean["tv_ci"][1] < tv_clean["tv_prior_ci"][0] and tv_clean["tv"] < tv_clean["tv_uniform"]
     # ... and heavy noise takes most of that away
