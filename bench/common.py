@@ -99,3 +99,32 @@ def plain_loop(cfg, on_round) -> None:
         on_round(
             {"wall_s": time.perf_counter() - start, "compute_s": compute, "bytes_up": 0, "bytes_down": 0}
         )
+
+
+def run_driver(driver: str, cfg) -> dict:
+    """Run ``cfg`` on ``plain`` (the loop above) or a fedkd engine, recording every round.
+
+    Returns the round records, start-up seconds (until round 1 began), total seconds and the
+    process tree's peak resident MB."""
+    records: list[dict] = []
+    first_round_end: list[float] = []
+
+    def on_round(record: dict) -> None:
+        records.append(record)
+        if not first_round_end:
+            first_round_end.append(time.perf_counter())
+
+    start = time.perf_counter()
+    with PeakMemory() as memory:
+        if driver == "plain":
+            plain_loop(cfg, on_round)
+        else:
+            from experiments.engines import run_experiment
+
+            run_experiment(cfg, on_round)
+    return {
+        "records": records,
+        "startup_s": first_round_end[0] - start - records[0]["wall_s"],
+        "total_s": time.perf_counter() - start,
+        "peak_mb": memory.peak / 2**20,
+    }

@@ -17,13 +17,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import PeakMemory, measure_in_fresh_process, plain_loop  # noqa: E402 - bench/ is on the path
+from common import measure_in_fresh_process, run_driver  # noqa: E402 - bench/ is on the path
 
 
 def bench_config(clients: int, rounds: int):
@@ -53,31 +52,16 @@ def measure_one(driver: str, clients: int, rounds: int) -> dict:
     from fedkd.data.federation import federation
 
     federation(cfg.data, cfg.run.seed)  # data preparation is common to all drivers: not timed
-    walls: list[float] = []
-    first_round_end: list[float] = []
-    start = time.perf_counter()
-
-    def on_round(record: dict) -> None:
-        walls.append(record["wall_s"])
-        if not first_round_end:
-            first_round_end.append(time.perf_counter())
-
-    with PeakMemory() as memory:
-        if driver == "plain":
-            plain_loop(cfg, on_round)
-        else:
-            from experiments.engines import run_experiment
-
-            run_experiment(cfg, on_round)
-    total = time.perf_counter() - start
+    ran = run_driver(driver, cfg)
+    walls = [r["wall_s"] for r in ran["records"]]
     return {
         "driver": driver,
         "clients": clients,
         "round_s": statistics.median(walls[1:]) if len(walls) > 1 else walls[0],
-        "startup_s": first_round_end[0] - start - walls[0],
+        "startup_s": ran["startup_s"],
         "round1_s": walls[0],
-        "total_s": total,
-        "peak_mb": memory.peak / 2**20,
+        "total_s": ran["total_s"],
+        "peak_mb": ran["peak_mb"],
     }
 
 

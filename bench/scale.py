@@ -22,13 +22,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import PeakMemory, measure_in_fresh_process, plain_loop  # noqa: E402 - bench/ is on the path
+from common import measure_in_fresh_process, run_driver  # noqa: E402 - bench/ is on the path
 
 ENGINES = ("plain", "inprocess", "ray")
 
@@ -75,22 +74,8 @@ def measure_one(engine: str, clients: int, rounds: int, data_dir: str, device: s
     from fedkd.data.federation import federation
 
     federation(cfg.data, cfg.run.seed)  # data preparation is common to every engine: not timed
-    records: list[dict] = []
-    start = time.perf_counter()
-    first_round_end: list[float] = []
-
-    def on_round(record: dict) -> None:
-        records.append(record)
-        if not first_round_end:
-            first_round_end.append(time.perf_counter())
-
-    with PeakMemory() as memory:
-        if engine == "plain":
-            plain_loop(cfg, on_round)
-        else:
-            from experiments.engines import run_experiment
-
-            run_experiment(cfg, on_round)
+    ran = run_driver(engine, cfg)
+    records = ran["records"]
     steady = records[1:] or records
     gpu_mb = 0.0
     if device == "cuda":
@@ -103,8 +88,8 @@ def measure_one(engine: str, clients: int, rounds: int, data_dir: str, device: s
         "per_round": max(1, round(cfg.run.fraction * clients)),
         "round_s": statistics.median(r["wall_s"] for r in steady),
         "compute_s": statistics.median(r["compute_s"] for r in steady),
-        "startup_s": first_round_end[0] - start - records[0]["wall_s"],
-        "peak_mb": memory.peak / 2**20,
+        "startup_s": ran["startup_s"],
+        "peak_mb": ran["peak_mb"],
         "bytes_per_round": statistics.median(r["bytes_up"] + r["bytes_down"] for r in steady),
         "results_kb": _folder_bytes(out) / 1e3,
         "gpu_mb": gpu_mb,

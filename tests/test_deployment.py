@@ -62,8 +62,8 @@ def _rounds_done(path: Path) -> int:
         return 0
 
 
-@pytest.mark.slow
-def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
+def _flower_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment with this venv's Flower and its own FLWR_HOME, and a fresh CA + server cert."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -72,6 +72,12 @@ def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
     }
     certs = tmp_path / "certs"
     make_certificates(certs, ["localhost", "127.0.0.1"])
+    return env, certs
+
+
+@pytest.mark.slow
+def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
+    env, certs = _flower_env(tmp_path)
     keys = make_node_keys(tmp_path / "keys", 2)
     link_port = _free_port()
     address = f"127.0.0.1:{link_port}"
@@ -143,14 +149,7 @@ def test_control_api_refuses_an_outsider_holding_the_public_ca(tmp_path):
     """The issue's attack: with only ca.crt (its own FLWR_HOME), `flwr supernode register
     attacker.pub` from an address outside the operator's allow-list is refused, and so are
     `flwr ls` and any other Control route (run submission included); the Fleet API stays open."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FLWR_HOME": str(tmp_path / "flwr-home"),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    }
-    certs = tmp_path / "certs"
-    make_certificates(certs, ["localhost", "127.0.0.1"])
+    env, certs = _flower_env(tmp_path)
     ((_, attacker_pub),) = make_node_keys(tmp_path / "attacker", 1)
     port = _free_port()
     write_connection(tmp_path / "flwr-home", "target", f"127.0.0.1:{port}", certs)
