@@ -8,7 +8,7 @@ import torch
 
 from experiments.engines import run_experiment
 from fedkd.budget import compute_budget
-from fedkd.client_steps import _data, _model
+from fedkd.client_steps import _model, training_data
 from tests.conftest import tiny_config
 
 ALGORITHMS = ["local", "fedmd", "dsfl", "knfu", "knfu-guard", "fedavg"]
@@ -32,7 +32,7 @@ def test_the_budget_counts_private_epochs_times_partition_size():
     cfg = tiny_config(algorithm="knfu-guard", models="mlp", **{"local-epochs": 2})
     rounds = run_experiment(cfg).rounds
     for pid in range(cfg.data.num_clients):
-        data = _data(cfg, pid)
+        data = training_data(cfg, pid)
         assert len(data.val_y) > 0  # the guard holds a slice out of training ...
         whole = len(data.train_y) + len(data.val_y)  # ... yet every epoch is a full partition long
         assert rounds[0]["private_samples"][pid] == 3 * whole
@@ -55,7 +55,7 @@ def test_dsfl_works_on_plain_probabilities_and_the_others_at_the_configured_temp
 @pytest.mark.parametrize("algorithm", ["fedavg", "knfu", "local"])
 def test_clients_of_one_architecture_start_from_one_shared_model(algorithm):
     cfg = tiny_config(algorithm=algorithm, models="mlp")
-    models = [_model(cfg, pid, _data(cfg, pid), None) for pid in range(cfg.data.num_clients)]
+    models = [_model(cfg, pid, training_data(cfg, pid), None) for pid in range(cfg.data.num_clients)]
     for other in models[1:]:
         for (key, a), b in zip(models[0].state_dict().items(), other.state_dict().values(), strict=True):
             assert torch.equal(a, b), key
@@ -139,6 +139,6 @@ def test_fedavg_spends_its_whole_private_budget_before_the_upload():
 
     cfg = tiny_config(algorithm="fedavg", models="mlp")
     trained = local_step(cfg, 0, 1, None, predict=False)
-    assert trained.metrics["private-samples"] == 2 * len(_data(cfg, 0).train_y)  # local + revisit
+    assert trained.metrics["private-samples"] == 2 * len(training_data(cfg, 0).train_y)  # local + revisit
     adopted = distill_step(cfg, 0, 1, None, None, replacement=trained.state)
     assert adopted.metrics["private-samples"] == 0  # the average is evaluated as is
