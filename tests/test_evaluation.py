@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from experiments.engines import run_experiment
-from fedkd.client_steps import _data
+from fedkd.client_steps import training_data
 from fedkd.data.federation import client_data
 from fedkd.metrics import alma
 from tests.conftest import tiny_config
@@ -36,7 +36,7 @@ def test_rounds_record_true_test_sizes_and_self_weight():
     cfg = tiny_config(algorithm="fedmd")
     record = run_experiment(cfg).rounds[-1]
     for pid in range(cfg.data.num_clients):
-        assert record["client_test_size"][pid] == len(_data(cfg, pid).test_y)
+        assert record["client_test_size"][pid] == len(training_data(cfg, pid).test_y)
     assert record["self_weight"] == pytest.approx(1 / cfg.data.num_clients)  # FedMD: uniform
     knfu = run_experiment(tiny_config(algorithm="knfu")).rounds[-1]
     weights = np.array(knfu["weights"])

@@ -128,11 +128,11 @@ def test_the_inprocess_engine_honours_reply_timeout():
     """A client that hangs is dropped after reply-timeout; the others carry the round."""
     import time
 
-    from fedkd.client_steps import _data
+    from fedkd.client_steps import training_data
 
     cfg = tiny_config(**{"num-clients": 3, "rounds": 1, "reply-timeout": 3.0})
     for pid in range(3):
-        _data(cfg, pid)  # data built and cached first: only the hang may take long
+        training_data(cfg, pid)  # data built and cached first: only the hang may take long
 
     def hang(reply: Message, msg: Message) -> Message:
         time.sleep(8)
