@@ -277,49 +277,77 @@ def _run_unlocked(
 
 # -- Ray executor ------------------------------------------------------------------------------
 def ray_task_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What one run asks Ray for: its in-process client threads (``workers`` x ``client-threads``
-    CPUs) and ``client-gpus`` GPUs."""
+    """What one run asks Ray for: its in-process clients' threads (``workers`` x
+    ``client-threads`` CPUs) and their GPU shares (``workers`` x ``client-gpus``, at most one)."""
+    workers = max(1, cfg.run.workers)
     return {
-        "num_cpus": float(max(1, cfg.run.workers) * cfg.train.client_threads),
-        "num_gpus": float(cfg.run.client_gpus),
+        "num_cpus": float(workers * cfg.train.client_threads),
+        "num_gpus": min(1.0, workers * cfg.run.client_gpus),
     }
+
+
+RAY_ENV = ("FEDKD_DATA_DIR", "FEDKD_CACHE_DIR", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION")
+
+
+def _ray_runtime_env() -> dict[str, Any]:
+    """fedkd's own source root on the workers' path, and the data/cache folders this driver uses
+    (a cluster's workers were started without them)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {key: os.environ[key] for key in RAY_ENV if key in os.environ}
+    return {"env_vars": {"PYTHONPATH": root, **env}}
+
+
+def _as_ray_task(run: PlannedRun) -> PlannedRun:
+    """Inside a Ray task a run uses the in-process engine (``workers`` 1 unless set) and an
+    absolute data folder; neither is part of its identity."""
+    overrides: dict[str, Any] = {"engine": "inprocess", "workers": run.config.run.workers or 1}
+    if run.config.data.data_dir:
+        overrides["data-dir"] = str(Path(run.config.data.data_dir).resolve())
+    return PlannedRun(run.run_id, run.axes, run.config.with_overrides(overrides))
 
 
 def _run_on_ray(
     planned: list[PlannedRun], out: Path, retry_failed: bool, ray_address: str
 ) -> Iterator[dict[str, Any]]:
-    """Each pending run as a Ray task (in-process engine inside it; ``workers`` 1 unless the sweep
-    sets it), rows appended here as tasks finish: the same table, lock and resume as locally.
+    """Each pending run as a Ray task; rows appended here as tasks finish: the same table, lock
+    and resume as locally. A task that dies (worker lost, out of memory) is recorded as failed.
     ``out`` must be a folder every Ray node can write (a shared file system off one machine)."""
     import logging
-    import sys
 
     import ray
+    from ray.exceptions import RayError
 
     table = out / RUNS_FILE
     repair_table(table)
-    todo = pending_runs(planned, table, retry_failed)
+    todo = [_as_ray_task(run) for run in pending_runs(planned, table, retry_failed)]
     if not todo:
         return
-    pythonpath = os.pathsep.join([*sys.path, os.environ.get("PYTHONPATH", "")])
     ray.init(
         address=ray_address or None,
         include_dashboard=False,
         logging_level=logging.ERROR,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        runtime_env=_ray_runtime_env(),
     )
     try:
         remote = ray.remote(execute)
-        pending = {}
-        for run in todo:
-            workers = run.config.run.workers or 1
-            cfg = run.config.with_overrides({"engine": "inprocess", "workers": workers})
-            task = PlannedRun(run.run_id, run.axes, cfg)
-            pending[remote.options(**ray_task_resources(cfg)).remote(task, str(out.resolve()))] = run
+        pending = {
+            remote.options(**ray_task_resources(run.config)).remote(run, str(out.resolve())): run
+            for run in todo
+        }
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            pending.pop(done[0])
-            row = ray.get(done[0])
+            run = pending.pop(done[0])
+            try:
+                row = ray.get(done[0])
+            except RayError as exc:
+                message = " ".join(str(exc).split())[:400]
+                row = {
+                    "id": run.run_id,
+                    "axes": run.axes,
+                    "config": run.config.to_run_config(),
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {message}",
+                }
             append_row(table, row)
             yield row
     finally:

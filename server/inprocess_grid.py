@@ -4,14 +4,14 @@ Each node is a (node id, Context) pair; ``send_and_receive`` calls the ClientApp
 like the Simulation Engine, turns a ClientApp exception into an error reply. Used by
 ``--engine inprocess`` for tests, debugging and fast sweeps.
 
-With ``workers`` = 1 clients run one after another, and a ``timeout`` bounds each client's reply.
-With more, the messages of a phase are delivered side by side, ``workers`` threads at a time (PyTorch releases
-the GIL inside its kernels, so clients with one intra-op thread each fill the cores) and a
-``timeout`` bounds the whole batch, as on Flower's engines. Either way a client that hangs is
-left behind on its own thread and counted as not answering; the others are still served, and
-that node gets no new message until its call ends. Every client computes from its own seeded
-generators, so the numbers do not depend on ``workers`` (tested); a run in which a client timed
-out is not bit-reproducible (the late call may still update the node's state).
+The messages of a phase are delivered side by side, ``workers`` threads at a time (PyTorch
+releases the GIL inside its kernels, so clients with one intra-op thread each fill the cores).
+A ``timeout`` bounds the whole batch, as on Flower's engines: a client that hangs is left behind
+on its own thread and counted as not answering, messages not yet started by then are not
+started, and a node that is still busy gets an error reply instead of a second call. Every
+client computes from its own seeded generators, so the numbers do not depend on ``workers``
+(tested); a run in which a timeout fires is not bit-reproducible (which clients finish in time
+depends on speed, and a late call may still update its node's state).
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 log = logging.getLogger("flwr.fedkd")
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (never negative); None: no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class InProcessGrid(Grid):
@@ -97,12 +102,10 @@ class InProcessGrid(Grid):
         messages = list(messages)
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())
-        if self._workers > 1 and len(messages) > 1:
-            replies = self._deliver_side_by_side(messages, timeout)
+        if self._workers == 1 and timeout is None:  # plain calls, one after another
+            replies: list[Message | None] = [self._busy(m) or self._deliver(m) for m in messages]
         else:
-            replies = [
-                self._deliver(m) if timeout is None else self._deliver_within(m, timeout) for m in messages
-            ]
+            replies = self._deliver_side_by_side(messages, timeout)
         for message, reply in zip(messages, replies, strict=True):
             if reply is None:
                 log.debug("node %s did not answer within %s s", message.metadata.dst_node_id, timeout)
@@ -112,8 +115,11 @@ class InProcessGrid(Grid):
         return [m.metadata.message_id for m in messages]
 
     def _deliver_side_by_side(self, messages: list[Message], timeout: float | None) -> list[Message | None]:
-        """One batch on daemon threads, ``workers`` at a time; None for a message not answered
-        within ``timeout`` (daemon threads: a client that hangs never blocks the process's exit)."""
+        """One batch on daemon threads, at most ``workers`` alive at once; ``timeout`` bounds the
+        whole batch (as on Flower's engines). A message whose turn has not come by the deadline
+        is never started; one still running then is left behind (daemon: it never blocks the
+        process's exit) and its node stays busy until it ends. None: no reply in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         slots = threading.BoundedSemaphore(self._workers)
         boxes: list[list[Message]] = [[] for _ in messages]
         stops: list[BaseException] = []  # Ctrl-C / exit raised inside a ClientApp: the run's, as serially
@@ -123,21 +129,23 @@ class InProcessGrid(Grid):
             if busy is not None:
                 box.append(busy)
                 continue
+            if stops or not slots.acquire(timeout=_left(deadline)):
+                break  # out of time (or stopping): the rest are not started
 
             def call(message: Message = message, box: list[Message] = box) -> None:
-                with slots:
-                    try:
-                        box.append(self._deliver(message))
-                    except BaseException as stop:  # noqa: BLE001 - re-raised on the server's thread
-                        stops.append(stop)
+                try:
+                    box.append(self._deliver(message))
+                except BaseException as stop:  # noqa: BLE001 - re-raised on the server's thread
+                    stops.append(stop)
+                finally:
+                    slots.release()
 
             thread = threading.Thread(target=call, daemon=True, name="fedkd-client")
             self._running[message.metadata.dst_node_id] = thread
             thread.start()
             threads.append(thread)
-        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            thread.join(_left(deadline))
         if stops:
             raise stops[0]
         return [box[0] if box else None for box in boxes]
@@ -153,18 +161,6 @@ class InProcessGrid(Grid):
             Error(code=ErrorCode.UNKNOWN, reason=f"node {node_id} is still busy with an earlier message"),
             reply_to=message,
         )
-
-    def _deliver_within(self, message: Message, timeout: float) -> Message | None:
-        """Deliver on a daemon thread; None if no reply within ``timeout`` seconds."""
-        busy = self._busy(message)
-        if busy is not None:
-            return busy
-        box: list[Message] = []
-        worker = threading.Thread(target=lambda: box.append(self._deliver(message)), daemon=True)
-        self._running[message.metadata.dst_node_id] = worker
-        worker.start()
-        worker.join(timeout)
-        return box[0] if box else None
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
+import pytest
+import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from experiments.engines import inprocess_workers, run_inprocess, task_identity
@@ -15,10 +18,52 @@ def _numbers(results):
     return [(r["alma"], r["global_acc"], r["client_acc"], r["weights"]) for r in results.rounds]
 
 
-def test_clients_side_by_side_give_the_numbers_of_one_at_a_time():
-    serial = run_inprocess(tiny_config(rounds=3, workers=1))
-    pooled = run_inprocess(tiny_config(rounds=3, workers=3))
+class Threads:
+    """fedkd's ClientApp, noting the thread each call runs on."""
+
+    def __init__(self, cfg) -> None:
+        from clients.client_app import make_client_app
+
+        self.app, self.names = make_client_app(cfg), set()
+
+    def __call__(self, msg, context):
+        self.names.add(threading.current_thread().name)
+        return self.app(msg, context)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"algorithm": "knfu-guard", "client-threads": 2}, {"algorithm": "fedavg", "models": "mlp"}],
+    ids=["knfu", "knfu-guard-2-threads", "fedavg"],
+)
+def test_clients_side_by_side_give_the_numbers_of_one_at_a_time(overrides):
+    serial_cfg, pooled_cfg = (
+        tiny_config(rounds=3, workers=1, **overrides),
+        tiny_config(rounds=3, workers=3, **overrides),
+    )
+    serial_app, pooled_app = Threads(serial_cfg), Threads(pooled_cfg)
+    serial = run_inprocess(serial_cfg, client_app=serial_app)
+    pooled = run_inprocess(pooled_cfg, client_app=pooled_app)
     assert _numbers(pooled) == _numbers(serial)
+    # workers=1 trains on the server's own thread (only the hello, under its timeout, goes on one)
+    assert threading.main_thread().name in serial_app.names and pooled_app.names == {"fedkd-client"}
+
+
+def test_models_built_on_many_threads_at_once_get_their_seeded_init():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fedkd.models import build_model
+
+    names = ["mlp", "cnn-s", "mlp", "cnn-m"] * 4
+
+    def build(i: int):
+        return build_model(names[i], (1, 8, 8), 10, seed=i % 3).state_dict()
+
+    serial = [build(i) for i in range(len(names))]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(build, range(len(names))))
+    for a, b in zip(serial, parallel, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_default_workers_follow_the_cores_and_client_threads():
@@ -66,3 +111,18 @@ def test_a_hanging_client_is_left_behind_and_stays_busy_while_the_others_answer(
         again = list(grid.send_and_receive(_messages(grid)[:1], timeout=3.0))  # partition 0's node
         gate.release.set()
     assert again[0].has_error() and "still busy" in again[0].error.reason
+
+
+def test_messages_not_started_by_the_deadline_are_never_started():
+    started = []
+
+    def slow(msg: Message, context) -> Message:
+        started.append(context.node_config["partition-id"])
+        time.sleep(1.0)
+        return Message(RecordDict(), reply_to=msg)
+
+    with task_identity(1):
+        grid = InProcessGrid(slow, 6, workers=2)
+        replies = list(grid.send_and_receive(_messages(grid), timeout=0.5))
+        time.sleep(1.5)  # a queued call, had it been started late, would have run by now
+    assert replies == [] and sorted(started) == [0, 1]

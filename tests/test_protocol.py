@@ -130,7 +130,7 @@ def test_the_inprocess_engine_honours_reply_timeout():
 
     from fedkd.client_steps import training_data
 
-    cfg = tiny_config(**{"num-clients": 3, "rounds": 1, "reply-timeout": 3.0})
+    cfg = tiny_config(**{"num-clients": 3, "rounds": 1, "reply-timeout": 3.0, "workers": 2})
     for pid in range(3):
         training_data(cfg, pid)  # data built and cached first: only the hang may take long
 

@@ -1,5 +1,8 @@
-"""A real Ray cluster on loopback (`ray start --head`, stopped by this test): a 2-run sweep as Ray
-tasks and a 2-round simulation that joins the cluster through ray-address (slow, in CI)."""
+"""A real Ray cluster on loopback (`ray start --head`, stopped by this test): a 2-run MNIST sweep
+as Ray tasks and a 2-round simulation that joins the cluster through ray-address (slow, in CI).
+
+The head starts without FEDKD_DATA_DIR, as a cluster's nodes would: the sweep must hand its data
+folder to the tasks."""
 
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ BIN = Path(sys.executable).parent
 SWEEP = """
 name = "ray-cluster"
 [base]
-dataset = "digits"
+dataset = "mnist"
 engine = "inprocess"
 num-clients = 3
+partitioner = "iid"
 rounds = 2
 local-epochs = 1
 distill-epochs = 1
@@ -37,7 +41,8 @@ algorithm = ["local", "knfu"]
 def ray_head(tmp_path):
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDKD_")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -61,9 +66,12 @@ def ray_head(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_tasks_and_a_simulation_run_on_an_existing_ray_cluster(ray_head, tmp_path, monkeypatch):
+def test_sweep_tasks_and_a_simulation_run_on_an_existing_ray_cluster(
+    ray_head, tmp_path, monkeypatch, shared_data
+):
     ray_head, session = ray_head
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("FEDKD_DATA_DIR", str(shared_data))
     sweep_file = tmp_path / "ray-cluster.toml"
     sweep_file.write_text(SWEEP)
     out = tmp_path / "sweep"
