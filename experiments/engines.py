@@ -22,6 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import make_client_app
 from fedkd.config import ExperimentConfig
 from fedkd.results import RESULTS_FILE, RunResults, mark_interrupted
+from fedkd.validation import validate_config
 from server.inprocess_grid import InProcessGrid
 from server.server_app import make_server_app
 
@@ -110,5 +111,5 @@ def run_experiment(
     cfg: ExperimentConfig, on_round: OnRound = None, resume: dict[str, Any] | None = None
 ) -> RunResults:
     """``resume``: the results.json payload of an interrupted run of ``cfg`` (see run_federation)."""
-    cfg.validate()
+    validate_config(cfg)
     return ENGINE_RUNNERS[cfg.run.engine](cfg, on_round, resume=resume)

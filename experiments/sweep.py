@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import ConfigError, ExperimentConfig, read_toml
+from fedkd.config import ConfigError, ExperimentConfig
+from fedkd.config_files import read_toml
 from fedkd.results import json_safe
+from fedkd.validation import validate_config
 
 RUNS_FILE = "runs.jsonl"
 LOCK_FILE = ".sweep.lock"
@@ -93,7 +95,7 @@ def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[Planne
     planned, seen = [], set()
     for grid_row, zip_row in itertools.product(grid_rows, zip_rows):
         axes = {**grid_row, **zip_row}
-        cfg = base.with_overrides(axes).validate()
+        cfg = validate_config(base.with_overrides(axes))
         run_id = run_id_of(cfg)
         if run_id not in seen:
             seen.add(run_id)
