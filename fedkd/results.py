@@ -167,10 +167,6 @@ class RunResults:
         if self.path is not None:
             atomic_write_json(self.path, self.payload)
 
-    def history(self) -> dict[str, Any]:
-        """The payload with its rounds, as ``load_results`` reads it back from the files."""
-        return json_safe({**self.payload, "rounds": self.rounds})
-
 
 def write_config_toml(folder: str | Path, cfg: ExperimentConfig) -> Path:
     """config.toml beside results.json: the run's every key but out-dir, commented."""
