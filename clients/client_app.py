@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.privacy_mod import make_privacy_mod
+from clients.records import partition_id, soft_record
 from fedkd.atomic import atomic_write
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
@@ -35,10 +36,6 @@ def resolve_config(bound: ExperimentConfig | None, context: Context) -> Experime
     node's own settings (data location)."""
     cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
     return resolve_node_config(cfg, context)
-
-
-def partition_id(context: Context) -> int:
-    return int(context.node_config["partition-id"])
 
 
 def resolve_node_config(cfg: ExperimentConfig, context: Context) -> ExperimentConfig:
@@ -71,15 +68,8 @@ def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid:
         atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
 
 
-def soft_record(soft: np.ndarray) -> ArrayRecord:
-    """Soft predictions go over the wire as float32: (N_t, C)."""
-    return ArrayRecord({SOFT: Array(np.ascontiguousarray(soft, dtype=np.float32))})
-
-
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
-    from clients.privacy_mod import make_privacy_mod
-
     # noise from the run seed only in fedkd's own simulations (config bound), else secret
     privacy = make_privacy_mod(lambda context: resolve_config(bound, context), seeded=bound is not None)
     app = ClientApp(mods=[privacy])

@@ -19,9 +19,11 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
+from clients.records import partition_id, soft_record
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
 from fedkd.privacy import privatize
+from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT, TRAIN_LOCAL
 from fedkd.seeding import numpy_rng
 
 
@@ -37,8 +39,6 @@ def release_rng(cfg: ExperimentConfig, pid: int, server_round: int, seeded: bool
 
 def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig], seeded: bool):
     """``seeded``: noise from the run seed (fedkd's own simulations), else from :func:`secret_rng`."""
-    from clients.client_app import partition_id, soft_record
-    from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT, TRAIN_LOCAL
 
     def privacy_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, context)

@@ -1,13 +1,15 @@
-"""The ``fedkd`` command line.
+"""The ``fedkd`` command line: the group, ``run``, ``sweep`` and ``keys``.
 
 Usage errors (bad values, unknown keys, malformed files) print one line and exit with code 2;
-nothing is started before the config and the data split have been checked.
+nothing is started before the config and the data split have been checked
+(experiments/run_setup.py). The commands that read results live in experiments/cli_results.py,
+``deploy`` in experiments/cli_deploy.py. Each command imports what it needs when it runs, so
+`fedkd --help` and `fedkd keys` do not wait for torch.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -17,98 +19,10 @@ from typing import Any
 import click
 
 from experiments.cli_deploy import deploy as deploy_group
-from experiments.cli_options import CONFIG_OPTIONS, SPLIT_OPTIONS, config_options
-from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
-
-# Shorthand option -> run_config key (the same keys --set accepts).
-SHORTHANDS = {
-    "dataset": "dataset",
-    "num_clients": "num-clients",
-    "alpha": "alpha",
-    "algorithm": "algorithm",
-    "rounds": "rounds",
-    "seed": "seed",
-    "engine": "engine",
-    "data_dir": "data-dir",
-    "download": "download",
-}
-
-
-def parse_set_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    overrides: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r} is malformed; expected key=value, e.g. --set beta=5")
-        overrides[key.strip()] = value.strip()
-    return overrides
-
-
-def build_config(
-    config_file: str | None, shorthands: dict[str, Any], sets: tuple[str, ...], out: str | None
-) -> ExperimentConfig:
-    """Defaults <- config file <- shorthand options <- --set pairs; then validate."""
-    cfg = ExperimentConfig()
-    if config_file:
-        cfg = cfg.with_overrides(load_config_file(config_file))
-    cfg = cfg.with_overrides({SHORTHANDS[k]: v for k, v in shorthands.items() if v is not None})
-    cfg = cfg.with_overrides(parse_set_options(sets))
-    if out is not None:
-        cfg = cfg.with_overrides({"out-dir": str(Path(out).resolve())})
-    return cfg.validate()
-
-
-def describe_federation(cfg: ExperimentConfig) -> list[str]:
-    """Build the data split now (errors surface before any engine starts) and describe it."""
-    from fedkd.budget import compute_budget
-    from fedkd.data.federation import federation
-    from fedkd.data.partition import class_histogram
-    from fedkd.models import architecture_for, build_model, count_parameters
-
-    dataset, split = federation(cfg.data, cfg.run.seed)
-    hist = class_histogram(dataset.train_y, split, dataset.num_classes)
-    lines = [
-        f"fedkd: {cfg.fusion.algorithm} on {dataset.name} | {cfg.data.num_clients} clients | "
-        f"{cfg.data.partitioner} alpha={cfg.data.alpha} | transfer set {len(split.transfer)} | "
-        f"{cfg.run.rounds} rounds | engine {cfg.run.engine} | seed {cfg.run.seed}"
-    ]
-    lines.append(compute_budget(cfg).describe() + f" | eval every {cfg.run.eval_every} round(s)")
-    if cfg.privacy.mechanism != "none":
-        from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
-
-        ledger = PrivacyLedger(cfg.privacy, release_rows(cfg))
-        lines.append(
-            f"privacy: {cfg.privacy.mechanism} noise on {cfg.privacy.noise_on}, clip {cfg.privacy.clip:g}, "
-            f"scale {noise_scale(cfg.privacy, release_rows(cfg)):.4g}; "
-            f"epsilon accounted by {ledger.method}"
-        )
-    for pid in range(cfg.data.num_clients):
-        arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
-        params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0))
-        classes = int((hist[pid] > 0).sum())
-        lines.append(
-            f"  client {pid:>3}: {arch:<11} {params:>9,d} params | train {len(split.client_train[pid]):>5}"
-            f" | local test {len(split.client_test[pid]):>4} | {classes} classes"
-        )
-    return lines
-
-
-def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The config and results of an unfinished run in ``folder`` (written by `fedkd run --out`)."""
-    import json
-
-    from fedkd.results import RESULTS_FILE, saved_run_config
-
-    path = Path(folder) / RESULTS_FILE
-    try:
-        payload = json.loads(path.read_text())
-        flat = saved_run_config(payload)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
-    if payload.get("status") == "completed":
-        raise ConfigError(f"--resume {folder!r}: that run is already completed; nothing to resume")
-    cfg = ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())}).validate()
-    return cfg, payload
+from experiments.cli_options import CONFIG_OPTIONS, config_options
+from experiments.cli_results import RESULT_COMMANDS
+from fedkd.config import ExperimentConfig, config_keys
+from fedkd.errors import ConfigError
 
 
 class OneLineErrors(click.Group):
@@ -181,7 +95,9 @@ def run(
 ) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
-    from fedkd.results import RESULTS_FILE, default_out_dir, prepare_out_dir, round_line
+    from experiments.run_setup import build_config, describe_federation, resumable_run, where_it_lands
+    from fedkd.results import default_out_dir, prepare_out_dir, round_line
+    from server.progress import configure_progress
 
     resume = None
     if resume_dir:
@@ -199,7 +115,9 @@ def run(
     if not cfg.run.out_dir:  # every run lands somewhere (a fresh folder, once the split is valid)
         cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
         prepare_out_dir(cfg.run.out_dir, overwrite=False)
-    click.echo(f"results: {Path(cfg.run.out_dir) / RESULTS_FILE}")
+    for line in where_it_lands(cfg):
+        click.echo(line)
+    configure_progress("auto")  # a bar per phase on a terminal, plain lines for long phases elsewhere
     start = time.perf_counter()
     results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     final = results.payload["final"]
@@ -210,27 +128,6 @@ def run(
         f" | global acc {final['global_acc']:.4f}"
     )
     click.echo(f"results: {results.path}")
-
-
-@main.command()
-@config_options(*SPLIT_OPTIONS)
-@click.option("--out", type=str, default="runs/partition", show_default=True, help="Folder for the report.")
-def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorthands: Any) -> None:
-    """Print the partition report and write a clients x classes heatmap (partition.png)."""
-    from experiments.plots import partition_heatmap
-    from fedkd.data.federation import federation
-    from fedkd.data.partition import class_histogram
-    from fedkd.data.report import partition_table
-
-    cfg = build_config(config_file, shorthands, sets, None)
-    dataset, split = federation(cfg.data, cfg.run.seed)
-    hist = class_histogram(dataset.train_y, split, dataset.num_classes)
-    for line in partition_table(hist, split):
-        click.echo(line)
-    title = (
-        f"{dataset.name}: {cfg.data.partitioner} split, {cfg.data.num_clients} clients, seed {cfg.run.seed}"
-    )
-    click.echo(f"heatmap: {partition_heatmap(hist, Path(out) / 'partition.png', title)}")
 
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -274,11 +171,11 @@ def sweep(
     ray_address: str,
 ) -> None:
     """Run a parameter sweep; running it again resumes where it stopped."""
-    import os
-
     from tqdm import tqdm
 
+    from experiments.run_setup import parse_set_options
     from experiments.sweep import RUNS_FILE, expand, load_sweep, pending_runs, run_sweep
+    from experiments.sweep_ray import run_sweep_on_ray
 
     spec = load_sweep(resolve_sweep_file(sweep_file))
     planned = expand(spec, parse_set_options(sets))
@@ -301,7 +198,12 @@ def sweep(
     )
     failed = 0
     with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
-        for row in run_sweep(planned, out_dir, workers, retry_failed, executor, ray_address):
+        rows = (
+            run_sweep_on_ray(planned, out_dir, retry_failed, ray_address)
+            if executor == "ray"
+            else run_sweep(planned, out_dir, workers, retry_failed)
+        )
+        for row in rows:
             bar.update(1)
             if row["status"] == "ok":
                 axes = " ".join(f"{k}={v}" for k, v in row["axes"].items())
@@ -310,99 +212,6 @@ def sweep(
                 failed += 1
                 tqdm.write(f"failed: {row['axes']}: {row['error']}")
     click.echo(f"done: {out_dir / RUNS_FILE}" + (f" ({failed} failed)" if failed else ""))
-
-
-@main.command()
-@click.argument("sweep_dir")
-@click.option("--out", type=str, help="Folder for report.md and figures [default: SWEEP_DIR].")
-@click.option("--run", "run_id", type=str, help="Run id whose weight matrix and partition to show.")
-@click.option("--audit", type=str, help="audit.json from `fedkd audit`: adds the privacy trade-off figure.")
-@click.option(
-    "--reference", default="local", show_default=True, help="Method every other one is compared with."
-)
-@click.option(
-    "--columns",
-    default="algorithm",
-    show_default=True,
-    help="Comma list of axes whose values make the table's columns (methods); "
-    "the other non-seed axes make its rows.",
-)
-def report(
-    sweep_dir: str, out: str | None, run_id: str | None, audit: str | None, reference: str, columns: str
-) -> None:
-    """Per-cell means with 95% CIs, Holm-adjusted paired comparisons, tables and figures of a sweep.
-
-    results.md holds the block the README pastes (pivot table + comparisons), runs.csv the
-    per-run numbers it is computed from."""
-    from experiments.report import write_report
-
-    axes = [c.strip() for c in columns.split(",") if c.strip()]
-    path = write_report(sweep_dir, out, run_id, audit, reference, axes)
-    click.echo((path.parent / "results.md").read_text(), nl=False)
-    click.echo(f"report: {path}")
-
-
-@main.command()
-@click.argument("results_file")
-@click.option("--out", type=str, help="Folder for the figures [default: beside RESULTS_FILE].")
-def plot(results_file: str, out: str | None) -> None:
-    """Figures of one run's results.json."""
-    import json
-
-    from experiments.plots import run_figures
-
-    path = Path(results_file)
-    if not path.is_file():
-        raise ConfigError(f"{results_file!r} does not exist; allowed: a fedkd results.json")
-    try:
-        history = json.loads(path.read_text())
-        history["rounds"][0]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        raise ConfigError(f"{results_file!r} is not a fedkd results.json with at least one round") from None
-    try:
-        figures = run_figures(history, Path(out) if out else path.parent)
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"{results_file!r} lacks what the figures need ({type(exc).__name__}: {exc}); "
-            "allowed: a results.json written by this fedkd"
-        ) from None
-    for name, figure in figures.items():
-        click.echo(f"{name}: {figure}")
-
-
-@main.command()
-@config_options(*SPLIT_OPTIONS, "rounds")  # rounds: of local training before the audited release
-@click.option(
-    "--multipliers", default="0.03,0.1,0.3,1", show_default=True, help="Noise multipliers to audit."
-)
-@click.option(
-    "--out", type=str, default="runs/audit", show_default=True, help="Folder for audit.json/.md/.png."
-)
-def audit(config_file, sets, multipliers, out, **shorthands) -> None:
-    """Membership and label-distribution inference on released soft targets, without and with
-    noise, each with a no-model baseline and bootstrap 95% intervals (docs/privacy.md)."""
-    from experiments.plots import audit_figure
-    from experiments.report import audit_markdown
-    from fedkd.audit import run_audit
-    from fedkd.results import atomic_write_json, atomic_write_text
-
-    cfg = build_config(config_file, shorthands, sets, None)
-    try:
-        values = [float(v) for v in multipliers.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--multipliers {multipliers!r} is not a comma list of numbers") from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ConfigError(f"--multipliers {multipliers!r}: allowed: finite numbers > 0")
-    audited = {"config": cfg.to_run_config(), **run_audit(cfg, values)}
-    table = audit_markdown(audited)
-    click.echo(
-        f"privacy audit of {cfg.data.num_clients} clients after {cfg.run.rounds} round(s) of local training; "
-        f"clip={cfg.privacy.clip:g}, gaussian noise on {cfg.privacy.noise_on}"
-    )
-    click.echo(table)
-    atomic_write_json(Path(out) / "audit.json", audited)
-    atomic_write_text(Path(out) / "audit.md", table)
-    click.echo(f"figure: {audit_figure(audited, Path(out) / 'audit.png')}")
 
 
 KEYS_HEADER = [
@@ -433,6 +242,8 @@ def keys(as_toml: bool) -> None:
 
 
 main.add_command(deploy_group)
+for command in RESULT_COMMANDS:
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 
 import click
 
-from fedkd.config import ConfigError
+from fedkd.errors import ConfigError
 
 
 @click.group()
@@ -55,9 +57,6 @@ def deploy_credentials(out: str, hosts: tuple[str, ...], nodes: int, force: bool
 
 
 def _exec(cmd: list[str], print_only: bool) -> None:
-    import os
-    import shlex
-
     click.echo(shlex.join(cmd))
     if not print_only:
         os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
@@ -164,8 +163,6 @@ def deploy_supernode(
 @click.option("--insecure", is_flag=True, help="No TLS (loopback tests only).")
 def deploy_connection(name, superlink, certs, insecure) -> None:
     """Write the SuperLink connection into $FLWR_HOME/config.toml (default ~/.flwr)."""
-    import os
-
     from experiments.deploy import write_connection
 
     home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from fedkd.validation import ENGINES
+from fedkd.config import ENGINES
 
 
 class RegistryChoice(click.Choice):
@@ -71,6 +71,12 @@ CONFIG_OPTIONS = {
         "--engine",
         type=click.Choice(ENGINES),
         help="ray: Flower's Simulation Engine; inprocess: one process.",
+    ),
+    "log": click.option(
+        "--log",
+        type=str,
+        help="Logs in the run folder besides results.json and rounds.jsonl: csv (rounds.csv, "
+        "clients.csv), tensorboard (tensorboard/), csv,tensorboard, or none.",
     ),
 }
 SPLIT_OPTIONS = ("config", "set", "dataset", "data-dir", "download", "num-clients", "alpha", "seed")

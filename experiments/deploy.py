@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import sys
+import tomllib
 from pathlib import Path
 
+import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -174,10 +176,6 @@ def supernode_command(
 
 def write_connection(flwr_home: Path, name: str, address: str, certs: Path | None) -> Path:
     """Add a named SuperLink connection to $FLWR_HOME/config.toml (what `flwr run . NAME` uses)."""
-    import tomllib
-
-    import tomli_w
-
     path = flwr_home / "config.toml"
     config = tomllib.loads(path.read_text()) if path.exists() else {}
     links = config.setdefault("superlink", {})

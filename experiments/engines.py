@@ -17,11 +17,13 @@ from typing import Any
 from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import make_client_app
 from fedkd.config import ExperimentConfig
 from fedkd.results import RESULTS_FILE, RunResults, mark_interrupted
+from fedkd.validation import validate_config
 from server.inprocess_grid import InProcessGrid
 from server.server_app import make_server_app
 
@@ -97,17 +99,10 @@ def ray_backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
 def run_ray(
     cfg: ExperimentConfig, on_round: OnRound = None, resume: dict[str, Any] | None = None
 ) -> RunResults:
-    from flwr.simulation import run_simulation
-
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a Ray FutureWarning
     sink: list[RunResults] = []
     try:
-        run_simulation(
-            server_app=make_server_app(cfg, on_round, sink, resume),
-            client_app=make_client_app(cfg),
-            num_supernodes=cfg.data.num_clients,
-            backend_config=ray_backend_config(cfg),
-        )
+        flower_simulation(make_server_app(cfg, on_round, sink, resume), make_client_app(cfg), cfg)
     except KeyboardInterrupt:
         # Flower runs the ServerApp on a thread that Ctrl-C never reaches: mark the results from
         # here and stop Ray; the CLI then exits at once instead of waiting on that thread.
@@ -118,6 +113,21 @@ def run_ray(
     if not sink:
         raise RuntimeError("the Ray simulation ended without results (see the log above)")
     return sink[0]
+
+
+def flower_simulation(server_app: ServerApp, client_app: ClientApp, cfg: ExperimentConfig) -> None:
+    """The one call into Flower's Simulation Engine: ``run_simulation``, deprecated in Flower 1.41
+    but the only public API that takes app objects with the config bound into them. Why it stays
+    and what `flwr run`'s runtime would cost instead: docs/engines.md. A Flower upgrade that drops
+    it changes this function only."""
+    from flwr.simulation import run_simulation  # imports Ray: only when the Ray engine runs
+
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=cfg.data.num_clients,
+        backend_config=ray_backend_config(cfg),
+    )
 
 
 def _shutdown_ray() -> None:
@@ -139,5 +149,5 @@ def run_experiment(
     cfg: ExperimentConfig, on_round: OnRound = None, resume: dict[str, Any] | None = None
 ) -> RunResults:
     """``resume``: the results.json payload of an interrupted run of ``cfg`` (see run_federation)."""
-    cfg.validate()
+    validate_config(cfg)
     return ENGINE_RUNNERS[cfg.run.engine](cfg, on_round, resume=resume)

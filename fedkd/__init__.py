@@ -1,3 +1,7 @@
-"""fedkd core: pure numpy/torch federated knowledge fusion (never imports flwr)."""
+"""fedkd's core library: config, data and partitions, models, knowledge ops, fusion algorithms,
+training loops, privacy, metrics and the results files, in numpy and torch.
 
-__version__ = "0.1.0"
+It never imports flwr (flwr-datasets, a data library, is fine): clients/ and server/ wrap it in
+Flower's apps. The package version is the installed distribution's (pyproject.toml), read with
+importlib.metadata where it is recorded (fedkd/results.py).
+"""

@@ -118,39 +118,65 @@ def distill_step(
     replacement: StateDict | None = None,
     evaluate: bool = True,
 ) -> StepResult:
-    """Distil from a personalised target (if any), revisit private data, then evaluate.
-
-    ``replacement``: weights to adopt instead (weight-averaging baselines). The revisit runs
-    whether or not a target came (the budget is the same for every algorithm). For a guarded
-    algorithm, a distillation that lowers accuracy on the guard slice by more than the
-    tolerance is undone before the revisit (metric ``rolled-back`` = 1).
-    """
+    """The client's second phase of a round, in named steps: start from its own model or adopt the
+    server's average (``replacement``, weight averaging), distil from its personalised target
+    (if any; guarded algorithms roll a harmful distillation back), revisit private data (whether
+    or not a target came: the budget is the same for every algorithm), then evaluate."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
     budget = compute_budget(cfg)
     metrics: dict[str, float] = {"private-samples": 0.0, "transfer-samples": 0.0}
     with client_compute(cfg):
-        model = _model(cfg, pid, data, replacement if replacement is not None else state)
+        model = _model(cfg, pid, data, adopted_weights(state, replacement))
         if target is not None and budget.distill_epochs > 0:
-            guarded = len(data.val_y) > 0
-            if guarded:
-                before, snapshot = accuracy(model, data.val_x, data.val_y), _snapshot(model)
-            fit = _distill(cfg, pid, server_round, model, data, target, budget)
-            metrics.update({"distill-loss": fit.loss, "transfer-samples": float(fit.samples)})
-            if guarded:
-                rolled_back = accuracy(model, data.val_x, data.val_y) < before - cfg.fusion.guard_tolerance
-                if rolled_back:
-                    model.load_state_dict(snapshot)
-                metrics["rolled-back"] = float(rolled_back)
+            metrics.update(distill_from_target(cfg, pid, server_round, model, data, target, budget))
         if budget.revisit_epochs > 0 and not budget.revisit_before_upload:
             fit = _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs)
             metrics["private-samples"] = float(fit.samples)
         if evaluate:
-            metrics["local-acc"] = accuracy(model, data.test_x, data.test_y)
-            metrics["local-test-size"] = float(len(data.test_y))
-            metrics["global-acc"] = accuracy(model, data.global_x, data.global_y)
+            metrics.update(evaluate_client(model, data))
     metrics["compute-seconds"] = time.perf_counter() - start
     return StepResult(_snapshot(model), None, metrics)
+
+
+def adopted_weights(state: StateDict | None, replacement: StateDict | None) -> StateDict | None:
+    """The weights the phase starts from: the server's average when it sent one (weight
+    averaging adopts the global model), else the client's own."""
+    return replacement if replacement is not None else state
+
+
+def distill_from_target(
+    cfg: ExperimentConfig,
+    pid: int,
+    server_round: int,
+    model: torch.nn.Module,
+    data: ClientData,
+    target: np.ndarray,
+    budget: ComputeBudget,
+) -> dict[str, float]:
+    """Distil on the transfer set towards ``target``. With a guard slice (guarded algorithms), a
+    distillation that lowers guard accuracy by more than the tolerance is undone (metric
+    ``rolled-back`` = 1), before the revisit."""
+    guarded = len(data.guard_y) > 0
+    if guarded:
+        before, snapshot = accuracy(model, data.guard_x, data.guard_y), _snapshot(model)
+    fit = _distill(cfg, pid, server_round, model, data, target, budget)
+    metrics = {"distill-loss": fit.loss, "transfer-samples": float(fit.samples)}
+    if guarded:
+        rolled_back = accuracy(model, data.guard_x, data.guard_y) < before - cfg.fusion.guard_tolerance
+        if rolled_back:
+            model.load_state_dict(snapshot)
+        metrics["rolled-back"] = float(rolled_back)
+    return metrics
+
+
+def evaluate_client(model: torch.nn.Module, data: ClientData) -> dict[str, float]:
+    """Accuracy on the client's own local test split (ALMA's term) and on the global test set."""
+    return {
+        "local-acc": accuracy(model, data.test_x, data.test_y),
+        "local-test-size": float(len(data.test_y)),
+        "global-acc": accuracy(model, data.global_x, data.global_y),
+    }
 
 
 def _rows(x: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
@@ -214,5 +240,5 @@ def _train_private(
         batch_size=t.batch_size,
         lr=t.learning_rate,
         generator=torch_generator(cfg.run.seed, phase, pid, server_round),
-        samples_per_epoch=len(data.train_y) + len(data.val_y),
+        samples_per_epoch=len(data.train_y) + len(data.guard_y),
     )

@@ -1,23 +1,33 @@
-"""One frozen config tree for a whole experiment, validated once.
+"""One frozen config tree for a whole experiment.
 
 The same config travels three ways: as dataclasses inside Python, as Flower's flat
 ``run_config`` (kebab-case keys, scalar values) and as a TOML file. ``to_run_config`` and
 ``from_run_config`` are the only bridge, so every key a user can ``--set`` is a field here.
+This module knows types, not the registries: ``fedkd.validation.validate_config`` checks the
+values (it imports the registries, which import this module), ``fedkd.config_files`` reads files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, get_type_hints
 
+from fedkd.errors import ConfigError  # also imported from here by callers (re-export)
 
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line naming the value and what is allowed."""
+# Allowed values of keys that are not chosen from a registry (the registries' keys are checked
+# by fedkd/validation.py, which may import them; this module imports nothing of fedkd's but errors).
+ENGINES = ("ray", "inprocess")
+NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
+LOGS = ("csv", "tensorboard")  # `log` is none or a comma list of these
+
+
+def log_targets(log: str) -> list[str]:
+    """The loggers a ``log`` value asks for ("none" and "" ask for none), in a fixed order."""
+    asked = {part.strip() for part in log.split(",") if part.strip()} - {"none"}
+    return sorted(asked)
 
 
 # Every field carries a comment saying what the value means and what is allowed: `fedkd keys
@@ -132,6 +142,9 @@ class RunConfig:
     # Folder for results.json and config.toml; allowed: a path, or empty (fedkd run and flwr run:
     # runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS> in the working folder).
     out_dir: str = ""
+    # Logs beside results.json and rounds.jsonl: csv (rounds.csv, clients.csv), tensorboard
+    # (out-dir/tensorboard: scalars per round, the weight matrix as an image), both, or none.
+    log: str = "none"
 
 
 @dataclass(frozen=True)
@@ -142,13 +155,6 @@ class ExperimentConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
-
-    def validate(self) -> ExperimentConfig:
-        """Raise ConfigError on the first bad value; return self so calls chain."""
-        from fedkd.validation import validate_config  # registries import config
-
-        validate_config(self)
-        return self
 
     def to_run_config(self) -> dict[str, bool | int | float | str]:
         """Flatten to Flower run_config: one kebab-case key per leaf field."""
@@ -224,42 +230,6 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{key}={value!r} is not a string")
     return kind(value)
-
-
-def read_toml(path: str | Path, what: str) -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file is a one-line ConfigError naming it."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Flat keys from a TOML file (all at the top level, or all under one [config] table) or
-    from an earlier run's results.json (its config, minus out-dir: a repeat lands anew)."""
-    if Path(path).suffix == ".json":
-        from fedkd.results import load_run_config  # results imports this module
-
-        return load_run_config(path)
-    raw = read_toml(path, "config file")
-    table = raw.get("config", raw)
-    if not isinstance(table, dict):
-        raise ConfigError(f"config file {str(path)!r}: [config] must be a table of keys")
-    mixed = [k for k in raw if k != "config"] if "config" in raw else []
-    if mixed:
-        raise ConfigError(
-            f"config file {str(path)!r} mixes top-level keys ({mixed[0]!r}) with a [config] table; "
-            "allowed: every key at the top level, or every key under [config]"
-        )
-    nested = [k for k, v in table.items() if isinstance(v, dict)]
-    if nested:
-        raise ConfigError(
-            f"config file {str(path)!r}: nested table {nested[0]!r}; use flat keys like alpha = 0.5"
-        )
-    return table
 
 
 def as_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

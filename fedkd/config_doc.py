@@ -20,7 +20,12 @@ from typing import get_type_hints
 import tomli_w
 
 from fedkd import config as config_module
-from fedkd.config import ExperimentConfig
+from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig
+from fedkd.data.partition import PARTITIONERS
+from fedkd.data.sources import DATASETS
+from fedkd.fusion import FUSIONS
+from fedkd.knowledge import DIVERGENCES
+from fedkd.models import MODELS
 
 # PrivacyConfig belongs to the privacy work; until its field comments say what is allowed, the
 # rest of the sentence lives here (appended to the field's own comment).
@@ -35,13 +40,6 @@ _ALLOWED_ELSEWHERE = {
 
 def key_choices() -> dict[str, list[str]]:
     """Keys whose value is one name from a fixed set (a comma list of names for ``models``)."""
-    from fedkd.data.partition import PARTITIONERS
-    from fedkd.data.sources import DATASETS
-    from fedkd.fusion import FUSIONS
-    from fedkd.knowledge import DIVERGENCES
-    from fedkd.models import MODELS
-    from fedkd.validation import ENGINES, NEIGHBOUR_RULES
-
     return {
         "dataset": DATASETS.names(),
         "transfer-dataset": ['""', *DATASETS.names()],
@@ -51,6 +49,7 @@ def key_choices() -> dict[str, list[str]]:
         "divergence": DIVERGENCES.names(),
         "neighbour-rule": list(NEIGHBOUR_RULES),
         "engine": list(ENGINES),
+        "log": ["none", *LOGS, ",".join(LOGS)],
     }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fedkd.config import ConfigError
+from fedkd.errors import ConfigError
 from fedkd.registry import Registry
 from fedkd.seeding import derive_seed
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkd.config import PrivacyConfig
+from fedkd.fusion import FUSIONS
 
 _EPS = 1e-12
 
@@ -209,7 +210,5 @@ class PrivacyLedger:
 
 def release_rows(cfg) -> int:
     """Rows in one client release: the transfer set, or the algorithm's per-round subset."""
-    from fedkd.fusion import FUSIONS
-
     rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, 1)
     return cfg.data.transfer_size if rows is None else len(rows)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from fedkd.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -23,8 +25,6 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        from fedkd.config import ConfigError
-
         try:
             return self._items[name]
         except KeyError:

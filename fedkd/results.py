@@ -1,31 +1,60 @@
-"""The results file of one run: written atomically after every round, never half-written."""
+"""Writing one run's results: results.json (config, environment, status, summary) rewritten
+atomically, and rounds.jsonl appended once per round (fedkd/results_files.py has the formats and
+the reader). A killed run leaves a complete results.json and exactly its finished rounds.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from fedkd.atomic import atomic_write
-from fedkd.config import ConfigError, ExperimentConfig, as_dict
+import numpy
+import torch
 
-RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.toml"  # beside results.json: `fedkd run --config DIR/config.toml` repeats the run
+from fedkd.config import ExperimentConfig, as_dict
+from fedkd.config_doc import render_toml
+from fedkd.errors import ConfigError
+from fedkd.results_files import (
+    CONFIG_FILE,
+    INTERRUPTED,
+    RESULTS_FILE,
+    ROUNDS_FILE,
+    append_json_line,
+    atomic_write_json,
+    atomic_write_text,
+    json_safe,
+    load_results,
+    load_run_config,
+    mark_interrupted,
+    saved_run_config,
+    write_rounds,
+)
 
-
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN: write null for non-finite floats."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+# Re-exported: callers (engines, sweeps, the CLI) import these from here.
+__all__ = [
+    "CONFIG_FILE",
+    "INTERRUPTED",
+    "RESULTS_FILE",
+    "ROUNDS_FILE",
+    "RunResults",
+    "atomic_write_json",
+    "atomic_write_text",
+    "default_out_dir",
+    "environment_info",
+    "json_safe",
+    "load_results",
+    "load_run_config",
+    "mark_interrupted",
+    "prepare_out_dir",
+    "round_line",
+    "saved_run_config",
+    "write_config_toml",
+]
 
 
 def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
@@ -62,62 +91,64 @@ def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: st
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text))
-
-
-def atomic_write_json(path: str | Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
-
-
 def environment_info() -> dict[str, str | bool]:
-    import numpy
-    import torch
-
-    info = {
+    info: dict[str, str | bool] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "cuda_available": bool(torch.cuda.is_available()),
     }
-    try:
-        from importlib.metadata import version
-
-        info["flwr"] = version("flwr")
-        info["fedkd"] = version("fedkd")
-    except Exception:  # noqa: BLE001 - metadata is informative only
-        pass
+    for package in ("flwr", "fedkd"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:  # metadata is informative only
+            pass
     return info
 
 
 class RunResults:
-    """results.json of one run: config, environment, rounds so far, final metrics.
+    """One run's results: results.json (summary) and rounds.jsonl (one line per round).
 
-    ``append`` rewrites the file atomically after each round, so a killed run leaves a
-    complete file describing the rounds it finished.
+    ``append`` adds the round's line to rounds.jsonl, then rewrites the small results.json
+    atomically (``final``, ``rounds_done``); the rounds also stay in memory (``rounds``).
+    ``rounds``: those a resumed run keeps (rounds.jsonl is rewritten with exactly them, which
+    also drops a line torn by the kill); ``final``: its summary so far.
     """
 
-    def __init__(self, cfg: ExperimentConfig, path: str | Path | None) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        path: str | Path | None,
+        rounds: list[dict[str, Any]] | None = None,
+        final: dict[str, Any] | None = None,
+    ) -> None:
         self.path = Path(path) if path else None
         self.started = time.perf_counter()
+        self.rounds: list[dict[str, Any]] = list(rounds or [])
         self.payload: dict[str, Any] = {
             "config": as_dict(cfg),  # nested by section, as report and plot readers expect
             "run_config": cfg.to_run_config(),  # flat kebab-case keys: `fedkd run --config` reads them
             "environment": environment_info(),
             "status": "running",  # completed | stopped | interrupted | failed, when it ends
             "weights_axes": "weights[k][j]: how much client k (the student, row) learns from client j",
-            "rounds": [],
-            "final": None,
+            "rounds_file": ROUNDS_FILE,  # the per-round records, one JSON line each, beside this file
+            "rounds_done": len(self.rounds),
+            "final": final,
         }
+        if self.rounds_path is not None:
+            write_rounds(self.rounds_path, self.rounds)  # a fresh run never shows an old run's rounds
 
     @property
-    def rounds(self) -> list[dict[str, Any]]:
-        return self.payload["rounds"]
+    def rounds_path(self) -> Path | None:
+        return self.path.parent / ROUNDS_FILE if self.path is not None else None
 
     def append(self, record: dict[str, Any]) -> None:
         """Add a round; ``final`` follows the last evaluated round."""
         self.rounds.append(record)
+        if self.rounds_path is not None:
+            append_json_line(self.rounds_path, record)
+        self.payload["rounds_done"] = len(self.rounds)
         if record.get("evaluated", True):
             self.payload["final"] = {
                 key: record.get(key) for key in ("alma", "alma_se", "global_acc", "self_weight", "round")
@@ -137,30 +168,8 @@ class RunResults:
             atomic_write_json(self.path, self.payload)
 
 
-def saved_run_config(payload: dict[str, Any]) -> dict[str, Any]:
-    """The flat run_config of a results.json payload (older files only have the nested config)."""
-    if isinstance(payload.get("run_config"), dict):
-        return dict(payload["run_config"])
-    return {key: value for section in payload["config"].values() for key, value in section.items()}
-
-
-def load_run_config(path: str | Path) -> dict[str, Any]:
-    """The config of the run whose results.json is ``path``, without its out-dir."""
-    try:
-        flat = saved_run_config(json.loads(Path(path).read_text()))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        raise ConfigError(f"config file {str(path)!r} is not a fedkd {RESULTS_FILE}") from None
-    flat.pop("out-dir", None)
-    flat.pop("out_dir", None)
-    return flat
-
-
 def write_config_toml(folder: str | Path, cfg: ExperimentConfig) -> Path:
     """config.toml beside results.json: the run's every key but out-dir, commented."""
-    from fedkd.config_doc import render_toml
-
     header = [
         f"The config of the run whose {RESULTS_FILE} is beside this file (out-dir: {cfg.run.out_dir}).",
         "Repeat the run (the same numbers on CPU) with: fedkd run --config <this file>",
@@ -168,20 +177,6 @@ def write_config_toml(folder: str | Path, cfg: ExperimentConfig) -> Path:
     path = Path(folder) / CONFIG_FILE
     atomic_write_text(path, render_toml(cfg, header, exclude=("out-dir",)))
     return path
-
-
-INTERRUPTED = "interrupted by the user (Ctrl-C)"
-
-
-def mark_interrupted(path: Path) -> None:
-    """Mark an existing results file as interrupted (rounds kept), from outside the run."""
-    try:
-        payload = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return
-    if payload.get("status") == "running":
-        payload.update(status="interrupted", status_reason=INTERRUPTED)
-        atomic_write_json(path, payload)
 
 
 def round_line(record: dict[str, Any], total_rounds: int) -> str:

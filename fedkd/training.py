@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedkd.config import ConfigError
+from fedkd.errors import ConfigError
 from fedkd.losses import kd_loss
 
 _MIXED_PRECISION: ContextVar[bool] = ContextVar("mixed_precision", default=False)

@@ -2,19 +2,25 @@
 
 Each failure is a ConfigError whose one-line message names the key, the bad value and what
 is allowed. Checks that need the data (e.g. too many clients for a dataset) run when the
-split is built, with the same error type.
+split is built, with the same error type. Here, not on ExperimentConfig: the allowed names come
+from the registries, which import the config (a method would close an import loop).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 
-from fedkd.config import ConfigError, ExperimentConfig
+from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig, log_targets
+from fedkd.data.partition import PARTITIONERS
+from fedkd.data.sources import DATASETS
+from fedkd.errors import ConfigError
+from fedkd.fusion import FUSIONS
+from fedkd.knowledge import DIVERGENCES
+from fedkd.models import parse_model_list
 
-ENGINES = ("ray", "inprocess")
 MAX_CLIENT_THREADS = 256  # intra-op threads per client; more only exhausts memory
-NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -32,13 +38,8 @@ def _choice(key: str, value: str, allowed) -> None:
     _require(value in allowed, f"unknown {key} {value!r}; allowed: {', '.join(allowed)}")
 
 
-def validate_config(cfg: ExperimentConfig) -> None:
-    from fedkd.data.partition import PARTITIONERS
-    from fedkd.data.sources import DATASETS
-    from fedkd.fusion import FUSIONS
-    from fedkd.knowledge import DIVERGENCES
-    from fedkd.models import parse_model_list
-
+def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Raise ConfigError on the first bad value; return ``cfg`` so calls chain."""
     d, t, f, r, pv = cfg.data, cfg.train, cfg.fusion, cfg.run, cfg.privacy
     for key, value in cfg.to_run_config().items():
         if isinstance(value, float):
@@ -127,3 +128,19 @@ def validate_config(cfg: ExperimentConfig) -> None:
         )
     _require(f.neighbour_top_m >= 1, f"neighbour-top-m={f.neighbour_top_m}; allowed: >= 1")
     _require(f.neighbour_threshold >= 0, f"neighbour-threshold={f.neighbour_threshold}; allowed: >= 0")
+    _check_log(r.log)
+    return cfg
+
+
+def _check_log(log: str) -> None:
+    """Known loggers only; TensorBoard needs its package (the optional extra)."""
+    parts = [part.strip() for part in log.split(",") if part.strip()]
+    _require(
+        parts in ([], ["none"]) or all(part in LOGS for part in parts),
+        f"log={log!r} is invalid; allowed: none, or a comma list of {', '.join(LOGS)}",
+    )
+    if "tensorboard" in log_targets(log) and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "log=tensorboard needs the tensorboard package; allowed: pip install 'fedkd[tensorboard]', "
+            "or log=csv"
+        )

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from uuid import uuid4
 
 import numpy as np
@@ -65,6 +65,7 @@ class InProcessGrid(Grid):
         }
         self._replies: dict[str, Message] = {}
         self._running: dict[int, threading.Thread] = {}  # node id -> its latest call
+        self.on_reply: Callable[[Message], None] | None = None  # told of each reply (server/progress.py)
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -92,11 +93,16 @@ class InProcessGrid(Grid):
         if node_id not in self._contexts:
             return Message(Error(code=ErrorCode.UNKNOWN, reason=f"unknown node {node_id}"), reply_to=message)
         try:
-            return self._client_app(message, self._contexts[node_id])
+            reply = self._client_app(message, self._contexts[node_id])
         except Exception as exc:  # noqa: BLE001 - reported as an error reply, as Flower does
             log.debug("ClientApp raised on node %s:\n%s", node_id, traceback.format_exc())
             reason = f"{type(exc).__name__}: {exc}"
-            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+            reply = Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
+            )
+        if self.on_reply is not None:
+            self.on_reply(reply)
+        return reply
 
     def push_messages(self, messages: Iterable[Message], timeout: float | None = None) -> Iterable[str]:
         messages = list(messages)

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
-from fedkd.privacy import noise_scale, release_rows
+from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
 from fedkd.protocol import UNPROTECTED
 from fedkd.results import (
     INTERRUPTED,
@@ -29,7 +29,10 @@ from fedkd.results import (
     round_line,
     write_config_toml,
 )
+from fedkd.run_logs import RunLogs
+from fedkd.validation import validate_config
 from server.nodes import one_line_missing_nodes, wait_for_nodes
+from server.progress import RoundProgress
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
@@ -43,6 +46,7 @@ def run_federation(
     resume: dict[str, Any] | None = None,
     seeded_noise: bool = False,
     announce: bool = False,
+    progress: str | None = None,
 ) -> RunResults:
     """Drive all rounds on ``grid``; write results after each round when out-dir is set.
 
@@ -52,8 +56,9 @@ def run_federation(
     ``seeded_noise``: the clients draw privacy noise from the run seed (fedkd's own simulations),
     recorded in the results so nobody mistakes it for a secret.
     ``announce``: log where the results go, at the start and at the end (`flwr run`: the log is
-    all its user sees)."""
-    cfg.validate()
+    all its user sees). ``progress``: how progress inside a round shows (server/progress.py;
+    None: this process's setting). Logs (``log``: csv, tensorboard) get every round too."""
+    validate_config(cfg)
     nodes = wait_for_nodes(grid, cfg.data.num_clients, cfg.run.min_nodes_wait)
     path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     if announce and path is not None:
@@ -63,20 +68,25 @@ def run_federation(
         shutil.rmtree(checkpoints, ignore_errors=True)  # a fresh run never starts from old models
     if path is not None:
         write_config_toml(path.parent, cfg)
-    results = RunResults(cfg, path)
-    results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
     done = list(resume["rounds"]) if resume else []
-    results.payload["rounds"], results.payload["final"] = done, resume.get("final") if resume else None
+    results = RunResults(cfg, path, done, resume.get("final") if resume else None)
+    results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
+    logs = RunLogs.open(cfg, done)
 
     def record(rec: dict[str, Any]) -> None:
         results.append(rec)
+        logs.write(rec)
         if on_round is not None:
             on_round(rec)
         else:
             log.info(round_line(rec, cfg.run.rounds))
 
     strategy = KnowledgeFusionStrategy(
-        cfg, on_round=record, checkpoint_dir=checkpoints, start_round=len(done) + 1
+        cfg,
+        on_round=record,
+        checkpoint_dir=checkpoints,
+        start_round=len(done) + 1,
+        progress=RoundProgress(progress),
     )
     if strategy.ledger is not None:  # epsilon already spent in the rounds kept
         for past in done:
@@ -84,24 +94,7 @@ def run_federation(
                 strategy.ledger.record_release(int(pid))
     results.payload["environment"]["client_devices"] = strategy.client_devices  # filled by hello
     if strategy.ledger is not None:
-        ledger = strategy.ledger
-        results.payload["privacy"] = {
-            "mechanism": cfg.privacy.mechanism,
-            "accounting": ledger.method,
-            "neighbouring_relation": f"replace-one ({cfg.privacy.sensitivity_model}-level)",
-            "noise_source": "run seed (reproducible simulation: not secret from the server)"
-            if seeded_noise
-            else "OS secure random source, fresh per release",
-            # a ledger exists only for prediction uploads, so no weights leave these clients
-            "unprotected": {k: v for k, v in UNPROTECTED.items() if k != "weights"},
-            "noise_scale": noise_scale(cfg.privacy, release_rows(cfg)),
-            "effective_noise_multiplier": ledger.effective_multiplier()
-            if cfg.privacy.mechanism == "gaussian"
-            else None,
-            "per_release_epsilon": ledger.per_release_epsilon()
-            if cfg.privacy.mechanism == "laplace"
-            else None,
-        }
+        results.payload["privacy"] = privacy_record(cfg, strategy.ledger, seeded_noise)
     try:
         strategy.run(grid, nodes)
     except KeyboardInterrupt:
@@ -110,6 +103,8 @@ def run_federation(
     except Exception as exc:
         results.finish("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
         raise
+    finally:
+        logs.close()
     if strategy.stopped:
         results.payload["stopped"] = strategy.stopped
         results.finish("stopped", strategy.stopped)
@@ -122,17 +117,39 @@ def run_federation(
     return results
 
 
+def privacy_record(cfg: ExperimentConfig, ledger: PrivacyLedger, seeded_noise: bool) -> dict[str, Any]:
+    """What results.json says of the run's privacy: mechanism, accounting, where noise comes
+    from, what stays unprotected, and the noise actually applied."""
+    return {
+        "mechanism": cfg.privacy.mechanism,
+        "accounting": ledger.method,
+        "neighbouring_relation": f"replace-one ({cfg.privacy.sensitivity_model}-level)",
+        "noise_source": "run seed (reproducible simulation: not secret from the server)"
+        if seeded_noise
+        else "OS secure random source, fresh per release",
+        # a ledger exists only for prediction uploads, so no weights leave these clients
+        "unprotected": {k: v for k, v in UNPROTECTED.items() if k != "weights"},
+        "noise_scale": noise_scale(cfg.privacy, release_rows(cfg)),
+        "effective_noise_multiplier": ledger.effective_multiplier()
+        if cfg.privacy.mechanism == "gaussian"
+        else None,
+        "per_release_epsilon": ledger.per_release_epsilon() if cfg.privacy.mechanism == "laplace" else None,
+    }
+
+
 def make_server_app(
     bound: ExperimentConfig | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     sink: list[RunResults] | None = None,
     resume: dict[str, Any] | None = None,
     default_out: bool = False,
+    progress: str | None = None,
 ) -> ServerApp:
     """A ServerApp; ``bound`` fixes the config (run_simulation passes no run_config).
 
     ``sink`` receives the RunResults object, for callers in the same process. ``default_out``:
     a config without out-dir writes to runs/<algorithm>-<dataset>-<time> in the working folder.
+    ``progress``: how progress inside a round shows (server/progress.py; None: the process's).
     """
     app = ServerApp()
     one_line_missing_nodes()
@@ -143,7 +160,13 @@ def make_server_app(
         if default_out and not cfg.run.out_dir:
             cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
         results = run_federation(
-            cfg, grid, on_round, resume, announce=bound is None, seeded_noise=bound is not None
+            cfg,
+            grid,
+            on_round,
+            resume,
+            announce=bound is None,
+            seeded_noise=bound is not None,
+            progress=progress,
         )
         if sink is not None:
             sink.append(results)
@@ -151,5 +174,6 @@ def make_server_app(
     return app
 
 
-# Entry point for `flwr run`: config comes from the run_config; every run lands in a folder.
-app = make_server_app(default_out=True)
+# Entry point for `flwr run`: config comes from the run_config; every run lands in a folder; its
+# log (all a `flwr run --stream` user sees) says how long phases get on.
+app = make_server_app(default_out=True, progress="lines")

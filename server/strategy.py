@@ -1,10 +1,11 @@
-"""KnowledgeFusionStrategy: the one round loop of fedkd, on Flower's Grid.
+"""KnowledgeFusionStrategy: the one round loop of fedkd (the round driver), on Flower's Grid.
 
 One round: ``train.local`` to every client -> validate each reply (drop failed or invalid
 ones with a log line) -> combine the uploads (fusion, or weight averaging) -> ``train.distill``
 with one personalised message per client -> collect local/global accuracy. The loop reads only
 the algorithm's flags (``uploads``, ``guarded``, via server/exchanges.py) and never branches
-on its name.
+on its name. Who is who (hello, partition ids): server/roster.py; what a round collects:
+server/round_state.py; progress while replies come in: server/progress.py.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,35 +24,16 @@ from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import alma, mean_finite, mean_self_weight
 from fedkd.privacy import PrivacyLedger, release_rows
-from fedkd.protocol import (
-    CONFIG_KEY,
-    HELLO,
-    INFO_KEY,
-    METRICS_KEY,
-    TARGET_KEY,
-    TRAIN_DISTILL,
-    TRAIN_LOCAL,
-    ProtocolError,
-    checked_metrics,
-    error_summary,
-    partition_id_of,
-)
+from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError
 from fedkd.seeding import numpy_rng
 from server.exchanges import exchange_for
 from server.nodes import wait_for_nodes
+from server.progress import RoundProgress, collect_replies
+from server.roster import NodeRoster, hello
+from server.round_state import Evaluation, RoundOutcome, payload_bytes
 
 log = logging.getLogger("flwr.fedkd")
 EVALUATION_METRICS = ("local-acc", "global-acc", "local-test-size")  # in every evaluated distil reply
-
-
-def payload_bytes(messages: Iterable[Message]) -> int:
-    """Serialized bytes of the arrays (soft predictions / targets) in these messages."""
-    total = 0
-    for msg in messages:
-        if msg.has_content():
-            for record in msg.content.array_records.values():
-                total += sum(len(arr.data) for arr in record.values())
-    return total
 
 
 def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
@@ -62,45 +43,9 @@ def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
     return PrivacyLedger(cfg.privacy, release_rows(cfg))
 
 
-@dataclass
-class RoundOutcome:
-    """Bookkeeping for one round while it runs."""
-
-    node_of: dict[int, int] = field(default_factory=dict)  # partition id -> node id
-    accepted: dict[int, Any] = field(default_factory=dict)  # pid -> validated upload
-    replies: dict[int, Message] = field(default_factory=dict)  # pid -> its train.local reply
-    rolled_back: list[int] = field(default_factory=list)
-    asked: list[int] = field(default_factory=list)  # partition ids asked to train (when known)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    compute_s: float = 0.0
-    private_samples: dict[int, float] = field(default_factory=dict)  # pid -> private samples trained on
-    transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
-    bytes_up: int = 0
-    bytes_down: int = 0
-
-
-class DuplicatePartition(ProtocolError):
-    def __init__(self, pid: int, owner: int | None) -> None:
-        super().__init__(f"partition id {pid} is claimed by another node" + (f" ({owner})" if owner else ""))
-        self.pid = pid
-
-
-@dataclass
-class Evaluation:
-    """What the distil phase of one round measured."""
-
-    evaluated: bool
-    completed: list[int] = field(default_factory=list)  # pids whose distil reply came back
-    local_acc: dict[int, float] = field(default_factory=dict)
-    global_acc: dict[int, float] = field(default_factory=dict)
-    test_sizes: dict[int, int] = field(default_factory=dict)  # local test split sizes
-
-    def sort(self) -> None:
-        for name in ("local_acc", "global_acc", "test_sizes"):
-            setattr(self, name, dict(sorted(getattr(self, name).items())))
-
-
 class KnowledgeFusionStrategy:
+    """The round driver (not a Flower Strategy): hello, then rounds until the last or a stop."""
+
     def __init__(
         self,
         cfg: ExperimentConfig,
@@ -108,22 +53,30 @@ class KnowledgeFusionStrategy:
         node_timeout_s: float = 120.0,
         checkpoint_dir: str = "",
         start_round: int = 1,
+        progress: RoundProgress | None = None,
     ) -> None:
         self.cfg = cfg
+        self.progress = progress if progress is not None else RoundProgress()  # clients done per phase
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
         self.exchange = exchange_for(cfg)
         self.on_round = on_round
         self.node_timeout_s = node_timeout_s
-        self.pid_of_node: dict[int, int] = {}
-        self.client_devices: dict[int, str] = {}
+        self.roster = NodeRoster(cfg.data.num_clients)
         self.ledger = privacy_ledger(cfg)
         self.stopped: str | None = None  # why the run ended early, if it did
-        self.excluded: set[int] = set()  # nodes that claimed a partition id another node claimed
         # resumable runs: clients checkpoint their end-of-round model there; a resumed run starts
         # at start_round and tells clients to pick up their checkpoints
         self.checkpoint_dir, self.start_round = checkpoint_dir, start_round
         if checkpoint_dir and start_round > 1:
             self.exchange.load(checkpoint_dir)
+
+    @property
+    def pid_of_node(self) -> dict[int, int]:
+        return self.roster.pid_of_node
+
+    @property
+    def client_devices(self) -> dict[int, str]:
+        return self.roster.client_devices
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, grid: Grid, nodes: list[int] | None = None) -> list[dict[str, Any]]:
@@ -153,40 +106,7 @@ class KnowledgeFusionStrategy:
 
     def hello(self, grid: Grid, nodes: list[int]) -> dict[int, int]:
         """Ask every node for its partition id (and device) once; returns pid -> node id."""
-        messages = [
-            Message(RecordDict(), dst_node_id=node, message_type=HELLO, group_id="0") for node in nodes
-        ]
-        claims: dict[int, list[int]] = {}  # partition id -> nodes claiming it
-        # start-up (Ray workers, SuperNodes) may be slow: the hello has its own, longer timeout
-        for reply in grid.send_and_receive(messages, timeout=self.node_timeout_s):
-            node = reply.metadata.src_node_id
-            try:
-                if not reply.has_error() and (
-                    INFO_KEY not in reply.content or "device" not in reply.content[INFO_KEY]
-                ):
-                    raise ProtocolError("hello reply says nothing of its device")
-                pid, _ = self._identify(reply, RoundOutcome())
-                self.client_devices[pid] = str(reply.content[INFO_KEY]["device"])
-            except DuplicatePartition as why:
-                pid = why.pid
-            except ProtocolError as why:
-                log.warning("node %s left out: %s", node, why)
-                continue
-            claims.setdefault(pid, []).append(node)
-        node_of_pid: dict[int, int] = {}
-        for pid, claimants in claims.items():
-            if len(claimants) == 1:
-                node_of_pid[pid] = claimants[0]
-                continue
-            # who is honest is unknowable: leave every claimant out, whatever order they answered in
-            log.warning("partition id %d claimed by nodes %s: all of them left out", pid, sorted(claimants))
-            for node in claimants:
-                self.pid_of_node.pop(node, None)
-            self.client_devices.pop(pid, None)
-            self.excluded.update(claimants)
-        if not node_of_pid:
-            raise RuntimeError("no client answered the hello query")
-        return dict(sorted(node_of_pid.items()))
+        return hello(grid, nodes, self.roster, self.progress, self.node_timeout_s)
 
     def participants(self, node_of_pid: dict[int, int], server_round: int) -> list[int]:
         """All nodes, or a seeded sample of ``fraction`` of them (by partition id, so the same
@@ -252,10 +172,12 @@ class KnowledgeFusionStrategy:
         }
 
     # -- phases ---------------------------------------------------------------------------
-    def _send(self, grid: Grid, messages: list[Message], out: RoundOutcome) -> list[Message]:
-        """Send and collect; a node that does not answer within reply-timeout is recorded."""
+    def _send(self, grid: Grid, messages: list[Message], out: RoundOutcome, label: str) -> list[Message]:
+        """Send and collect (``label``: the phase, for progress); a node that does not answer
+        within reply-timeout is recorded."""
         out.bytes_down += payload_bytes(messages)
-        replies = list(grid.send_and_receive(messages, timeout=self._timeout()))
+        with self.progress.phase(label, len(messages)) as phase:
+            replies = collect_replies(grid, messages, self._timeout(), phase)
         out.bytes_up += payload_bytes(replies)
         answered = {r.metadata.src_node_id for r in replies}
         for msg in messages:
@@ -287,7 +209,8 @@ class KnowledgeFusionStrategy:
             )
             for node in nodes
         ]
-        for reply in self._send(grid, messages, out):
+        label = f"round {server_round}/{self.cfg.run.rounds} local training"
+        for reply in self._send(grid, messages, out, label):
             node = reply.metadata.src_node_id
             try:
                 pid, _ = self._identify(reply, out)
@@ -330,7 +253,10 @@ class KnowledgeFusionStrategy:
             messages.append(
                 Message(content, dst_node_id=node, message_type=TRAIN_DISTILL, group_id=str(server_round))
             )
-        for reply in self._send(grid, messages, out):
+        label = f"round {server_round}/{self.cfg.run.rounds} " + (
+            "distillation + evaluation" if evaluation.evaluated else "distillation"
+        )
+        for reply in self._send(grid, messages, out, label):
             try:
                 pid, metrics = self._identify(reply, out, EVALUATION_METRICS if evaluation.evaluated else ())
                 if evaluation.evaluated:
@@ -352,31 +278,10 @@ class KnowledgeFusionStrategy:
     def _identify(
         self, reply: Message, out: RoundOutcome, required: tuple[str, ...] = ()
     ) -> tuple[int, dict[str, float]]:
-        """The reply's partition id and checked metrics (fedkd/protocol.py); a node keeps the
-        partition id it first gave, and no two nodes share one. Adds its compute time."""
-        if reply.has_error():
-            raise ProtocolError(f"client error: {error_summary(reply.error.reason)}")
-        if METRICS_KEY not in reply.content:
-            raise ProtocolError("reply has no metrics record")
-        raw = reply.content[METRICS_KEY]
-        pid = partition_id_of(raw, self.cfg.data.num_clients)
-        metrics = checked_metrics(raw, required)
-        node = reply.metadata.src_node_id
-        known = self.pid_of_node.get(node)
-        if known is None:
-            owner = next((n for n, p in self.pid_of_node.items() if p == pid), None)
-            if owner is not None or node in self.excluded:
-                raise DuplicatePartition(pid, owner)
-            self.pid_of_node[node] = pid
-        elif known != pid:
-            raise ProtocolError(f"node changed partition id from {known} to {pid}")
-        out.compute_s += metrics.get("compute-seconds", 0.0)
-        for key, tally in (
-            ("private-samples", out.private_samples),
-            ("transfer-samples", out.transfer_samples),
-        ):
-            if key in metrics:
-                tally[pid] = tally.get(pid, 0.0) + metrics[key]
+        """The reply's partition id and checked metrics (server/roster.py); adds its compute
+        time and sample counts to the round's."""
+        pid, metrics = self.roster.identify(reply, required)
+        out.tally(pid, metrics)
         return pid, metrics
 
     def _reject(self, out: RoundOutcome, node: int, phase: str, reason: str, server_round: int) -> None:

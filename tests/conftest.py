@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedkd.config import ExperimentConfig
+from fedkd.validation import validate_config
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,7 +34,7 @@ def tiny_config(**overrides) -> ExperimentConfig:
         "min-replies": 2,
     }
     base.update(overrides)
-    return ExperimentConfig().with_overrides(base).validate()
+    return validate_config(ExperimentConfig().with_overrides(base))
 
 
 @pytest.fixture

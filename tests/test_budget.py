@@ -33,8 +33,8 @@ def test_the_budget_counts_private_epochs_times_partition_size():
     rounds = run_experiment(cfg).rounds
     for pid in range(cfg.data.num_clients):
         data = training_data(cfg, pid)
-        assert len(data.val_y) > 0  # the guard holds a slice out of training ...
-        whole = len(data.train_y) + len(data.val_y)  # ... yet every epoch is a full partition long
+        assert len(data.guard_y) > 0  # the guard holds a slice out of training ...
+        whole = len(data.train_y) + len(data.guard_y)  # ... yet every epoch is a full partition long
         assert rounds[0]["private_samples"][pid] == 3 * whole
 
 

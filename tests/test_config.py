@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fedkd.config import ConfigError, ExperimentConfig, load_config_file
+from fedkd.config import ConfigError, ExperimentConfig
+from fedkd.config_files import load_config_file
+from fedkd.validation import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +69,7 @@ def test_underscore_keys_are_accepted_as_kebab():
 )
 def test_bad_values_raise_one_line_config_errors(overrides, fragment):
     with pytest.raises(ConfigError) as info:
-        ExperimentConfig().with_overrides(overrides).validate()
+        validate_config(ExperimentConfig().with_overrides(overrides))
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
 

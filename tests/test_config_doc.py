@@ -2,8 +2,9 @@
 
 import tomllib
 
-from fedkd.config import ExperimentConfig, config_keys, load_config_file
+from fedkd.config import ExperimentConfig, config_keys
 from fedkd.config_doc import field_comments, key_choices, key_comments, render_toml
+from fedkd.config_files import load_config_file
 
 
 def test_every_key_says_what_it_means_and_what_is_allowed():

@@ -4,7 +4,6 @@ The same ClientApp as in simulation; one SuperNode is killed mid-run and the fed
 on. Every process started here is stopped by process group at the end, even on failure.
 """
 
-import json
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from experiments.deploy import (
     supernode_command,
     write_connection,
 )
+from fedkd.results_files import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,7 +57,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 def _rounds_done(path: Path) -> int:
     try:
-        return len(json.loads(path.read_text())["rounds"])
+        return len(load_results(path)["rounds"])
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -130,7 +130,7 @@ def test_tls_authenticated_federation_survives_a_killed_supernode(tmp_path):
         _stop_group(nodes[1])  # a device goes away mid-run
         while _rounds_done(out / "results.json") < 3 and time.monotonic() < deadline:
             time.sleep(0.5)
-        saved = json.loads((out / "results.json").read_text())
+        saved = load_results(out / "results.json")
         assert len(saved["rounds"]) == 3, (tmp_path / "flwr-run.log").read_text()[-3000:]
         assert saved["environment"]["client_devices"] == {"0": "cpu", "1": "cpu"}
         first, last = saved["rounds"][0], saved["rounds"][-1]

@@ -7,6 +7,7 @@ from flwr.app import Message
 
 from clients.client_app import make_client_app
 from experiments.engines import run_experiment, run_inprocess
+from fedkd.results_files import load_results
 from server.inprocess_grid import InProcessGrid
 from tests.conftest import tiny_config
 
@@ -46,17 +47,18 @@ def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
     first = run_experiment(cfg)
     second = run_experiment(cfg)
     assert _numbers(first) == _numbers(second)
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved) == {
+    assert set(json.loads((tmp_path / "results.json").read_text())) == {
         "config",
         "run_config",
         "environment",
         "status",
         "weights_axes",
         "budget",
-        "rounds",
+        "rounds_file",  # the rounds are in rounds.jsonl beside it, one line each
+        "rounds_done",
         "final",
     }
+    saved = load_results(tmp_path)
     assert saved["run_config"] == cfg.to_run_config()  # flat kebab-case, beside the nested config
     assert saved["status"] == "completed"
     assert saved["environment"]["cuda_available"] in (True, False) and saved["final"]["total_wall_s"] > 0
@@ -133,7 +135,7 @@ def test_ctrl_c_ends_a_ray_run_within_seconds_and_marks_it_interrupted(tmp_path)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if json.loads((out / "results.json").read_text())["rounds"]:
+                if load_results(out / "results.json")["rounds"]:
                     break
             except (OSError, ValueError, KeyError):
                 pass
@@ -143,7 +145,7 @@ def test_ctrl_c_ends_a_ray_run_within_seconds_and_marks_it_interrupted(tmp_path)
         start = time.monotonic()
         code = proc.wait(timeout=60)
         assert code == 130 and time.monotonic() - start < 30
-        saved = json.loads((out / "results.json").read_text())
+        saved = load_results(out / "results.json")
         assert saved["status"] == "interrupted" and saved["rounds"]
     finally:
         try:

@@ -1,6 +1,5 @@
 """`flwr run .` with the pyproject defaults (as a user runs it), on a local SuperLink."""
 
-import json
 import os
 import signal
 import subprocess
@@ -9,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from fedkd.results_files import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 FLWR = str(Path(sys.executable).with_name("flwr"))  # the CLI installed beside this interpreter
@@ -76,7 +77,7 @@ def test_flwr_run_with_pyproject_defaults(tmp_path):
             timeout=400,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        saved = json.loads((out / "results.json").read_text())
+        saved = load_results(out / "results.json")
         assert saved["config"]["data"]["num_clients"] == 3
         assert len(saved["rounds"]) == 1 and saved["rounds"][0]["failed_clients"] == []
         assert 0.0 < saved["final"]["alma"] <= 1.0

@@ -11,10 +11,15 @@ from click.testing import CliRunner
 from flwr.app import Context, RecordDict
 
 import experiments.cli as cli
+import experiments.cli_results as cli_results
+import experiments.run_setup as run_setup
 from clients.client_app import app as flwr_client_app
 from experiments.engines import task_identity
 from fedkd.config import ExperimentConfig
+from fedkd.config_files import load_config_file
 from fedkd.results import default_out_dir
+from fedkd.results_files import load_results
+from fedkd.validation import validate_config
 from server.inprocess_grid import InProcessGrid
 from server.server_app import app as flwr_server_app
 from tests.test_cli import TINY
@@ -28,7 +33,7 @@ def _run(args):
 
 
 def _finals(folder: Path):
-    saved = json.loads((folder / "results.json").read_text())
+    saved = load_results(folder / "results.json")
     return saved["final"]["alma"], saved["final"]["global_acc"], [r["client_acc"] for r in saved["rounds"]]
 
 
@@ -91,8 +96,8 @@ def test_keys_toml_is_commented_toml_that_loads_back_to_the_same_config(tmp_path
     path = tmp_path / "all-keys.toml"
     path.write_text(result.output)
     seen = []
-    real = cli.describe_federation
-    monkeypatch.setattr(cli, "describe_federation", lambda cfg: seen.append(cfg) or real(cfg))
+    real = run_setup.describe_federation
+    monkeypatch.setattr(run_setup, "describe_federation", lambda cfg: seen.append(cfg) or real(cfg))
     loaded = _run(["run", "--config", str(path), "--dry-run"])
     assert loaded.exit_code == 0, loaded.output
     assert seen == [ExperimentConfig()]
@@ -122,13 +127,11 @@ EXAMPLES = sorted((ROOT / "experiments" / "configs").glob("*.toml"))
 
 
 def test_shipped_example_configs_are_valid_and_one_dry_runs():
-    from fedkd.config import load_config_file
-
     assert len(EXAMPLES) >= 2
     for path in EXAMPLES:
         keys = load_config_file(path)
         assert len(keys) >= 5, path
-        ExperimentConfig().with_overrides(keys).validate()
+        validate_config(ExperimentConfig().with_overrides(keys))
     result = _run(["run", "--config", str(ROOT / "experiments/configs/knfu-digits.toml"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "knfu on digits | 10 clients" in result.output and "nothing was trained" in result.output
@@ -156,8 +159,8 @@ def test_fixed_value_options_are_choices_and_commands_show_only_what_they_use():
     for name in ("algorithm", "engine", "dataset"):
         assert isinstance(options[name].type, click.Choice), name
     assert "knfu" in options["algorithm"].type.choices and "digits" in options["dataset"].type.choices
-    partition = {p.name for p in cli.partition.params}
-    audit = {p.name for p in cli.audit.params}
+    partition = {p.name for p in cli_results.partition.params}
+    audit = {p.name for p in cli_results.audit.params}
     assert not {"algorithm", "engine", "rounds"} & partition and "seed" in partition
     assert not {"algorithm", "engine"} & audit and {"rounds", "seed", "multipliers"} <= audit
 

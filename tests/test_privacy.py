@@ -301,7 +301,7 @@ def test_audits_report_both_attacks_with_baselines_and_intervals():
 def test_privacy_tradeoff_figure(tmp_path):
     from PIL import Image
 
-    from experiments.plots import privacy_tradeoff
+    from experiments.figures.privacy import privacy_tradeoff
 
     base = tiny_config(**{"sensitivity-model": "row"})
     rows = []

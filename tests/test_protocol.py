@@ -18,6 +18,7 @@ from fedkd.protocol import (
     error_summary,
     partition_id_of,
 )
+from fedkd.results_files import load_results
 from tests.conftest import tiny_config
 
 BAD = 1  # the partition that misbehaves
@@ -148,7 +149,6 @@ def test_the_inprocess_engine_honours_reply_timeout():
 
 def test_an_interrupted_run_says_so_in_its_results(tmp_path):
     """Ctrl-C mid-run: the rounds done are kept and the file is marked interrupted."""
-    import json
 
     cfg = tiny_config(rounds=3, **{"out-dir": str(tmp_path)})
     calls = {"n": 0}
@@ -161,6 +161,6 @@ def test_an_interrupted_run_says_so_in_its_results(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_inprocess(cfg, client_app=Misbehaving(cfg, "train.local", interrupt))
-    saved = json.loads((tmp_path / "results.json").read_text())
+    saved = load_results(tmp_path / "results.json")
     assert saved["status"] == "interrupted" and len(saved["rounds"]) == 1
     assert saved["final"]["round"] == 1

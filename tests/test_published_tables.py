@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.report import audit_markdown
+from experiments.audit_table import audit_markdown
 from experiments.tables import read_runs_csv, results_tables
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from flwr.app import Message
 from clients.client_app import make_client_app
 from experiments.cli import main
 from experiments.engines import run_inprocess
+from fedkd.results_files import load_results
 from tests.conftest import tiny_config
 
 
@@ -43,19 +44,19 @@ def _numbers(rounds):
 )
 def test_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, overrides):
     whole = tiny_config(rounds=4, **{**overrides, "out-dir": str(tmp_path / "whole")})
-    reference = json.loads(json.dumps(run_inprocess(whole).payload["rounds"]))  # as written to disk
+    reference = json.loads(json.dumps(run_inprocess(whole).rounds))  # as written to disk
 
     cut = whole.with_overrides({"out-dir": str(tmp_path / "cut")})
     with pytest.raises(KeyboardInterrupt):
         run_inprocess(cut, client_app=InterruptAt(cut, server_round=3))
-    saved = json.loads((tmp_path / "cut" / "results.json").read_text())
+    saved = load_results(tmp_path / "cut")
     assert saved["status"] == "interrupted" and len(saved["rounds"]) == 2
     assert any((tmp_path / "cut" / "checkpoints").iterdir())  # what the resume starts from
 
     result = CliRunner().invoke(main, ["run", "--resume", str(tmp_path / "cut")])
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "round   3/4" in result.output
-    resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
+    resumed = load_results(tmp_path / "cut")
     assert resumed["status"] == "completed"
     assert not (tmp_path / "cut" / "checkpoints").exists()  # a finished run leaves no model files
     assert _numbers(resumed["rounds"]) == _numbers(reference)

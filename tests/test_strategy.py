@@ -9,7 +9,8 @@ from experiments.engines import task_identity
 from fedkd.knowledge import softmax
 from fedkd.protocol import KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY
 from server.inprocess_grid import InProcessGrid
-from server.strategy import KnowledgeFusionStrategy, payload_bytes
+from server.round_state import payload_bytes
+from server.strategy import KnowledgeFusionStrategy
 from tests.conftest import tiny_config
 
 BROKEN, NAN, OFF_SIMPLEX, WRONG_SHAPE = 1, 2, 3, 5

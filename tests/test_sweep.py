@@ -15,6 +15,7 @@ from PIL import Image
 from experiments.cli import main
 from experiments.sweep import Sweep, expand, load_sweep, read_rows, repair_table
 from fedkd.config import ConfigError
+from fedkd.results_files import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "sweeps" / "smoke.toml"
@@ -214,7 +215,7 @@ def test_plot_single_run(tmp_path):
             image.verify()
     missing = CliRunner().invoke(main, ["plot", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
-    history = json.loads((out / "results.json").read_text())
+    history = load_results(out)  # written inline below: the layout before rounds.jsonl
     del history["rounds"][-1]["weights"]  # an older or hand-edited file
     (tmp_path / "partial.json").write_text(json.dumps(history))
     partial = CliRunner().invoke(main, ["plot", str(tmp_path / "partial.json")])
@@ -250,10 +251,8 @@ def test_report_survives_damage_moves_and_runs_of_unequal_length(tmp_path, monke
     rows = table.read_text().splitlines()
     assert not json.loads(rows[0])["results"].startswith("/")  # stored relative to the sweep folder
     table.write_text("\n".join([rows[0], "{torn", "[1, 2]", *rows[1:]]) + "\n")
-    short = tmp_path / "sw" / json.loads(rows[1])["results"]
-    history = json.loads(short.read_text())
-    history["rounds"] = history["rounds"][:1]  # as if stopped early (max-epsilon)
-    short.write_text(json.dumps(history))
+    short = (tmp_path / "sw" / json.loads(rows[1])["results"]).parent / "rounds.jsonl"
+    short.write_text(short.read_text().splitlines(keepends=True)[0])  # as if stopped early (max-epsilon)
     (tmp_path / "sw" / json.loads(rows[2])["results"]).unlink()  # a results file gone missing
 
     seen: list[str] = []

@@ -1,7 +1,5 @@
-"""Data errors are usage errors: the CLI prints them in one line and exits 2."""
+"""Data errors are usage errors: the CLI prints them in one line and exits 2 (fedkd/errors.py)."""
 
-from fedkd.config import ConfigError
+from fedkd.errors import DataError
 
-
-class DataError(ConfigError):
-    """Missing, corrupt or inconsistent data files; the message names the file."""
+__all__ = ["DataError"]

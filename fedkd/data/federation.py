@@ -24,8 +24,8 @@ class ClientData:
     train_y: torch.Tensor  # (N_k,) int64
     test_x: torch.Tensor  # local test split, same label mix as train
     test_y: torch.Tensor
-    val_x: torch.Tensor  # guard slice held out of train (empty unless asked for)
-    val_y: torch.Tensor
+    guard_x: torch.Tensor  # knfu-guard's slice held out of train (empty unless asked for)
+    guard_y: torch.Tensor
     transfer_x: torch.Tensor  # (N_t, C, H, W): shared public set
     transfer_y: torch.Tensor  # (N_t,): its labels, used only by pretrain-epochs
     global_x: torch.Tensor  # the dataset's test split
@@ -77,23 +77,24 @@ def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, ...]:
     )
 
 
-def client_data(cfg: DataConfig, seed: int, partition_id: int, val_fraction: float = 0.0) -> ClientData:
-    """One client's tensors; ``val_fraction`` of its private train split is held out as ``val``."""
+def client_data(cfg: DataConfig, seed: int, partition_id: int, guard_fraction: float = 0.0) -> ClientData:
+    """One client's tensors; ``guard_fraction`` of its private train split is held out as the
+    guard slice (``guard_x``, ``guard_y``) that knfu-guard judges a distillation on."""
     dataset, split = federation(cfg, seed)
     transfer_x, transfer_y, global_x, global_y = _shared_tensors(cfg, seed)
     train, test = split.client_train[partition_id], split.client_test[partition_id]
-    val = np.empty(0, dtype=np.int64)
-    if val_fraction > 0:
-        train, val = stratified_holdout(
-            train, dataset.train_y, val_fraction, numpy_rng(seed, "guard", partition_id)
+    guard = np.empty(0, dtype=np.int64)
+    if guard_fraction > 0:
+        train, guard = stratified_holdout(
+            train, dataset.train_y, guard_fraction, numpy_rng(seed, "guard", partition_id)
         )
     return ClientData(
         train_x=normalise(dataset.train_x[train], dataset),
         train_y=torch.from_numpy(dataset.train_y[train]),
         test_x=normalise(dataset.train_x[test], dataset),
         test_y=torch.from_numpy(dataset.train_y[test]),
-        val_x=normalise(dataset.train_x[val], dataset),
-        val_y=torch.from_numpy(dataset.train_y[val]),
+        guard_x=normalise(dataset.train_x[guard], dataset),
+        guard_y=torch.from_numpy(dataset.train_y[guard]),
         transfer_x=transfer_x,
         transfer_y=transfer_y,
         global_x=global_x,

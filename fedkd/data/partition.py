@@ -108,10 +108,6 @@ class FederatedSplit:
     client_train: tuple[np.ndarray, ...]  # K arrays of train indices
     client_test: tuple[np.ndarray, ...]  # K arrays of local-test indices
 
-    @property
-    def num_clients(self) -> int:
-        return len(self.client_train)
-
 
 def stratified_holdout(
     indices: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator

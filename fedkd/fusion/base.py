@@ -23,11 +23,8 @@ class FusionResult:
     weights: np.ndarray  # (K, K): row k = how much client k learns from each client j
 
 
-UPLOADS = ("predictions", "weights", "nothing")
-
-
 class FusionAlgorithm:
-    uploads: str = "predictions"  # one of UPLOADS
+    uploads: str = "predictions"  # predictions | weights | nothing (server/exchanges.py EXCHANGES)
     guarded: bool = False
     # Temperature at which clients upload soft predictions and distil; None: `temperature`.
     # (DS-FL's paper works on plain T = 1 probabilities; see docs/design.md, fidelity.)

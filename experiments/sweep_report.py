@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments import plots
+from experiments.audit_table import audit_markdown
+from experiments.figures.privacy import privacy_tradeoff
+from experiments.figures.sweep import pick_fusion_run, sweep_figures
 from experiments.stats import mean_ci
 from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import (
@@ -33,7 +35,8 @@ from experiments.tables import (
     sorted_by_axes,
     write_runs_csv,
 )
-from fedkd.config import ConfigError
+from fedkd.errors import ConfigError
+from fedkd.results_files import atomic_write_text, load_results
 
 SEED = "seed"
 log = logging.getLogger("flwr.fedkd")
@@ -53,8 +56,8 @@ def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
             continue
         path = sweep_dir / row["results"]  # relative to the sweep folder (an absolute path stays)
         try:
-            row["history"] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            row["history"] = load_results(path)  # results.json with its rounds.jsonl
+        except (OSError, ValueError) as exc:
             log.warning("report: run %s skipped: cannot read %s (%s)", row["id"], path, type(exc).__name__)
             continue
         if not row["history"].get("final"):
@@ -159,51 +162,6 @@ def default_columns(axes: list[str]) -> list[str]:
     return ["algorithm"] if "algorithm" in axes else axes[:1]
 
 
-def _ci(value: float, ci: list[float]) -> str:
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def audit_markdown(audit: dict) -> str:
-    """Both audits as one markdown table per noise multiplier (values with bootstrap 95% CIs) and
-    the epsilon each multiplier costs under the audited config (its rounds, sensitivity model)."""
-    from fedkd.config import ExperimentConfig
-    from fedkd.privacy import PrivacyLedger, release_rows
-
-    cfg = ExperimentConfig.from_run_config(audit["config"])
-
-    def epsilon(multiplier: float) -> float:
-        privacy = cfg.with_overrides({"mechanism": "gaussian", "noise-multiplier": multiplier}).privacy
-        return PrivacyLedger(privacy, release_rows(cfg)).epsilon_for(cfg.run.rounds)
-
-    labels = {r["noise_multiplier"]: r for r in audit["label_distribution"]}
-    head = ["noise multiplier", f"epsilon ({cfg.privacy.sensitivity_model}, {cfg.run.rounds} rounds)"]
-    head += ["confidence AUC", "label-only AUC", "release acc", "label TV error", "blind TV (prior)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
-    for row in sorted(audit["membership"], key=lambda r: r["noise_multiplier"]):
-        m = row["noise_multiplier"]
-        tv = labels[m]
-        cells = ["none" if m == 0 else f"{m:g}", "inf" if m == 0 else f"{epsilon(m):.3g}"]
-        cells += [
-            _ci(row["auc"], row["auc_ci"]),
-            _ci(row["label_only_auc"], row["label_only_ci"]),
-            f"{row['release_accuracy']:.3f}",
-            _ci(tv["tv"], tv["tv_ci"]),
-            _ci(tv["tv_prior"], tv["tv_prior_ci"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    first = audit["membership"][0]
-    no_model = _ci(first["class_frequency_auc"], first["class_frequency_ci"])
-    note = (
-        f"Membership: {first['members']} members vs {first['non_members']} held-out non-members, pooled "
-        f"over {audit['label_distribution'][0]['clients']} clients (95% CIs resample clients; a "
-        f"no-model attack by class frequency: AUC {no_model}); "
-        "label TV: 0 = the release gives the "
-        "client's label histogram exactly (blind uniform guess: "
-        f"{audit['label_distribution'][0]['tv_uniform']:.3f}); delta={cfg.privacy.delta:g}."
-    )
-    return "\n".join(lines) + "\n\n" + note + "\n"
-
-
 def write_report(
     sweep_dir: str | Path,
     out: str | Path | None = None,
@@ -215,8 +173,6 @@ def write_report(
     """Write runs.csv, summary.md/.csv, results.md (the README block), figures and report.md into
     ``out`` (default: the sweep folder). Every table is computed from runs.csv as written, so
     the committed CSV regenerates the published tables exactly."""
-    from fedkd.results import atomic_write_text
-
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out else sweep_dir
     rows = load_runs(sweep_dir)
@@ -225,11 +181,11 @@ def write_report(
     columns = columns or default_columns(table.axes)
     blocks = results_tables(table, columns, reference) if _has_reference(table, columns, reference) else ""
     per_group = summary(table)
-    chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else plots.pick_fusion_run(rows)
-    figures = plots.sweep_figures(rows, group_axes(rows), out / "figures", chosen)
+    chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else pick_fusion_run(rows)
+    figures = sweep_figures(rows, group_axes(rows), out / "figures", chosen)
     if audit:
         audited = json.loads(Path(audit).read_text())
-        figures["privacy trade-off"] = plots.privacy_tradeoff(rows, audited, out / "figures" / "privacy.png")
+        figures["privacy trade-off"] = privacy_tradeoff(rows, audited, out / "figures" / "privacy.png")
         blocks += "\n" + audit_markdown(audited)
     atomic_write_text(out / RUNS_CSV, runs_csv)
     atomic_write_text(out / "summary.md", markdown_table(table.axes, per_group) + "\n")

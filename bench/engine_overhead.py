@@ -1,6 +1,6 @@
 """Engine overhead benchmark: the same experiment on three drivers, side by side in one run.
 
-    python bench/engines.py [--clients 10 100] [--rounds 5]
+    python bench/engine_overhead.py [--clients 10 100] [--rounds 5]
 
 Drivers: ``plain`` (a bare Python loop over fedkd's client steps and fusion, no Flower),
 ``inprocess`` (ServerApp + ClientApp through the in-process Grid) and ``ray`` (Flower's

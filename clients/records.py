@@ -1,0 +1,18 @@
+"""What the ClientApp and its privacy mod both need: the node's partition id and how soft
+predictions go over the wire. Its own module so that neither imports the other."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context
+
+from fedkd.protocol import SOFT
+
+
+def partition_id(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def soft_record(soft: np.ndarray) -> ArrayRecord:
+    """Soft predictions go over the wire as float32: (N_t, C)."""
+    return ArrayRecord({SOFT: Array(np.ascontiguousarray(soft, dtype=np.float32))})

@@ -1,0 +1,127 @@
+"""The commands that look at data and results: ``fedkd partition``, ``report``, ``plot``, ``audit``.
+
+Apart from experiments/cli.py (which runs things) to keep each module to one job and under
+300 lines; each command imports its heavy modules when it runs, so `fedkd --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from experiments.cli_options import SPLIT_OPTIONS, config_options
+from fedkd.errors import ConfigError
+
+
+@click.command()
+@config_options(*SPLIT_OPTIONS)
+@click.option("--out", type=str, default="runs/partition", show_default=True, help="Folder for the report.")
+def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorthands: Any) -> None:
+    """Print the partition report and write a clients x classes heatmap (partition.png)."""
+    from experiments.figures.partition import partition_figure
+    from experiments.run_setup import build_config
+    from fedkd.data.federation import federation
+    from fedkd.data.partition import class_histogram
+    from fedkd.data.partition_table import partition_table
+
+    cfg = build_config(config_file, shorthands, sets, None)
+    dataset, split = federation(cfg.data, cfg.run.seed)
+    hist = class_histogram(dataset.train_y, split, dataset.num_classes)
+    for line in partition_table(hist, split):
+        click.echo(line)
+    title = (
+        f"{dataset.name}: {cfg.data.partitioner} split, {cfg.data.num_clients} clients, seed {cfg.run.seed}"
+    )
+    click.echo(f"heatmap: {partition_figure(hist, Path(out) / 'partition.png', title, dataset.name)}")
+
+
+@click.command()
+@click.argument("sweep_dir")
+@click.option("--out", type=str, help="Folder for report.md and figures [default: SWEEP_DIR].")
+@click.option("--run", "run_id", type=str, help="Run id whose weight matrix and partition to show.")
+@click.option("--audit", type=str, help="audit.json from `fedkd audit`: adds the privacy trade-off figure.")
+@click.option(
+    "--reference", default="local", show_default=True, help="Method every other one is compared with."
+)
+@click.option(
+    "--columns",
+    default="algorithm",
+    show_default=True,
+    help="Comma list of axes whose values make the table's columns (methods); "
+    "the other non-seed axes make its rows.",
+)
+def report(
+    sweep_dir: str, out: str | None, run_id: str | None, audit: str | None, reference: str, columns: str
+) -> None:
+    """Per-cell means with 95% CIs, Holm-adjusted paired comparisons, tables and figures of a sweep.
+
+    results.md holds the block the README pastes (pivot table + comparisons), runs.csv the
+    per-run numbers it is computed from."""
+    from experiments.sweep_report import write_report
+
+    axes = [c.strip() for c in columns.split(",") if c.strip()]
+    path = write_report(sweep_dir, out, run_id, audit, reference, axes)
+    click.echo((path.parent / "results.md").read_text(), nl=False)
+    click.echo(f"report: {path}")
+
+
+@click.command()
+@click.argument("results_file")
+@click.option("--out", type=str, help="Folder for the figures [default: beside RESULTS_FILE].")
+def plot(results_file: str, out: str | None) -> None:
+    """Figures of one run (its results.json, with rounds.jsonl beside it)."""
+    from experiments.figures.run import run_figures
+    from experiments.run_setup import read_run
+
+    history = read_run(results_file)
+    try:
+        figures = run_figures(history, Path(out) if out else Path(results_file).parent)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{results_file!r} lacks what the figures need ({type(exc).__name__}: {exc}); "
+            "allowed: a results.json written by this fedkd"
+        ) from None
+    for name, figure in figures.items():
+        click.echo(f"{name}: {figure}")
+
+
+@click.command()
+@config_options(*SPLIT_OPTIONS, "rounds")  # rounds: of local training before the audited release
+@click.option(
+    "--multipliers", default="0.03,0.1,0.3,1", show_default=True, help="Noise multipliers to audit."
+)
+@click.option(
+    "--out", type=str, default="runs/audit", show_default=True, help="Folder for audit.json/.md/.png."
+)
+def audit(config_file, sets, multipliers, out, **shorthands) -> None:
+    """Membership and label-distribution inference on released soft targets, without and with
+    noise, each with a no-model baseline and bootstrap 95% intervals (docs/privacy.md)."""
+    from experiments.audit_table import audit_markdown
+    from experiments.figures.privacy import audit_figure
+    from experiments.run_setup import build_config
+    from fedkd.audit import run_audit
+    from fedkd.results_files import atomic_write_json, atomic_write_text
+
+    cfg = build_config(config_file, shorthands, sets, None)
+    try:
+        values = [float(v) for v in multipliers.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--multipliers {multipliers!r} is not a comma list of numbers") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"--multipliers {multipliers!r}: allowed: finite numbers > 0")
+    audited = {"config": cfg.to_run_config(), **run_audit(cfg, values)}
+    table = audit_markdown(audited)
+    click.echo(
+        f"privacy audit of {cfg.data.num_clients} clients after {cfg.run.rounds} round(s) of local training; "
+        f"clip={cfg.privacy.clip:g}, gaussian noise on {cfg.privacy.noise_on}"
+    )
+    click.echo(table)
+    atomic_write_json(Path(out) / "audit.json", audited)
+    atomic_write_text(Path(out) / "audit.md", table)
+    click.echo(f"figure: {audit_figure(audited, Path(out) / 'audit.png')}")
+
+
+RESULT_COMMANDS = (partition, report, plot, audit)

@@ -1,0 +1,176 @@
+"""The figures of a sweep (``fedkd report``): ALMA per round, final ALMA against each numeric
+axis, every client's final accuracy, bytes per round, and one chosen run's weights and split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+from experiments.figures.common import (
+    accuracy_limits,
+    colours_for,
+    figure_legend,
+    integer_rounds,
+    legend_outside,
+    new_figure,
+    save,
+)
+from experiments.figures.panels import (
+    Row,
+    algorithm_of,
+    algorithms,
+    final_alma_errorbar,
+    grid,
+    nan_mean_std,
+    numeric_axes,
+    panel_title,
+    panels,
+    round_matrix,
+)
+from experiments.figures.partition import run_partition_figure
+from experiments.figures.run import evaluated_rounds
+from experiments.figures.weights import weights_figure
+from fedkd.errors import ConfigError
+
+AXIS_LABELS = {
+    "alpha": "Dirichlet alpha (larger = more IID)",
+    "noise-multiplier": "noise multiplier (per-entry std / clip)",
+    "max-client-samples": "private samples per client (cap)",
+    "num-clients": "clients",
+}
+LOG_RANGE = 20.0  # a kB axis turns logarithmic only when its positive values span this factor or more
+
+
+def pick_fusion_run(rows: list[Row]) -> Row | None:
+    """The run whose weight matrix the report shows: the first KnFu run, else the first run."""
+    for row in rows:
+        if algorithm_of(row).startswith("knfu"):
+            return row
+    return rows[0] if rows else None
+
+
+def alma_per_round_figure(rows: list[Row], axes: list[str], path: Path, colour: dict[str, str]) -> Path:
+    """ALMA per round, mean ± std over seeds, one panel per setting, one line per algorithm."""
+    grouped = panels(rows, axes, ("algorithm", "seed"))
+    fig, axs = grid(len(grouped))
+    for ax, (key, members) in zip(axs, grouped.items(), strict=False):
+        for alg in algorithms(members):
+            runs = [evaluated_rounds(r["history"]) for r in members if algorithm_of(r) == alg]
+            rounds, curves = round_matrix(runs, lambda x: x["alma"])
+            mean, std = nan_mean_std(curves)
+            ax.plot(rounds, mean, marker=".", label=alg, color=colour[alg])
+            ax.fill_between(rounds, mean - std, mean + std, alpha=0.15, color=colour[alg])
+        ax.set(title=panel_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")
+        integer_rounds(ax)
+    figure_legend(fig, axs)
+    return save(fig, path)
+
+
+def final_vs_axis_figure(
+    rows: list[Row], axes: list[str], axis: str, path: Path, colour: dict[str, str]
+) -> Path:
+    """Final ALMA against one numeric axis (log x when its values span 20x or more)."""
+    grouped = panels(rows, axes, ("algorithm", "seed", axis))
+    fig, axs = grid(len(grouped))
+    for ax, (key, members) in zip(axs, grouped.items(), strict=False):
+        for alg in algorithms(members):
+            mine = [r for r in members if algorithm_of(r) == alg]
+            final_alma_errorbar(ax, mine, lambda r, a=axis: r["axes"][a], alg, colour[alg])
+        ticks = sorted({r["axes"][axis] for r in members})
+        log_x = min(ticks) > 0 and max(ticks) / min(ticks) >= 20
+        label = AXIS_LABELS.get(axis, axis) + (" (log scale)" if log_x else "")
+        ax.set(xscale="log" if log_x else "linear", title=panel_title(key), xlabel=label)
+        ax.set_ylabel("final ALMA (mean ± std over seeds)")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+    figure_legend(fig, axs)
+    return save(fig, path)
+
+
+def client_accuracy_figure(rows: list[Row], path: Path, colour: dict[str, str]) -> Path:
+    """Every client's final local test accuracy, all runs, one column per algorithm (bar: mean)."""
+    algs = algorithms(rows)
+    fig, ax = new_figure(max(5.0, 1.2 * len(algs) + 2), 4.0)
+    for i, alg in enumerate(algs):
+        accs = [
+            acc
+            for r in rows
+            if algorithm_of(r) == alg
+            for acc in r["history"]["rounds"][-1]["client_acc"].values()
+            if acc is not None
+        ]
+        jitter = np.random.default_rng(i).uniform(-0.15, 0.15, size=len(accs))
+        ax.scatter(i + jitter, accs, s=6, alpha=0.4, color=colour[alg])
+        ax.hlines(np.mean(accs), i - 0.3, i + 0.3, color="black")
+    ax.set_xticks(range(len(algs)), algs)
+    ax.set(
+        ylabel="final local test accuracy per client", title="Accuracy of every client (all runs; bar = mean)"
+    )
+    accuracy_limits(ax)
+    return save(fig, path)
+
+
+def kb_axis(ax: Axes, values: list[float]) -> str:
+    """After plotting: a linear kB axis from 0, or a logarithmic one (plain numbers as labels)
+    when the positive values span LOG_RANGE or more; returns the axis label."""
+    positive = [v for v in values if v > 0]
+    if len(positive) < 2 or max(positive) / min(positive) < LOG_RANGE:
+        ax.set_ylim(bottom=0)
+        return "kB per round (up + down, all clients)"
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ...
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    return "kB per round (up + down, all clients; log scale)"
+
+
+def bytes_figure(rows: list[Row], path: Path, colour: dict[str, str]) -> Path:
+    """Mean kB per round of each algorithm; an algorithm that sends nothing is named as such
+    (and, on a log axis, appears in the legend only)."""
+    fig, ax = new_figure(7.0, 4.0)
+    values: list[float] = []
+    for alg in algorithms(rows):
+        runs = [r["history"]["rounds"] for r in rows if algorithm_of(r) == alg]
+        rounds, per_round = round_matrix(runs, lambda x: (x["bytes_up"] + x["bytes_down"]) / 1e3)
+        mean = nan_mean_std(per_round)[0]
+        silent = bool(np.all(np.nan_to_num(mean) == 0))
+        ax.plot(
+            rounds, mean, marker=".", color=colour[alg], label=alg + (" (sends nothing)" if silent else "")
+        )
+        values += [float(v) for v in mean if np.isfinite(v)]
+    label = kb_axis(ax, values)
+    ax.set(xlabel="round", ylabel=label, title="Communication per round (mean over runs)")
+    integer_rounds(ax)
+    legend_outside(ax)
+    return save(fig, path)
+
+
+def chosen_run_figures(chosen: Row, out: Path) -> dict[str, Path]:
+    """The chosen run's last weight matrix and, when its data is here, its partition."""
+    last = chosen["history"]["rounds"][-1]
+    settings = ", ".join(f"{k}={v}" for k, v in chosen["axes"].items() if k != "algorithm")
+    what = f"{algorithm_of(chosen)}" + (f" ({settings})" if settings else "")
+    figures = {"weights": weights_figure(last["weights"], out / "weights.png", what, last["round"])}
+    try:
+        figures["partition"] = run_partition_figure(chosen["config"], out / "partition.png")
+    except ConfigError as why:  # the data is not on this machine: the other figures still stand
+        logging.getLogger("flwr.fedkd").warning("partition figure skipped: %s", why)
+    return figures
+
+
+def sweep_figures(rows: list[Row], axes: list[str], out: Path, chosen: Row | None) -> dict[str, Path]:
+    colour = colours_for(algorithms(rows))
+    figures = {"ALMA per round": alma_per_round_figure(rows, axes, out / "alma_per_round.png", colour)}
+    for axis in numeric_axes(rows, axes):
+        figures[f"final ALMA vs {axis}"] = final_vs_axis_figure(
+            rows, axes, axis, out / f"alma_vs_{axis}.png", colour
+        )
+    figures["per-client accuracy"] = client_accuracy_figure(rows, out / "client_accuracy.png", colour)
+    figures["bytes per round"] = bytes_figure(rows, out / "bytes_per_round.png", colour)
+    if chosen is not None:
+        figures.update(chosen_run_figures(chosen, out))
+    return figures

@@ -1,0 +1,138 @@
+"""The files of one run, and how to read them back.
+
+``results.json``: config, environment, status and the summary (``final``), rewritten atomically
+when they change. ``rounds.jsonl`` beside it: one JSON line per finished round, appended (one
+write, then fsync), so a run of many rounds never rewrites what it already wrote and a killed
+run leaves exactly its finished rounds. ``load_results`` puts the two together again, and still
+reads results.json files from before rounds.jsonl (rounds inline). Light on purpose (json and
+pathlib only): `fedkd plot` and `fedkd report` read runs without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from fedkd.atomic import atomic_write
+from fedkd.errors import ConfigError
+
+RESULTS_FILE = "results.json"
+ROUNDS_FILE = "rounds.jsonl"  # beside results.json: one line per finished round
+CONFIG_FILE = "config.toml"  # beside results.json: `fedkd run --config DIR/config.toml` repeats the run
+INTERRUPTED = "interrupted by the user (Ctrl-C)"
+log = logging.getLogger("flwr.fedkd")
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN: write null for non-finite floats."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text))
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One record as one compact line (no indent: a K x K matrix stays one line)."""
+    return json.dumps(json_safe(record), allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def append_json_line(path: str | Path, record: dict[str, Any]) -> None:
+    """One complete line per write, then fsync: a crash loses at most this line, never earlier ones."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, json_line(record).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_rounds(path: str | Path, rounds: list[dict[str, Any]]) -> None:
+    """Replace the rounds file with exactly these rounds (a fresh run: none; a resumed run: the
+    rounds it keeps, which also cuts a torn last line)."""
+    atomic_write_text(path, "".join(json_line(r) for r in rounds))
+
+
+def read_rounds(path: str | Path) -> list[dict[str, Any]]:
+    """The round records in a rounds file, in order. A line that is not a round record (torn by
+    a kill mid-write, or damaged) is skipped with a warning naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rounds, damaged = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and "round" in record:
+            rounds.append(record)
+        elif line.strip():
+            damaged.append(number)
+    if damaged:
+        log.warning("%s: skipped damaged line(s) %s", path, ", ".join(map(str, damaged)))
+    return rounds
+
+
+def results_path(path: str | Path) -> Path:
+    """A results.json, given the file or the run folder."""
+    path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A run's results.json with its ``rounds`` list put back (from rounds.jsonl, or inline in
+    files written before it). ``path``: the file or its folder. Raises OSError or ValueError
+    when results.json cannot be read."""
+    path = results_path(path)
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} holds no JSON object")
+    if "rounds" not in payload:
+        payload["rounds"] = read_rounds(path.parent / payload.get("rounds_file", ROUNDS_FILE))
+    return payload
+
+
+def saved_run_config(payload: dict[str, Any]) -> dict[str, Any]:
+    """The flat run_config of a results.json payload (older files only have the nested config)."""
+    if isinstance(payload.get("run_config"), dict):
+        return dict(payload["run_config"])
+    return {key: value for section in payload["config"].values() for key, value in section.items()}
+
+
+def load_run_config(path: str | Path) -> dict[str, Any]:
+    """The config of the run whose results.json is ``path``, without its out-dir."""
+    try:
+        flat = saved_run_config(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        raise ConfigError(f"config file {str(path)!r} is not a fedkd {RESULTS_FILE}") from None
+    flat.pop("out-dir", None)
+    flat.pop("out_dir", None)
+    return flat
+
+
+def mark_interrupted(path: str | Path) -> None:
+    """Mark an existing results file as interrupted (rounds kept), from outside the run."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return
+    if payload.get("status") == "running":
+        payload.update(status="interrupted", status_reason=INTERRUPTED)
+        atomic_write_json(path, payload)

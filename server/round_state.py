@@ -1,0 +1,62 @@
+"""What one round collects while it runs: accepted uploads, drops, sample counts, bytes, and
+what the distil phase measured. Plain records, filled by the round loop (server/strategy.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Message
+
+
+def payload_bytes(messages: Iterable[Message]) -> int:
+    """Serialized bytes of the arrays (soft predictions / targets) in these messages."""
+    total = 0
+    for msg in messages:
+        if msg.has_content():
+            for record in msg.content.array_records.values():
+                total += sum(len(arr.data) for arr in record.values())
+    return total
+
+
+@dataclass
+class RoundOutcome:
+    """Bookkeeping for one round while it runs."""
+
+    node_of: dict[int, int] = field(default_factory=dict)  # partition id -> node id
+    accepted: dict[int, Any] = field(default_factory=dict)  # pid -> validated upload
+    replies: dict[int, Message] = field(default_factory=dict)  # pid -> its train.local reply
+    rolled_back: list[int] = field(default_factory=list)
+    asked: list[int] = field(default_factory=list)  # partition ids asked to train (when known)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    compute_s: float = 0.0
+    private_samples: dict[int, float] = field(default_factory=dict)  # pid -> private samples trained on
+    transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    def tally(self, pid: int, metrics: dict[str, float]) -> None:
+        """Add a reply's compute time and sample counts."""
+        self.compute_s += metrics.get("compute-seconds", 0.0)
+        for key, counts in (
+            ("private-samples", self.private_samples),
+            ("transfer-samples", self.transfer_samples),
+        ):
+            if key in metrics:
+                counts[pid] = counts.get(pid, 0.0) + metrics[key]
+
+
+@dataclass
+class Evaluation:
+    """What the distil phase of one round measured."""
+
+    evaluated: bool
+    completed: list[int] = field(default_factory=list)  # pids whose distil reply came back
+    local_acc: dict[int, float] = field(default_factory=dict)
+    global_acc: dict[int, float] = field(default_factory=dict)
+    test_sizes: dict[int, int] = field(default_factory=dict)  # local test split sizes
+
+    def sort(self) -> None:
+        for name in ("local_acc", "global_acc", "test_sizes"):
+            setattr(self, name, dict(sorted(getattr(self, name).items())))
