@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from experiments.cli import main
+from fedkd.results_files import load_results
 from tests.test_deployment import _free_port, _stop_group, _wait_port
 
 BIN = Path(sys.executable).parent
@@ -89,14 +90,14 @@ def test_sweep_tasks_and_a_simulation_run_on_an_existing_ray_cluster(
     settings += ["--set", "transfer-size=60"]
     ran = CliRunner().invoke(main, ["run", "--engine", "ray", *settings, "--out", str(run_out)])
     assert ran.exit_code == 0, ran.output
-    saved = json.loads((run_out / "results.json").read_text())
+    saved = load_results(run_out)
     assert saved["status"] == "completed" and len(saved["rounds"]) == 2
     # the same numbers as the in-process engine: joining a cluster changes where, not what
     local = CliRunner().invoke(
         main, ["run", "--engine", "inprocess", *settings[2:], "--out", str(tmp_path / "local")]
     )
     assert local.exit_code == 0, local.output
-    reference = json.loads((tmp_path / "local" / "results.json").read_text())
+    reference = load_results(tmp_path / "local")
     assert [r["alma"] for r in saved["rounds"]] == [r["alma"] for r in reference["rounds"]]
     # both drivers (the sweep, the simulation) joined the head's session instead of starting a Ray
     drivers = list(session.glob("session_*/logs/python-core-driver-*"))
