@@ -25,7 +25,7 @@ from fedkd.training import (
     accuracy,
     distill,
     local_train,
-    mixed_precision,
+    pinned_compute,
     predict_proba,
     resolve_device,
 )
@@ -36,21 +36,15 @@ StateDict = dict[str, torch.Tensor]
 @dataclass
 class StepResult:
     state: StateDict
-    predictions: np.ndarray | None  # (N_t, C) soft predictions at temperature T
+    predictions: np.ndarray | None  # (N_t, C) soft predictions at temperature T; NaN rows: withheld
     metrics: dict[str, float]
 
 
 @contextmanager
 def client_compute(cfg: ExperimentConfig) -> Iterator[None]:
-    """Pin intra-op threads (results then do not depend on the host's core count) and set
-    the mixed-precision mode for the loops run inside."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(cfg.train.client_threads)
-    try:
-        with mixed_precision(cfg.train.mixed_precision):
-            yield
-    finally:
-        torch.set_num_threads(before)
+    """Pinned threads and the mixed-precision mode for the loops run inside (training.py)."""
+    with pinned_compute(cfg.train.client_threads, cfg.train.mixed_precision):
+        yield
 
 
 def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict | None) -> torch.nn.Module:
@@ -75,11 +69,13 @@ def local_step(
     cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, predict: bool
 ) -> StepResult:
     """Train on private data (the budget's local epochs); optionally return soft predictions
-    on the transfer set at the algorithm's temperature."""
+    on the transfer set at the algorithm's temperature, with the rows its client-side selector
+    withholds (``upload_mask``) set to NaN."""
     start = time.perf_counter()
     data = _data(cfg, pid)
     budget = compute_budget(cfg)
-    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    algorithm = FUSIONS.get(cfg.fusion.algorithm)
+    rows = algorithm.transfer_rows(cfg, server_round)
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
         if state is None and cfg.train.pretrain_epochs > 0:
@@ -91,6 +87,9 @@ def local_step(
                 cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs
             ).samples
         preds = predict_proba(model, _rows(data.transfer_x, rows), budget.temperature) if predict else None
+        mask = algorithm.upload_mask(cfg, pid, data, rows) if predict else None
+    if preds is not None and mask is not None:
+        preds[~mask] = np.nan  # (N_t, C): withheld rows are not sent
     return StepResult(
         _snapshot(model),
         preds,
@@ -112,7 +111,8 @@ def distill_step(
     replacement: StateDict | None = None,
     evaluate: bool = True,
 ) -> StepResult:
-    """Distil from a personalised target (if any), revisit private data, then evaluate.
+    """Distil from a personalised target (if any; only on its rows that are not NaN), revisit
+    private data, then evaluate.
 
     ``replacement``: weights to adopt instead (weight-averaging baselines). The revisit runs
     whether or not a target came (the budget is the same for every algorithm). For a guarded
@@ -123,6 +123,8 @@ def distill_step(
     data = _data(cfg, pid)
     budget = compute_budget(cfg)
     metrics: dict[str, float] = {"private-samples": 0.0, "transfer-samples": 0.0}
+    if target is not None and np.isnan(target).all():
+        target = None  # no row has a target: nothing to distil on
     with client_compute(cfg):
         model = _model(cfg, pid, data, replacement if replacement is not None else state)
         if target is not None and budget.distill_epochs > 0:
@@ -176,9 +178,14 @@ def _distill(
     budget: ComputeBudget,
 ) -> FitStats:
     rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    x = _rows(data.transfer_x, rows)  # (N, C, H, W): this round's transfer rows
+    target = np.asarray(target, dtype=np.float64)
+    present = ~np.isnan(target).any(axis=1)  # (N,): rows that have a target
+    if not present.all():
+        x, target = x[torch.from_numpy(present)], target[present]
     return distill(
         model,
-        _rows(data.transfer_x, rows),
+        x,
         torch.from_numpy(np.asarray(target, dtype=np.float32)),
         temperature=budget.temperature,
         epochs=budget.distill_epochs,

@@ -73,6 +73,7 @@ class RoundOutcome:
     asked: list[int] = field(default_factory=list)  # partition ids asked to train (when known)
     failed: list[dict[str, Any]] = field(default_factory=list)
     compute_s: float = 0.0
+    server_compute_s: float = 0.0  # the server's own work: checking, fusing, distilling (FedDF)
     private_samples: dict[int, float] = field(default_factory=dict)  # pid -> private samples trained on
     transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
     bytes_up: int = 0
@@ -245,6 +246,7 @@ class KnowledgeFusionStrategy:
             "bytes_down": out.bytes_down,
             "wall_s": time.perf_counter() - start,
             "compute_s": out.compute_s,
+            "server_compute_s": out.server_compute_s,
             "failed_clients": out.failed,
             "rolled_back": sorted(out.rolled_back),
             "participants": sorted(out.asked),
@@ -309,11 +311,14 @@ class KnowledgeFusionStrategy:
                 self.cfg.run.min_replies,
             )
             return {}, weights
+        start = time.perf_counter()
         try:
-            contents, sub = self.exchange.combine(out.accepted, out.replies)
+            contents, sub = self.exchange.combine(out.accepted, out.replies, server_round)
         except ProtocolError as why:
             log.warning("round %d: no fusion this round: %s", server_round, why)
             return {}, weights
+        finally:
+            out.server_compute_s = time.perf_counter() - start
         weights[np.ix_(pids, pids)] = sub
         return contents, weights
 
