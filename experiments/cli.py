@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from experiments.cli_algorithms import algorithms as algorithms_command
 from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, SPLIT_OPTIONS, config_options
 from fedkd.config import ConfigError, ExperimentConfig, config_keys, load_config_file
@@ -413,6 +414,7 @@ def keys(as_toml: bool) -> None:
 
 
 main.add_command(deploy_group)
+main.add_command(algorithms_command)
 
 if __name__ == "__main__":
     main()
