@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import plots
+from experiments import plots, plots_comm
 from experiments.stats import mean_ci
 from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import (
@@ -225,6 +225,9 @@ def write_report(
     per_group = summary(table)
     chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else plots.pick_fusion_run(rows)
     figures = plots.sweep_figures(rows, group_axes(rows), out / "figures", chosen)
+    communication = plots_comm.alma_vs_bytes(rows, group_axes(rows), out / "figures" / "alma_vs_bytes.png")
+    if communication is not None:
+        figures["ALMA vs bytes per round"] = communication
     if audit:
         audited = json.loads(Path(audit).read_text())
         figures["privacy trade-off"] = plots.privacy_tradeoff(rows, audited, out / "figures" / "privacy.png")
