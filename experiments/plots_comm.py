@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from experiments.plots import _algorithm, _colours, _panels, _save, _title, plt
 
@@ -96,6 +97,7 @@ def alma_vs_bytes(rows: list[dict], axes: list[str], path: str | Path) -> Path |
                     textcoords="offset points",
                 )
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labels on decades only: they never overlap
             ax.set(
                 title=_title(key) + (" | up + down" if total else " | uplink (bytes_up)"),
                 xlabel="kB per round, all clients (log scale)",

@@ -131,3 +131,12 @@ def test_noise_comes_before_compression_on_the_client():
     noised = privatize(clean, cfg.privacy, compute_budget(cfg).temperature, release_rng(cfg, 0, 1, True))
     np.testing.assert_array_equal(arrays[QUANT], encode(noised, "quant", bits=8)[QUANT])
     assert not np.array_equal(arrays[QUANT], encode(clean, "quant", bits=8)[QUANT])
+
+
+def test_sparse_uploads_are_compressed_too():
+    """selective-fd: the packed row mask travels beside the quantised kept rows."""
+    cfg = tiny_config(algorithm="selective-fd", rounds=1, **{"selective-quantile": 0.5})
+    dense = run_experiment(cfg).rounds[0]
+    packed = run_experiment(cfg.with_overrides({"compression": "quant", "compression-bits": 4})).rounds[0]
+    assert not packed["failed_clients"] and np.isfinite(packed["alma"])
+    assert packed["bytes_up"] < 0.4 * dense["bytes_up"]

@@ -24,7 +24,8 @@ SMOKE_RUNS = 24  # 2 alphas x 2 seeds x 6 (algorithm, compression) pairs
 def test_shipped_sweeps_expand_and_validate():
     sizes = {
         "smoke": SMOKE_RUNS,
-        "fkd-family": 240,
+        "fkd-family": 120,
+        "fkd-family-large": 120,
         "fkd-compression": 130,
         "alpha": 150,
         "knfu-self": 90,
