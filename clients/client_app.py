@@ -2,7 +2,12 @@
 
 The model lives in ``context.state`` (never in globals: Ray reuses processes across virtual
 clients). Data is rebuilt from (config, partition-id), so nothing but soft predictions and
-metrics leaves the client.
+metrics (and, for weight-uploading algorithms, the model) leaves the client.
+
+Two mods sit between the handlers and the network; a reply passes the privacy mod first (noise
+on the soft predictions), then the compression mod (top-k or quantisation of the noised values):
+compressing after the noise is post-processing, so it costs no privacy, and no un-noised value
+(say, which classes are a row's top k) ever leaves the client.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.compression_mod import make_compression_mod
 from clients.privacy_mod import make_privacy_mod
 from clients.records import partition_id, soft_record
 from fedkd.atomic import atomic_write
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
+from fedkd.fusion import FUSIONS
 from fedkd.protocol import (
     CONFIG_KEY,
     INFO_KEY,
@@ -27,6 +34,7 @@ from fedkd.protocol import (
     SOFT,
     TARGET_KEY,
     WEIGHTS_KEY,
+    dense_soft,
 )
 from fedkd.training import resolve_device
 
@@ -68,11 +76,22 @@ def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid:
         atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
 
 
+def _transfer_rows(cfg: ExperimentConfig, server_round: int) -> int:
+    """How many transfer rows this round's targets span (FedMD may use a subset)."""
+    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    return cfg.data.transfer_size if rows is None else len(rows)
+
+
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
+
+    def resolve(context: Context) -> ExperimentConfig:
+        return resolve_config(bound, context)
+
     # noise from the run seed only in fedkd's own simulations (config bound), else secret
-    privacy = make_privacy_mod(lambda context: resolve_config(bound, context), seeded=bound is not None)
-    app = ClientApp(mods=[privacy])
+    privacy = make_privacy_mod(resolve, seeded=bound is not None)
+    # mods[0] is outermost: a reply is noised first, then compressed
+    app = ClientApp(mods=[make_compression_mod(resolve), privacy])
 
     @app.query("hello")
     def hello(msg: Message, context: Context) -> Message:
@@ -91,7 +110,7 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         cfg = resolve_config(bound, context)
         pid = partition_id(context)
         settings = msg.content[CONFIG_KEY]
-        upload = str(settings["upload"])  # predictions | weights | nothing
+        upload = str(settings["upload"]).split("+")  # predictions | weights | weights+predictions | nothing
         # weight averaging: start from the global model the server sent (when it sent one)
         state = msg.content[WEIGHTS_KEY].to_torch_state_dict() if WEIGHTS_KEY in msg.content else None
         result = local_step(
@@ -99,13 +118,13 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
             pid,
             int(settings["server-round"]),
             state if state is not None else _load_state(context, settings, pid),
-            upload == "predictions",
+            "predictions" in upload,
         )
         context.state[MODEL_KEY] = ArrayRecord(result.state)  # mid-round: no checkpoint
         content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
         if result.predictions is not None:
             content[KNOWLEDGE_KEY] = soft_record(result.predictions)
-        if upload == "weights":
+        if "weights" in upload:
             content[WEIGHTS_KEY] = ArrayRecord(result.state)
         return Message(content, reply_to=msg)
 
@@ -113,13 +132,16 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     def train_distill(msg: Message, context: Context) -> Message:
         cfg = resolve_config(bound, context)
         pid = partition_id(context)
+        settings = msg.content[CONFIG_KEY]
         target = None
         if TARGET_KEY in msg.content:
-            target = msg.content[TARGET_KEY][SOFT].numpy()
+            arrays = {name: arr.numpy() for name, arr in msg.content[TARGET_KEY].items()}
+            target = dense_soft(
+                arrays, _transfer_rows(cfg, int(settings["server-round"])), arrays[SOFT].shape[1], None
+            )
         replacement = None
         if WEIGHTS_KEY in msg.content:
             replacement = msg.content[WEIGHTS_KEY].to_torch_state_dict()
-        settings = msg.content[CONFIG_KEY]
         evaluate = bool(settings.get("evaluate", True))
         state = _load_state(context, settings, pid)
         result = distill_step(cfg, pid, int(settings["server-round"]), state, target, replacement, evaluate)

@@ -1,7 +1,10 @@
 """A Flower client mod that noises soft predictions before they leave the client.
 
 Being a mod, it sits between the ClientApp and the network in simulation and deployment alike:
-the handler's reply to ``train.local`` passes through it, and only the noised array goes out.
+the handler's reply to ``train.local`` passes through it, and only the noised array goes out
+(then compressed, when ``compression`` is on: clients/compression_mod.py, the outer mod). A
+sparse upload (selective-fd) is noised on the rows it sends; its row mask is not noised and is
+declared unprotected (fedkd/protocol.py).
 
 Where the noise comes from: in a simulation that fedkd runs itself (``fedkd run``, any engine:
 the config is bound into the app), from the run seed, so that runs repeat exactly. Everywhere
@@ -16,10 +19,10 @@ import secrets
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Array, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from clients.records import partition_id, soft_record
+from clients.records import partition_id
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
 from fedkd.privacy import privatize
@@ -51,10 +54,11 @@ def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig], seeded: boo
             return reply
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
         rng = release_rng(cfg, partition_id(context), server_round, seeded)
-        soft = reply.content[KNOWLEDGE_KEY][SOFT].numpy().astype(np.float64)
-        reply.content[KNOWLEDGE_KEY] = soft_record(
-            privatize(soft, cfg.privacy, compute_budget(cfg).temperature, rng)
-        )
+        record = reply.content[KNOWLEDGE_KEY]
+        soft = record[SOFT].numpy().astype(np.float64)  # (M, C): the rows this client sends
+        if len(soft):
+            noised = privatize(soft, cfg.privacy, compute_budget(cfg).temperature, rng)
+            record[SOFT] = Array(np.ascontiguousarray(noised, dtype=np.float32))
         return reply
 
     return privacy_mod

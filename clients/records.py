@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context
 
-from fedkd.protocol import SOFT
+from fedkd.protocol import sparse_arrays
 
 
 def partition_id(context: Context) -> int:
@@ -14,5 +14,6 @@ def partition_id(context: Context) -> int:
 
 
 def soft_record(soft: np.ndarray) -> ArrayRecord:
-    """Soft predictions go over the wire as float32: (N_t, C)."""
-    return ArrayRecord({SOFT: Array(np.ascontiguousarray(soft, dtype=np.float32))})
+    """Soft predictions go over the wire as float32: (M, C) rows present, plus the packed row mask
+    when some rows (all-NaN in ``soft``, (N_t, C)) are withheld."""
+    return ArrayRecord({name: Array(arr) for name, arr in sparse_arrays(soft).items()})

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from experiments.cli_algorithms import algorithms as algorithms_command
 from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
@@ -244,6 +245,7 @@ def keys(as_toml: bool) -> None:
 main.add_command(deploy_group)
 for command in RESULT_COMMANDS:
     main.add_command(command)
+main.add_command(algorithms_command)
 
 if __name__ == "__main__":
     main()

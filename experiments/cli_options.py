@@ -64,7 +64,10 @@ CONFIG_OPTIONS = {
     "alpha": click.option("--alpha", type=str, help="Dirichlet concentration (> 0; lower: more skew)."),
     "seed": click.option("--seed", type=str, help="Seed of the split, the inits and every random stream."),
     "algorithm": click.option(
-        "--algorithm", type=RegistryChoice(_algorithm_names), help="How the clients' knowledge is fused."
+        "--algorithm",
+        type=RegistryChoice(_algorithm_names),
+        help="How the clients' knowledge is fused (fedkd algorithms: what each uploads, "
+        "whether it personalises, its paper).",
     ),
     "rounds": click.option("--rounds", type=str, help="Federated rounds (>= 1)."),
     "engine": click.option(

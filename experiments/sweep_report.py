@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from experiments.audit_table import audit_markdown
+from experiments.figures.communication import alma_vs_bytes
 from experiments.figures.privacy import privacy_tradeoff
 from experiments.figures.sweep import pick_fusion_run, sweep_figures
 from experiments.stats import mean_ci
@@ -183,6 +184,9 @@ def write_report(
     per_group = summary(table)
     chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else pick_fusion_run(rows)
     figures = sweep_figures(rows, group_axes(rows), out / "figures", chosen)
+    communication = alma_vs_bytes(rows, group_axes(rows), out / "figures" / "alma_vs_bytes.png")
+    if communication is not None:
+        figures["ALMA vs bytes per round"] = communication
     if audit:
         audited = json.loads(Path(audit).read_text())
         figures["privacy trade-off"] = privacy_tradeoff(rows, audited, out / "figures" / "privacy.png")

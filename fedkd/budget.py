@@ -8,9 +8,13 @@ what happens between the two private phases:
 - predictions (fedmd, dsfl, knfu, knfu-guard): local -> upload -> distil on the transfer set
   (``distill-epochs``; skipped when the client gets no target) -> revisit;
 - nothing (local): local -> revisit (the same two phases, no distillation in between);
-- weights (fedavg): the same two private phases (local, then revisit with a fresh optimiser),
-  both before the upload; the averaged model is then adopted and evaluated as is (FedAvg
-  evaluates the global model; no fine-tuning after averaging).
+- weights (fedavg, and feddf which also uploads predictions): the same two private phases
+  (local, then revisit with a fresh optimiser), both before the upload; the averaged (feddf:
+  averaged, then server-distilled) model is then adopted and evaluated as is (FedAvg and FedDF
+  evaluate the global model; no fine-tuning after averaging).
+
+A server that trains (feddf) spends ``server_distill_steps`` mini-batches per architecture and
+round of its own; that budget is recorded apart and timed as ``server_compute_s`` per round.
 
 Distillation passes over the *public* transfer set are the fusion methods' extra cost; they are
 recorded beside the private budget, never traded against it. A client that holds out a guard
@@ -34,6 +38,7 @@ class ComputeBudget:
     temperature: float  # T of uploads, targets and the distillation loss
     pretrain_epochs: int = 0  # supervised epochs on the labelled transfer set, before round 1 only
     revisit_before_upload: bool = False  # weight averaging: both private phases before the upload
+    server_distill_steps: int = 0  # server-side mini-batches per architecture and round (feddf)
 
     @property
     def private_epochs(self) -> int:
@@ -49,6 +54,11 @@ class ComputeBudget:
                 if self.pretrain_epochs
                 else ""
             )
+            + (
+                f"; server: {self.server_distill_steps} distillation steps per architecture"
+                if self.server_distill_steps
+                else ""
+            )
         )
 
     def as_record(self) -> dict[str, float | int | bool]:
@@ -59,7 +69,15 @@ def compute_budget(cfg: ExperimentConfig) -> ComputeBudget:
     algorithm = FUSIONS.get(cfg.fusion.algorithm)
     t = cfg.train
     temperature = algorithm.knowledge_temperature(t)
-    if algorithm.uploads == "weights":
-        return ComputeBudget(t.local_epochs, t.revisit_epochs, 0, temperature, t.pretrain_epochs, True)
-    distill_epochs = t.distill_epochs if algorithm.uploads == "predictions" else 0
+    if algorithm.uploads_weights:
+        return ComputeBudget(
+            t.local_epochs,
+            t.revisit_epochs,
+            0,
+            temperature,
+            t.pretrain_epochs,
+            True,
+            algorithm.server_steps(cfg),
+        )
+    distill_epochs = t.distill_epochs if algorithm.uploads_predictions else 0
     return ComputeBudget(t.local_epochs, t.revisit_epochs, distill_epochs, temperature, t.pretrain_epochs)

@@ -25,7 +25,7 @@ from fedkd.training import (
     accuracy,
     distill,
     local_train,
-    mixed_precision,
+    pinned_compute,
     predict_proba,
     resolve_device,
 )
@@ -36,26 +36,15 @@ StateDict = dict[str, torch.Tensor]
 @dataclass
 class StepResult:
     state: StateDict
-    predictions: np.ndarray | None  # (N_t, C) soft predictions at temperature T
+    predictions: np.ndarray | None  # (N_t, C) soft predictions at temperature T; NaN rows: withheld
     metrics: dict[str, float]
 
 
 @contextmanager
 def client_compute(cfg: ExperimentConfig) -> Iterator[None]:
-    """Pin intra-op threads (results then do not depend on the host's core count) and set
-    the mixed-precision mode for the loops run inside. The thread count is process-wide: when
-    it already has the client's value (the in-process engine sets it once for all its client
-    threads) it is left alone, so clients running side by side never change it under each other."""
-    before = torch.get_num_threads()
-    pin = before != cfg.train.client_threads
-    if pin:
-        torch.set_num_threads(cfg.train.client_threads)
-    try:
-        with mixed_precision(cfg.train.mixed_precision):
-            yield
-    finally:
-        if pin:
-            torch.set_num_threads(before)
+    """Pinned threads and the mixed-precision mode for the loops run inside (training.py)."""
+    with pinned_compute(cfg.train.client_threads, cfg.train.mixed_precision):
+        yield
 
 
 def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict | None) -> torch.nn.Module:
@@ -81,11 +70,13 @@ def local_step(
     cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, predict: bool
 ) -> StepResult:
     """Train on private data (the budget's local epochs); optionally return soft predictions
-    on the transfer set at the algorithm's temperature."""
+    on the transfer set at the algorithm's temperature, with the rows its client-side selector
+    withholds (``upload_mask``) set to NaN."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
     budget = compute_budget(cfg)
-    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    algorithm = FUSIONS.get(cfg.fusion.algorithm)
+    rows = algorithm.transfer_rows(cfg, server_round)
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
         if state is None and cfg.train.pretrain_epochs > 0:
@@ -97,6 +88,9 @@ def local_step(
                 cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs
             ).samples
         preds = predict_proba(model, _rows(data.transfer_x, rows), budget.temperature) if predict else None
+        mask = algorithm.upload_mask(cfg, pid, data, rows) if predict else None
+    if preds is not None and mask is not None:
+        preds[~mask] = np.nan  # (N_t, C): withheld rows are not sent
     return StepResult(
         _snapshot(model),
         preds,
@@ -121,11 +115,14 @@ def distill_step(
     """The client's second phase of a round, in named steps: start from its own model or adopt the
     server's average (``replacement``, weight averaging), distil from its personalised target
     (if any; guarded algorithms roll a harmful distillation back), revisit private data (whether
-    or not a target came: the budget is the same for every algorithm), then evaluate."""
+    or not a target came: the budget is the same for every algorithm), then evaluate. A target's
+    NaN rows (withheld by a selective algorithm) are not distilled on."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
     budget = compute_budget(cfg)
     metrics: dict[str, float] = {"private-samples": 0.0, "transfer-samples": 0.0}
+    if target is not None and np.isnan(target).all():
+        target = None  # no row has a target: nothing to distil on
     with client_compute(cfg):
         model = _model(cfg, pid, data, adopted_weights(state, replacement))
         if target is not None and budget.distill_epochs > 0:
@@ -208,9 +205,14 @@ def _distill(
     budget: ComputeBudget,
 ) -> FitStats:
     rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    x = _rows(data.transfer_x, rows)  # (N, C, H, W): this round's transfer rows
+    target = np.asarray(target, dtype=np.float64)
+    present = ~np.isnan(target).any(axis=1)  # (N,): rows that have a target
+    if not present.all():
+        x, target = x[torch.from_numpy(present)], target[present]
     return distill(
         model,
-        _rows(data.transfer_x, rows),
+        x,
         torch.from_numpy(np.asarray(target, dtype=np.float32)),
         temperature=budget.temperature,
         epochs=budget.distill_epochs,

@@ -101,6 +101,25 @@ class FusionConfig:
     guard_fraction: float = 0.1
     # knfu-guard: allowed drop in guard accuracy before rollback; allowed: >= 0.
     guard_tolerance: float = 0.0
+    # KT-pFL: step size of each gradient step on the knowledge-coefficient matrix C; allowed: > 0.
+    ktpfl_step_size: float = 0.1
+    # KT-pFL: rho of the regulariser rho * ||C - 1/K||^2 (pulls C towards uniform); allowed: >= 0.
+    ktpfl_rho: float = 0.7
+    ktpfl_steps: int = 1  # KT-pFL: gradient steps on C per round (server side); allowed: >= 1
+    # FedDF: server distillation steps (mini-batches of batch-size transfer rows) per architecture
+    # and round; allowed: >= 0 (0: per-architecture FedAvg only).
+    feddf_server_steps: int = 100
+    # Selective-FD, client side: a client uploads a transfer row only if its nearest private sample
+    # is no farther than this quantile of its private samples' nearest-neighbour distances;
+    # allowed: 0 < value <= 1.
+    selective_quantile: float = 0.95
+    # Selective-FD, server side: rows whose ensemble prediction has normalised entropy (entropy /
+    # ln C) above this get no target; allowed: 0 < value <= 1 (1: keep every row).
+    selective_entropy: float = 0.9
+    # Soft-prediction uploads, compressed client-side after any privacy noise: none | topk | quant.
+    compression: str = "none"
+    compression_k: int = 2  # compression topk: largest entries kept per row; allowed: 1 .. classes - 1
+    compression_bits: int = 8  # compression quant: bits per entry; allowed: 8, 4, 2
 
 
 @dataclass(frozen=True)

@@ -72,4 +72,16 @@ def divergence_matrix(preds: np.ndarray, name: str) -> np.ndarray:
 
 def simplex_violation(preds: np.ndarray) -> float:
     """Largest deviation of any row from the simplex (negative entry or sum != 1)."""
-    return float(max(np.abs(preds.sum(axis=-1) - 1.0).max(), (-preds).max(initial=0.0)))
+    return float(max(np.abs(preds.sum(axis=-1) - 1.0).max(initial=0.0), (-preds).max(initial=0.0)))
+
+
+def project_to_simplex(v: np.ndarray) -> np.ndarray:
+    """Euclidean projection of each row onto the probability simplex (Duchi et al., 2008)."""
+    n = v.shape[-1]
+    u = -np.sort(-v, axis=-1)  # descending
+    css = np.cumsum(u, axis=-1) - 1.0
+    k = np.arange(1, n + 1)
+    cond = u - css / k > 0
+    rho = n - 1 - np.argmax(cond[..., ::-1], axis=-1)  # last index where cond holds
+    theta = np.take_along_axis(css, rho[..., None], axis=-1) / (rho[..., None] + 1.0)
+    return np.maximum(v - theta, 0.0)

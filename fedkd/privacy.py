@@ -26,20 +26,9 @@ import numpy as np
 
 from fedkd.config import PrivacyConfig
 from fedkd.fusion import FUSIONS
+from fedkd.knowledge import project_to_simplex
 
 _EPS = 1e-12
-
-
-def project_to_simplex(v: np.ndarray) -> np.ndarray:
-    """Euclidean projection of each row onto the probability simplex (Duchi et al., 2008)."""
-    n = v.shape[-1]
-    u = -np.sort(-v, axis=-1)  # descending
-    css = np.cumsum(u, axis=-1) - 1.0
-    k = np.arange(1, n + 1)
-    cond = u - css / k > 0
-    rho = n - 1 - np.argmax(cond[..., ::-1], axis=-1)  # last index where cond holds
-    theta = np.take_along_axis(css, rho[..., None], axis=-1) / (rho[..., None] + 1.0)
-    return np.maximum(v - theta, 0.0)
 
 
 def clip_rows(x: np.ndarray, bound: float, order: int) -> np.ndarray:

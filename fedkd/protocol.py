@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fedkd import compression
 from fedkd.knowledge import simplex_violation
 
 # message types (Flower: "<category>.<action>")
@@ -23,13 +24,16 @@ TRAIN_DISTILL = "train.distill"
 
 # record keys
 MODEL_KEY = "model"  # context.state: the client's model weights
-KNOWLEDGE_KEY = "knowledge"  # train.local reply: ArrayRecord {SOFT: (N_t, C) float32}
-TARGET_KEY = "target"  # train.distill content: ArrayRecord {SOFT: (N_t, C) float32}
+# train.local reply: ArrayRecord {SOFT: (M, C) float32}, or its compressed form (fedkd/compression.py),
+# plus ROWS (the packed (N_t,) mask of the M rows present) when the client withheld rows
+KNOWLEDGE_KEY = "knowledge"
+TARGET_KEY = "target"  # train.distill content: ArrayRecord {SOFT: (M, C) float32[, ROWS]}
 WEIGHTS_KEY = "weights"  # model weights (weight averaging), both directions
 METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
 INFO_KEY = "info"
-SOFT = "soft"  # the array inside KNOWLEDGE_KEY / TARGET_KEY records
+SOFT = compression.SOFT  # the array inside KNOWLEDGE_KEY / TARGET_KEY records
+ROWS = compression.ROWS  # packed (N_t,) bool: which rows a sparse upload or target holds
 
 # metric keys and their allowed ranges (inclusive)
 ACCURACY = (0.0, 1.0)
@@ -62,7 +66,8 @@ UNPROTECTED: dict[str, str] = {
     "transfer-samples": "transfer rows distilled on this round",
     "rolled-back": "whether the guard (on a private validation slice) undid the distillation",
     "compute-seconds": "time spent on the client's own compute",
-    "weights": "the whole model (weight-averaging algorithms only: fedavg)",
+    "weights": "the whole model (weight-uploading algorithms only: fedavg, feddf)",
+    "rows": "which transfer rows a client uploads predictions for (selective-fd: from its private data)",
     "error-reason": "the first line of a client's error message, when its step fails",
 }
 
@@ -133,3 +138,44 @@ def checked_weights(
                 )
     if not all(np.isfinite(arr).all() for arr in arrays.values()):
         raise ProtocolError("model weights contain NaN or inf")
+
+
+def checked_sparse_soft(soft: np.ndarray, expected_shape: tuple[int, int]) -> np.ndarray:
+    """Soft predictions or targets whose missing rows are all-NaN: the rows present are checked
+    as ``checked_soft`` checks a dense array; a row that is partly NaN is malformed."""
+    if soft.shape != expected_shape:
+        raise ProtocolError(f"soft predictions have shape {soft.shape}, expected {expected_shape}")
+    missing = np.isnan(soft)
+    absent = missing.all(axis=1)  # (N,)
+    if (missing.any(axis=1) & ~absent).any():
+        raise ProtocolError("soft predictions have rows that are partly NaN")
+    checked_soft(soft[~absent], (int((~absent).sum()), expected_shape[1]))
+    return soft
+
+
+def sparse_arrays(soft: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, C) with all-NaN rows where nothing is sent -> the arrays that travel: SOFT (M, C)
+    float32, and ROWS (packed mask) only when a row is missing."""
+    present = ~np.isnan(soft).all(axis=1)  # (N,)
+    arrays = {SOFT: np.ascontiguousarray(soft[present], dtype=np.float32)}
+    if not present.all():
+        arrays[ROWS] = compression.pack_mask(present)
+    return arrays
+
+
+def dense_soft(arrays: Mapping[str, np.ndarray], rows: int, classes: int, fusion: Any) -> np.ndarray:
+    """An upload or target's arrays -> (rows, C) float64 with all-NaN rows where none was sent.
+    ``fusion``: the FusionConfig whose ``compression`` settings say how the values are encoded
+    (targets are never compressed: pass None)."""
+    mask = np.ones(rows, dtype=bool)
+    try:
+        if ROWS in arrays:
+            mask = compression.unpack_mask(np.asarray(arrays[ROWS]), rows)
+        method = fusion.compression if fusion is not None else "none"
+        k, bits = (fusion.compression_k, fusion.compression_bits) if fusion is not None else (0, 0)
+        values = compression.decode(arrays, int(mask.sum()), classes, method, k, bits)
+    except ValueError as why:
+        raise ProtocolError(str(why)) from None
+    soft = np.full((rows, classes), np.nan)
+    soft[mask] = values
+    return soft

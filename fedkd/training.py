@@ -60,10 +60,11 @@ def _autocast(device: torch.device):
 def _batches(
     n: int, batch_size: int, generator: torch.Generator, samples: int | None = None
 ) -> Iterator[torch.Tensor]:
-    """One epoch of shuffled mini-batch indices into n rows. ``samples`` (>= n) makes the epoch
-    that many samples long by chaining fresh permutations: a client that holds data out (the
-    guard) still processes as many samples as one that trains on all of it."""
-    samples = n if samples is None else max(samples, n)
+    """One epoch of shuffled mini-batch indices into n rows. ``samples`` makes the epoch that many
+    samples long by chaining fresh permutations (or cutting one short): a client that holds data
+    out (the guard) still processes as many samples as one that trains on all of it, and a
+    server makes exactly its number of distillation steps."""
+    samples = n if samples is None else samples
     order = torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-samples // n))])[:samples]
     for start in range(0, samples, batch_size):
         yield order[start : start + batch_size]
@@ -140,6 +141,44 @@ def distill(
         return kd_loss(model(x[idx].to(device)).float(), targets[idx].to(device), temperature)
 
     return _fit(model, len(x), loss, epochs, batch_size, lr, generator)
+
+
+def distill_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+) -> FitStats:
+    """``steps`` mini-batches of distillation towards fixed targets (a server-side budget counts
+    steps, not epochs). x: (N, C, H, W); targets: (N, C) on the simplex."""
+
+    def loss(idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return kd_loss(model(x[idx].to(device)).float(), targets[idx].to(device), temperature)
+
+    return _fit(model, len(x), loss, 1, batch_size, lr, generator, samples_per_epoch=steps * batch_size)
+
+
+@contextmanager
+def pinned_compute(threads: int, mixed: bool) -> Iterator[None]:
+    """Pin intra-op threads (results then do not depend on the host's core count) and set the
+    mixed-precision mode for the loops run inside. The thread count is process-wide: when it
+    already has this value (the in-process engine sets it once for all its client threads) it is
+    left alone, so clients running side by side never change it under each other."""
+    before = torch.get_num_threads()
+    pin = before != threads
+    if pin:
+        torch.set_num_threads(threads)
+    try:
+        with mixed_precision(mixed):
+            yield
+    finally:
+        if pin:
+            torch.set_num_threads(before)
 
 
 EVAL_BATCH = 2048  # evaluation needs no gradients: large batches, fewer Python steps

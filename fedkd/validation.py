@@ -12,9 +12,10 @@ import importlib.util
 import math
 import re
 
+from fedkd.compression import COMPRESSIONS, QUANT_BITS
 from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig, log_targets
 from fedkd.data.partition import PARTITIONERS
-from fedkd.data.sources import DATASETS
+from fedkd.data.sources import DATASETS, NUM_CLASSES
 from fedkd.errors import ConfigError
 from fedkd.fusion import FUSIONS
 from fedkd.knowledge import DIVERGENCES
@@ -120,12 +121,43 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(f.dsfl_temperature > 0, f"dsfl-temperature={f.dsfl_temperature}; allowed: > 0")
     _require(0 < f.guard_fraction < 1, f"guard-fraction={f.guard_fraction}; allowed: 0 < value < 1")
     _require(f.guard_tolerance >= 0, f"guard-tolerance={f.guard_tolerance}; allowed: >= 0")
-    if FUSIONS.get(f.algorithm).uploads == "weights":
+    algorithm = FUSIONS.get(f.algorithm)
+    if algorithm.needs_one_architecture:
         _require(
             len(set(names)) == 1,
             f"algorithm={f.algorithm} averages weights and needs one architecture for all clients; "
             f"models={cfg.model.models!r} lists {len(set(names))}",
         )
+    _require(
+        pv.mechanism == "none" or not algorithm.uploads_weights,
+        f"mechanism={pv.mechanism} noises predictions, but algorithm={f.algorithm} uploads its model "
+        "weights unprotected; allowed: mechanism=none with this algorithm",
+    )
+    _require(f.ktpfl_step_size > 0, f"ktpfl-step-size={f.ktpfl_step_size}; allowed: > 0")
+    _require(f.ktpfl_rho >= 0, f"ktpfl-rho={f.ktpfl_rho}; allowed: >= 0")
+    _require(f.ktpfl_steps >= 1, f"ktpfl-steps={f.ktpfl_steps}; allowed: >= 1")
+    _require(f.feddf_server_steps >= 0, f"feddf-server-steps={f.feddf_server_steps}; allowed: >= 0")
+    _require(
+        0 < f.selective_quantile <= 1, f"selective-quantile={f.selective_quantile}; allowed: 0 < value <= 1"
+    )
+    _require(
+        0 < f.selective_entropy <= 1, f"selective-entropy={f.selective_entropy}; allowed: 0 < value <= 1"
+    )
+    _choice("compression", f.compression, COMPRESSIONS)
+    classes = NUM_CLASSES[d.dataset]
+    _require(
+        1 <= f.compression_k < classes,
+        f"compression-k={f.compression_k} is invalid; allowed: 1 .. {classes - 1} (classes - 1)",
+    )
+    _require(
+        f.compression_bits in QUANT_BITS,
+        f"compression-bits={f.compression_bits} is invalid; allowed: {', '.join(map(str, QUANT_BITS))}",
+    )
+    _require(
+        f.compression == "none" or algorithm.uploads_predictions,
+        f"compression={f.compression} compresses prediction uploads, but algorithm={f.algorithm} uploads "
+        f"{algorithm.upload_summary()}; allowed: compression=none with this algorithm",
+    )
     _require(f.neighbour_top_m >= 1, f"neighbour-top-m={f.neighbour_top_m}; allowed: >= 1")
     _require(f.neighbour_threshold >= 0, f"neighbour-threshold={f.neighbour_threshold}; allowed: >= 0")
     _check_log(r.log)

@@ -1,13 +1,16 @@
 """What travels up after local training, how the server checks it, and what goes back down.
 
 One class per kind of upload, chosen by the fusion algorithm's ``uploads`` flag:
-``predictions`` (soft predictions -> the algorithm's ``fuse`` -> one target per client),
-``weights`` (model weights -> Flower's own FedAvg aggregation -> the same weights for all) and
-``nothing`` (local learning only).
+``predictions`` (soft predictions, possibly compressed or sparse -> the algorithm's
+``fuse_round`` -> one target per client), ``weights`` (model weights -> Flower's own FedAvg
+aggregation, per architecture -> each client its architecture's average),
+``weights+predictions`` (the same, then the algorithm's ``server_distill`` refines each average
+with the clients' predictions: FedDF) and ``nothing`` (local learning only).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +27,26 @@ from fedkd.models import architecture_for, build_model
 from fedkd.protocol import (
     KNOWLEDGE_KEY,
     METRICS_KEY,
-    SOFT,
+    ROWS,
     TARGET_KEY,
     WEIGHTS_KEY,
     ProtocolError,
     checked_metrics,
-    checked_soft,
+    checked_sparse_soft,
     checked_weights,
+    dense_soft,
+    partition_id_of,
+    sparse_arrays,
 )
 
 SERVER_CHECKPOINT = "server-weights.pt"
+STATE_CHECKPOINT = "server-state.npz"  # an algorithm's server state (KT-pFL's coefficient matrix)
 
 
 def target_record(target: np.ndarray) -> ArrayRecord:
-    """A personalised target goes down as float32: (N_t, C)."""
-    return ArrayRecord({SOFT: Array(np.ascontiguousarray(target, dtype=np.float32))})
+    """A personalised target goes down as float32: (M, C) rows that have a target, plus the
+    packed row mask when some rows (all-NaN in ``target``, (N_t, C)) have none."""
+    return ArrayRecord({name: Array(arr) for name, arr in sparse_arrays(target).items()})
 
 
 class Exchange:
@@ -67,27 +75,43 @@ class PredictionExchange(Exchange):
         super().__init__(cfg)
         # the server holds no data: shapes come from the config and the dataset's metadata
         self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
+        self.state = self.fusion.start(cfg)  # carried from round to round (KT-pFL's C)
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
-        if KNOWLEDGE_KEY not in reply.content or SOFT not in reply.content[KNOWLEDGE_KEY]:
+        """The decoded upload: (N_t, C) float64, all-NaN rows where a sparse upload holds none."""
+        if KNOWLEDGE_KEY not in reply.content:
             raise ProtocolError("reply carries no soft predictions")
-        preds = reply.content[KNOWLEDGE_KEY][SOFT].numpy().astype(np.float64)
-        return checked_soft(preds, self._shape(server_round))
+        arrays = {name: arr.numpy() for name, arr in reply.content[KNOWLEDGE_KEY].items()}
+        if ROWS in arrays and not self.fusion.sparse:
+            raise ProtocolError(f"reply withholds rows, but {self.cfg.fusion.algorithm} needs every row")
+        rows, classes = self._shape(server_round)
+        return checked_sparse_soft(dense_soft(arrays, rows, classes, self.cfg.fusion), (rows, classes))
+
+    def save(self, folder: str) -> None:
+        if self.state:
+            path = Path(folder) / STATE_CHECKPOINT
+            atomic_write(path, lambda handle: np.savez(handle, **self.state), binary=True)
+
+    def load(self, folder: str) -> None:
+        path = Path(folder) / STATE_CHECKPOINT
+        if path.exists():
+            with np.load(path) as saved:
+                self.state = {name: saved[name] for name in saved.files}
 
     def _shape(self, server_round: int) -> tuple[int, int]:
         rows = self.fusion.transfer_rows(self.cfg, server_round)
         return self.expected_shape if rows is None else (len(rows), self.expected_shape[1])
 
     def combine(
-        self, accepted: dict[int, Any], replies: dict[int, Message]
+        self, accepted: dict[int, Any], replies: dict[int, Message], server_round: int
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
         """accepted: pid -> (N_t, C). Returns per-pid content for train.distill and a (K', K') matrix."""
         pids = sorted(accepted)
         stacked = np.stack([accepted[p] for p in pids])  # (K', N_t, C)
-        result = self.fusion.fuse(stacked, self.cfg.fusion)
+        result = self.fusion.fuse_round(stacked, pids, self.state, self.cfg)
         for target in result.targets:  # the server checks its own output like any reply
             if target is not None:
-                checked_soft(target, stacked.shape[1:])
+                checked_sparse_soft(target, stacked.shape[1:])
         contents = {
             pid: RecordDict({TARGET_KEY: target_record(target)})
             for pid, target in zip(pids, result.targets, strict=True)
@@ -103,7 +127,7 @@ class NoExchange(Exchange):
         return None
 
     def combine(
-        self, accepted: dict[int, Any], replies: dict[int, Message]
+        self, accepted: dict[int, Any], replies: dict[int, Message], server_round: int
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
         empty = np.zeros((len(accepted), 0, NUM_CLASSES[self.cfg.data.dataset]))  # (K', 0, C): no uploads
         result = self.fusion.fuse(empty, self.cfg.fusion)
@@ -112,41 +136,50 @@ class NoExchange(Exchange):
         return {}, result.weights
 
 
-def model_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
-    """Layer names and shapes of the federation's one architecture (weight averaging needs one),
-    from the config alone: the server holds no data."""
-    arch = architecture_for(cfg.model.models, 0, cfg.data.num_clients)
+def model_shapes(cfg: ExperimentConfig, arch: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Layer names and shapes of one architecture (default: client 0's), from the config alone:
+    the server holds no private data."""
+    arch = arch or architecture_for(cfg.model.models, 0, cfg.data.num_clients)
     dataset = cfg.data.dataset
     model = build_model(arch, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], cfg.run.seed)
     return {name: tuple(value.shape) for name, value in model.state_dict().items()}
 
 
 class WeightExchange(Exchange):
-    """Weight averaging with Flower's FedAvg strategy (weighted by num-examples)."""
+    """Weight averaging with Flower's FedAvg strategy (weighted by num-examples), one average per
+    architecture: a client gets the average of the clients that run its model."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         self.strategy = FedAvg()
-        self.latest: ArrayRecord | None = None  # the last averaged model
-        self.shapes = model_shapes(cfg)  # what every upload must look like
+        self.latest: dict[str, ArrayRecord] = {}  # architecture -> its last averaged model
+        archs = {self.arch(pid) for pid in range(cfg.data.num_clients)}
+        self.shapes = {arch: model_shapes(cfg, arch) for arch in sorted(archs)}  # what uploads look like
         self.pending: set[int] = set()  # sent the latest average in this round's distil phase
-        self.holders: set[int] = set()  # known to hold the latest average
+        self.holders: set[int] = set()  # known to hold the latest average of their architecture
+
+    def arch(self, pid: int) -> str:
+        return architecture_for(self.cfg.model.models, pid, self.cfg.data.num_clients)
 
     def local_content(self, pid: int) -> dict[str, Any]:
-        """A client that does not hold the current global model (it sat rounds out, or its reply
-        was dropped) gets it with ``train.local``; the others already adopted it."""
-        if self.latest is None or pid in self.holders:
+        """A client that does not hold its architecture's current model (it sat rounds out, or its
+        reply was dropped) gets it with ``train.local``; the others already adopted it."""
+        latest = self.latest.get(self.arch(pid)) if pid >= 0 else None
+        if latest is None or pid in self.holders:
             return {}
-        return {WEIGHTS_KEY: self.latest}
+        return {WEIGHTS_KEY: latest}
 
     def confirm(self, completed: list[int]) -> None:
         """The clients whose distil reply came back hold the latest average."""
         self.holders = self.pending & set(completed)
 
     def save(self, folder: str) -> None:
-        """The latest average and who holds it, atomically (a resumed run continues from it)."""
-        if self.latest is not None:
-            state = {"latest": self.latest.to_torch_state_dict(), "holders": sorted(self.holders)}
+        """The latest averages and who holds them, atomically (a resumed run continues from them)."""
+        if self.latest:
+            state = {
+                "latest": {arch: record.to_torch_state_dict() for arch, record in self.latest.items()},
+                "holders": sorted(self.holders),
+            }
             atomic_write(
                 Path(folder) / SERVER_CHECKPOINT, lambda handle: torch.save(state, handle), binary=True
             )
@@ -155,22 +188,21 @@ class WeightExchange(Exchange):
         path = Path(folder) / SERVER_CHECKPOINT
         if path.exists():
             state = torch.load(path, weights_only=True)
-            self.latest, self.holders = ArrayRecord(state["latest"]), set(state["holders"])
+            self.latest = {arch: ArrayRecord(saved) for arch, saved in state["latest"].items()}
+            self.holders = set(state["holders"])
 
     def accept(self, reply: Message, server_round: int) -> tuple[ArrayRecord, float]:
         if WEIGHTS_KEY not in reply.content:
             raise ProtocolError("reply carries no model weights")
+        pid = partition_id_of(reply.content[METRICS_KEY], self.cfg.data.num_clients)  # checked already
         record = reply.content[WEIGHTS_KEY]
-        checked_weights({name: arr.numpy() for name, arr in record.items()}, self.shapes)
+        checked_weights({name: arr.numpy() for name, arr in record.items()}, self.shapes[self.arch(pid)])
         size = checked_metrics(reply.content[METRICS_KEY], ("num-examples",))["num-examples"]
         if size <= 0:
             raise ProtocolError("reply reports num-examples = 0: nothing to weight its model by")
         return record, size
 
-    def combine(
-        self, accepted: dict[int, Any], replies: dict[int, Message]
-    ) -> tuple[dict[int, RecordDict], np.ndarray]:
-        pids = sorted(accepted)
+    def _average(self, pids: list[int], accepted: dict[int, Any], replies: dict[int, Message]) -> ArrayRecord:
         # Flower's FedAvg sees clean replies: the checked weights and their example count only
         clean = [
             Message(
@@ -192,13 +224,73 @@ class WeightExchange(Exchange):
             ) from None
         if averaged is None:
             raise ProtocolError("Flower's FedAvg could not aggregate the replies (inconsistent weights)")
+        return averaged
+
+    def refine(
+        self,
+        averaged: dict[str, ArrayRecord],
+        weights: np.ndarray,
+        accepted: dict[int, Any],
+        server_round: int,
+    ) -> tuple[dict[str, ArrayRecord], np.ndarray]:
+        """A server-side step after averaging (none for plain weight averaging)."""
+        return averaged, weights
+
+    def combine(
+        self, accepted: dict[int, Any], replies: dict[int, Message], server_round: int
+    ) -> tuple[dict[int, RecordDict], np.ndarray]:
+        pids = sorted(accepted)
+        groups: dict[str, list[int]] = defaultdict(list)  # architecture -> its clients this round
+        for pid in pids:
+            groups[self.arch(pid)].append(pid)
+        averaged = {
+            arch: self._average(members, accepted, replies) for arch, members in sorted(groups.items())
+        }
         sizes = np.array([accepted[p][1] for p in pids])
-        weights = np.tile(sizes / sizes.sum(), (len(pids), 1))  # everyone gets the same average
-        self.latest, self.pending = averaged, set(pids)
-        return {pid: RecordDict({WEIGHTS_KEY: averaged}) for pid in pids}, weights
+        same = np.array([[self.arch(a) == self.arch(b) for b in pids] for a in pids])  # (K', K')
+        weights = same * sizes[None, :]
+        weights = weights / weights.sum(axis=1, keepdims=True)  # row k: its architecture's average
+        models, weights = self.refine(averaged, weights, accepted, server_round)
+        self.latest.update(models)
+        self.pending = set(pids)
+        return {pid: RecordDict({WEIGHTS_KEY: models[self.arch(pid)]}) for pid in pids}, weights
 
 
-EXCHANGES = {"predictions": PredictionExchange, "weights": WeightExchange, "nothing": NoExchange}
+class DistilledWeightExchange(WeightExchange):
+    """Weights and predictions up; per-architecture averages refined by the algorithm's
+    ``server_distill`` towards the ensemble of every client's predictions (FedDF)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.predictions = PredictionExchange(cfg)  # decodes and checks the prediction uploads
+
+    def accept(self, reply: Message, server_round: int) -> tuple[ArrayRecord, float, np.ndarray]:
+        record, size = super().accept(reply, server_round)
+        return record, size, self.predictions.accept(reply, server_round)
+
+    def refine(
+        self,
+        averaged: dict[str, ArrayRecord],
+        weights: np.ndarray,
+        accepted: dict[int, Any],
+        server_round: int,
+    ) -> tuple[dict[str, ArrayRecord], np.ndarray]:
+        """Row k of the recorded weights becomes the ensemble teacher: every client alike."""
+        preds = np.stack([accepted[p][2] for p in sorted(accepted)])  # (K', N_t, C)
+        states = {arch: record.to_torch_state_dict() for arch, record in averaged.items()}
+        refined = self.fusion.server_distill(states, preds, self.cfg, server_round)
+        if refined is None:
+            return averaged, weights
+        k = len(accepted)
+        return {arch: ArrayRecord(state) for arch, state in refined.items()}, np.full((k, k), 1.0 / k)
+
+
+EXCHANGES = {
+    "predictions": PredictionExchange,
+    "weights": WeightExchange,
+    "weights+predictions": DistilledWeightExchange,
+    "nothing": NoExchange,
+}
 
 
 def exchange_for(cfg: ExperimentConfig):

@@ -100,6 +100,7 @@ class Phase:
 
     def close(self) -> None:
         if self.bar is not None:
+            self.bar.refresh()  # the final count is drawn even when replies came faster than tqdm redraws
             self.bar.close()
         elapsed = time.monotonic() - self.started
         if self.mode == "lines" and elapsed >= LINE_EVERY_S:

@@ -31,6 +31,7 @@ class RoundOutcome:
     asked: list[int] = field(default_factory=list)  # partition ids asked to train (when known)
     failed: list[dict[str, Any]] = field(default_factory=list)
     compute_s: float = 0.0
+    server_compute_s: float = 0.0  # the server's own work: checking, fusing, distilling (FedDF)
     private_samples: dict[int, float] = field(default_factory=dict)  # pid -> private samples trained on
     transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
     bytes_up: int = 0

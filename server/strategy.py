@@ -165,6 +165,7 @@ class KnowledgeFusionStrategy:
             "bytes_down": out.bytes_down,
             "wall_s": time.perf_counter() - start,
             "compute_s": out.compute_s,
+            "server_compute_s": out.server_compute_s,
             "failed_clients": out.failed,
             "rolled_back": sorted(out.rolled_back),
             "participants": sorted(out.asked),
@@ -232,11 +233,14 @@ class KnowledgeFusionStrategy:
                 self.cfg.run.min_replies,
             )
             return {}, weights
+        start = time.perf_counter()
         try:
-            contents, sub = self.exchange.combine(out.accepted, out.replies)
+            contents, sub = self.exchange.combine(out.accepted, out.replies, server_round)
         except ProtocolError as why:
             log.warning("round %d: no fusion this round: %s", server_round, why)
             return {}, weights
+        finally:
+            out.server_compute_s = time.perf_counter() - start
         weights[np.ix_(pids, pids)] = sub
         return contents, weights
 

@@ -11,7 +11,7 @@ from fedkd.budget import compute_budget
 from fedkd.client_steps import _model, training_data
 from tests.conftest import tiny_config
 
-ALGORITHMS = ["local", "fedmd", "dsfl", "knfu", "knfu-guard", "fedavg"]
+ALGORITHMS = ["local", "fedmd", "dsfl", "knfu", "knfu-guard", "fedavg", "kt-pfl", "feddf", "selective-fd"]
 
 
 def _samples_per_round(algorithm: str) -> list[dict[str, float]]:
@@ -43,12 +43,15 @@ def test_the_budget_is_recorded_and_equal_in_private_epochs(algorithm):
     cfg = tiny_config(algorithm=algorithm, models="mlp")
     budget = compute_budget(cfg)
     assert budget.private_epochs == cfg.train.local_epochs + cfg.train.revisit_epochs
-    assert budget.distill_epochs == (cfg.train.distill_epochs if algorithm not in ("local", "fedavg") else 0)
+    client_distils = algorithm not in ("local", "fedavg", "feddf")  # feddf distils on the server
+    assert budget.distill_epochs == (cfg.train.distill_epochs if client_distils else 0)
+    assert budget.server_distill_steps == (cfg.fusion.feddf_server_steps if algorithm == "feddf" else 0)
 
 
 def test_dsfl_works_on_plain_probabilities_and_the_others_at_the_configured_temperature():
     assert compute_budget(tiny_config(algorithm="dsfl")).temperature == 1.0
-    for alg in ("fedmd", "knfu", "knfu-guard"):
+    assert compute_budget(tiny_config(algorithm="selective-fd")).temperature == 1.0
+    for alg in ("fedmd", "knfu", "knfu-guard", "kt-pfl", "feddf"):
         assert compute_budget(tiny_config(algorithm=alg)).temperature == 3.0
 
 

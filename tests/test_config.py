@@ -40,7 +40,8 @@ def test_underscore_keys_are_accepted_as_kebab():
         ),
         (
             {"algorithm": "magic"},
-            "unknown algorithm 'magic'; allowed: dsfl, fedavg, fedmd, knfu, knfu-guard, local",
+            "unknown algorithm 'magic'; allowed: dsfl, fedavg, feddf, fedmd, knfu, knfu-guard, kt-pfl, "
+            "local, selective-fd",
         ),
         ({"models": "mlp,transformer"}, "unknown model 'transformer'"),
         ({"alpha": 0}, "alpha=0.0 is invalid; allowed: alpha > 0"),
@@ -65,6 +66,11 @@ def test_underscore_keys_are_accepted_as_kebab():
         ({"fedmd-subset": 500}, "fedmd-subset=500; allowed: 0 (all) .. transfer-size (200)"),
         ({"pretrain-epochs": -1}, "pretrain-epochs=-1 is invalid; allowed: >= 0"),
         ({"client-threads": 100000}, "client-threads=100000 is invalid; allowed: 1..256"),
+        ({"ktpfl-step-size": 0}, "ktpfl-step-size=0.0; allowed: > 0"),
+        ({"ktpfl-rho": -1}, "ktpfl-rho=-1.0; allowed: >= 0"),
+        ({"feddf-server-steps": -1}, "feddf-server-steps=-1; allowed: >= 0"),
+        ({"selective-quantile": 0}, "selective-quantile=0.0; allowed: 0 < value <= 1"),
+        ({"compression": "zip"}, "unknown compression 'zip'; allowed: none, topk, quant"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(overrides, fragment):

@@ -30,6 +30,7 @@ ROUND_KEYS = {
     "bytes_down",
     "wall_s",
     "compute_s",
+    "server_compute_s",
     "failed_clients",
     "rolled_back",
     "participants",

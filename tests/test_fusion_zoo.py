@@ -94,7 +94,7 @@ def test_fedavg_average_equals_weighted_mean_of_client_weights():
             replies[pid] = Message(content, dst_node_id=1, message_type="train.local")
     exchange = WeightExchange(cfg)
     accepted = {pid: exchange.accept(r, 1) for pid, r in replies.items()}
-    contents, weights = exchange.combine(accepted, replies)
+    contents, weights = exchange.combine(accepted, replies, 1)
     averaged = contents[0][WEIGHTS_KEY].to_torch_state_dict()
     for value in averaged.values():
         assert torch.allclose(value, torch.full_like(value, 3.25))  # (1*10 + 4*30) / 40

@@ -39,8 +39,11 @@ def _numbers(rounds):
         # seed 1 draws clients [1, 3] in round 2 and [0, 1] in round 3: client 0 needs the server's
         # saved average in the first resumed round
         {"algorithm": "fedavg", "models": "mlp", "num-clients": 4, "fraction": 0.5, "seed": 1},
+        # KT-pFL's coefficient matrix and FedDF's per-architecture models live on the server
+        {"algorithm": "kt-pfl"},
+        {"algorithm": "feddf", "feddf-server-steps": 5},
     ],
-    ids=["knfu", "fedavg-partial"],
+    ids=["knfu", "fedavg-partial", "kt-pfl", "feddf"],
 )
 def test_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, overrides):
     whole = tiny_config(rounds=4, **{**overrides, "out-dir": str(tmp_path / "whole")})

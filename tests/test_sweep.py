@@ -19,11 +19,15 @@ from fedkd.results_files import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "sweeps" / "smoke.toml"
+SMOKE_RUNS = 24  # 2 alphas x 2 seeds x 6 (algorithm, compression) pairs
 
 
 def test_shipped_sweeps_expand_and_validate():
     sizes = {
-        "smoke": 8,
+        "smoke": SMOKE_RUNS,
+        "fkd-family": 120,
+        "fkd-family-large": 120,
+        "fkd-compression": 130,
         "alpha": 150,
         "knfu-self": 90,
         "knfu-self-mnist": 45,
@@ -69,25 +73,28 @@ def test_sweep_resume_and_report(tmp_path):
     first = runner.invoke(main, ["sweep", str(SMOKE), "--out", str(out), "--workers", "2"])
     assert first.exit_code == 0, first.output
     rows = _rows(out)
-    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
-    assert len({r["id"] for r in rows}) == 8
+    assert len(rows) == SMOKE_RUNS and all(r["status"] == "ok" for r in rows)
+    assert len({r["id"] for r in rows}) == SMOKE_RUNS
     again = runner.invoke(main, ["sweep", str(SMOKE), "--out", str(out)])
-    assert "8 already done, 0 to run" in again.output and len(_rows(out)) == 8
+    assert f"{SMOKE_RUNS} already done, 0 to run" in again.output and len(_rows(out)) == SMOKE_RUNS
 
     report = runner.invoke(main, ["report", str(out)])
     assert report.exit_code == 0, report.output
     text = (out / "report.md").read_text()
     published = (out / "results.md").read_text()
     assert published in text and published in report.output  # the README block, printed too
-    assert "| alpha | seeds | local | knfu |" in published  # pivot: one row per alpha
-    assert any(line.startswith("| 0.3 | 2 |") for line in published.splitlines())
-    assert any(line.startswith("| 3 | 2 |") for line in published.splitlines())
-    assert "| 0.3 | knfu |" in published and "| 3 | knfu |" in published  # per-cell paired tests
-    assert "Holm-adjusted over 2 comparisons" in published
+    # pivot: one row per (alpha, compression), one column per algorithm, local first
+    assert "| alpha | compression | seeds | local | feddf | knfu | kt-pfl | selective-fd |" in published
+    assert any(line.startswith("| 0.3 | none | 2 |") for line in published.splitlines())
+    assert any(line.startswith("| 3 | quant | 2 |") for line in published.splitlines())
+    for method in ("knfu", "kt-pfl", "feddf", "selective-fd"):  # per-cell paired tests against local
+        assert f"| 0.3 | none | {method} |" in published and f"| 3 | none | {method} |" in published
+    assert "Holm-adjusted over 8 comparisons" in published  # the quant cells have no local to pair with
     runs_csv = (out / "runs.csv").read_text().splitlines()
-    assert runs_csv[0] == "alpha,algorithm,seed,alma,alma_se,global_acc,self_weight" and len(runs_csv) == 9
+    assert runs_csv[0] == "alpha,algorithm,compression,seed,alma,alma_se,global_acc,self_weight"
+    assert len(runs_csv) == 1 + SMOKE_RUNS
     csv_lines = (out / "summary.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("alpha,algorithm,n,alma_mean") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("alpha,algorithm,compression,n,alma_mean") and len(csv_lines) == 13
     for name in [
         "alma_per_round",
         "alma_vs_alpha",
@@ -95,6 +102,7 @@ def test_sweep_resume_and_report(tmp_path):
         "bytes_per_round",
         "weights",
         "partition",
+        "alma_vs_bytes",
     ]:
         assert f"figures/{name}.png" in text
         with Image.open(out / "figures" / f"{name}.png") as image:
@@ -173,15 +181,15 @@ def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_configuration(t
             pass
         proc.wait()
     done_before = len(_rows(out))
-    assert 2 <= done_before < 8
+    assert 2 <= done_before < SMOKE_RUNS
     with open(out / "runs.jsonl", "a") as handle:  # and a row torn by power loss mid-write
         handle.write('{"id": "torn", "status": "o')
     resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{done_before} already done, {8 - done_before} to run" in resumed.stdout
+    assert f"{done_before} already done, {SMOKE_RUNS - done_before} to run" in resumed.stdout
     lines = (out / "runs.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]  # every line is whole JSON
-    assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
+    assert len(rows) == SMOKE_RUNS and len({r["id"] for r in rows}) == SMOKE_RUNS
     assert all(r["status"] == "ok" for r in rows)
 
 

@@ -77,6 +77,12 @@ def _shared_tensors(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, ...]:
     )
 
 
+def transfer_inputs(cfg: DataConfig, seed: int) -> torch.Tensor:
+    """(N_t, C, H, W) the public transfer set's inputs, normalised as the clients see them (a
+    server that distils, FedDF, needs them; never its labels)."""
+    return _shared_tensors(cfg, seed)[0]
+
+
 def client_data(cfg: DataConfig, seed: int, partition_id: int, guard_fraction: float = 0.0) -> ClientData:
     """One client's tensors; ``guard_fraction`` of its private train split is held out as the
     guard slice (``guard_x``, ``guard_y``) that knfu-guard judges a distillation on."""

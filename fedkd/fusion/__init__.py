@@ -1,6 +1,15 @@
 """Fusion algorithms, one module each, registered by name in FUSIONS."""
 
-from fedkd.fusion import dsfl, fedavg, fedmd, knfu, local  # noqa: F401  (registration side effects)
+from fedkd.fusion import (  # noqa: F401  (registration side effects)
+    dsfl,
+    fedavg,
+    feddf,
+    fedmd,
+    knfu,
+    ktpfl,
+    local,
+    selective_fd,
+)
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
 
 __all__ = ["FUSIONS", "FusionAlgorithm", "FusionResult"]

@@ -1,31 +1,50 @@
 """The contract between the round loop and a fusion algorithm.
 
-The round loop never branches on an algorithm's name. It reads two flags: ``uploads`` (what
-clients send after local training: "predictions", "weights" or "nothing") and ``guarded``
-(clients keep a validation slice and undo a distillation that hurts it). For "predictions"
-and "nothing" it sends each client the target ``fuse`` made for it (None: that client learns
-locally this round).
+The round loop never branches on an algorithm's name. It reads flags and calls hooks:
+``uploads`` (what clients send after local training: "predictions", "weights",
+"weights+predictions" or "nothing"), ``guarded`` (clients keep a validation slice and undo a
+distillation that hurts it), ``sparse`` (clients may withhold rows: ``upload_mask`` picks them,
+client-side), ``start``/``fuse_round`` (server state carried from round to round, e.g. KT-pFL's
+coefficient matrix) and ``server_distill`` (weight uploads: a server-side step after averaging
+per architecture, e.g. FedDF). For prediction uploads it sends each client the target
+``fuse_round`` made for it (None: that client learns locally this round; NaN rows: no target on
+those rows). ``paper`` and ``personalised`` describe the algorithm for ``fedkd algorithms``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig, TrainConfig
 from fedkd.registry import Registry
 
+if TYPE_CHECKING:
+    import torch
+
+    from fedkd.data.federation import ClientData
+
+ServerState = dict[str, np.ndarray]  # named arrays an algorithm keeps on the server between rounds
+
 
 @dataclass(frozen=True)
 class FusionResult:
-    targets: list[np.ndarray | None]  # K entries: (N, C) target on the simplex, or None
+    targets: list[np.ndarray | None]  # K entries: (N, C) target on the simplex (NaN rows: none), or None
     weights: np.ndarray  # (K, K): row k = how much client k learns from each client j
 
 
 class FusionAlgorithm:
-    uploads: str = "predictions"  # predictions | weights | nothing (server/exchanges.py EXCHANGES)
+    uploads: str = (
+        "predictions"  # predictions | weights | weights+predictions | nothing (server/exchanges.py)
+    )
     guarded: bool = False
+    sparse: bool = False  # clients upload only the rows ``upload_mask`` keeps (mask + values)
+    personalised: bool = False  # each client gets its own target or model
+    needs_one_architecture: bool = False  # every client must run the same model
+    paper: str = ""  # where the method comes from, for `fedkd algorithms`
+    settings: tuple[str, ...] = ()  # the config keys only this algorithm reads
     # Temperature at which clients upload soft predictions and distil; None: `temperature`.
     # (DS-FL's paper works on plain T = 1 probabilities; see docs/design.md, fidelity.)
     fixed_temperature: float | None = None
@@ -33,6 +52,53 @@ class FusionAlgorithm:
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         """preds: (K, N, C) soft predictions of the K clients that replied, in a fixed order."""
         raise NotImplementedError
+
+    def start(self, cfg: ExperimentConfig) -> ServerState:
+        """Server state at the start of a run (saved with the server's checkpoint)."""
+        return {}
+
+    def fuse_round(
+        self, preds: np.ndarray, pids: list[int], state: ServerState, cfg: ExperimentConfig
+    ) -> FusionResult:
+        """One round's fusion; ``pids``: the partition ids of the rows of ``preds``; ``state`` may be
+        updated in place. Stateless algorithms just ``fuse``."""
+        return self.fuse(preds, cfg.fusion)
+
+    def upload_mask(
+        self, cfg: ExperimentConfig, pid: int, data: ClientData, rows: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Client side: (N,) bool, the transfer rows (of ``rows``, None: all) this client uploads
+        predictions for; None: every row."""
+        return None
+
+    def server_distill(
+        self,
+        models: dict[str, dict[str, torch.Tensor]],
+        preds: np.ndarray,
+        cfg: ExperimentConfig,
+        server_round: int,
+    ) -> dict[str, dict[str, torch.Tensor]] | None:
+        """Weight uploads with predictions: refine each architecture's averaged model (arch ->
+        state dict) with the clients' (K, N, C) predictions; None: keep the averages."""
+        return None
+
+    def server_steps(self, cfg: ExperimentConfig) -> int:
+        """Server-side optimiser steps per architecture and round (reported apart from the clients')."""
+        return 0
+
+    @property
+    def uploads_predictions(self) -> bool:
+        return "predictions" in self.uploads.split("+")
+
+    @property
+    def uploads_weights(self) -> bool:
+        return "weights" in self.uploads.split("+")
+
+    def upload_summary(self) -> str:
+        """What one client sends after local training, in words."""
+        if self.uploads == "predictions":
+            return "sparse predictions (mask + values)" if self.sparse else "predictions"
+        return self.uploads.replace("+", " + ")
 
     def transfer_rows(self, cfg: ExperimentConfig, server_round: int) -> np.ndarray | None:
         """Rows of the transfer set used this round (uploads, targets, distillation); None: all."""

@@ -18,6 +18,8 @@ from fedkd.knowledge import softmax
 class DSFLEntropyReduction(FusionAlgorithm):
     uploads = "predictions"
     fixed_temperature = 1.0
+    paper = "Itahara et al. 2021, DS-FL (IEEE TMC, arXiv 2008.06180)"
+    settings = ("dsfl-temperature",)
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]

@@ -15,6 +15,8 @@ from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
 class FedAvgReference(FusionAlgorithm):
     uploads = "weights"
     guarded = False
+    needs_one_architecture = True
+    paper = "McMahan et al. 2017, FedAvg (AISTATS, arXiv 1602.05629)"
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         raise TypeError("fedavg averages weights on the server; it has no prediction fusion")

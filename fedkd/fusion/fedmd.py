@@ -29,6 +29,8 @@ def class_score_consensus(preds: np.ndarray) -> np.ndarray:
 
 class FedMDConsensus(FusionAlgorithm):
     uploads = "predictions"
+    paper = "Li & Wang 2019, FedMD (arXiv 1910.03581)"
+    settings = ("fedmd-subset",)
 
     def transfer_rows(self, cfg: ExperimentConfig, server_round: int) -> np.ndarray | None:
         """FedMD draws a fresh public subset each round (``fedmd-subset`` rows; 0: all)."""

@@ -54,6 +54,16 @@ def neighbour_weights(d: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarra
 class KnFu(FusionAlgorithm):
     uploads = "predictions"
     guarded = False
+    personalised = True
+    paper = "KnFu, arXiv 2403.11892 (our reading: docs/design.md)"
+    settings = (
+        "divergence",
+        "neighbour-rule",
+        "neighbour-threshold",
+        "neighbour-top-m",
+        "beta",
+        "include-self",
+    )
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         d = divergence_matrix(preds, cfg.divergence)  # (K, K)
@@ -74,6 +84,8 @@ class GuardedKnFu(KnFu):
     ``guard-tolerance``; otherwise it rolls back to its pre-distillation model for that round."""
 
     guarded = True
+    paper = "KnFu (arXiv 2403.11892) + client-side rollback (fedkd)"
+    settings = (*KnFu.settings, "guard-fraction", "guard-tolerance")
 
 
 FUSIONS.register("knfu-guard")(GuardedKnFu())

@@ -11,6 +11,8 @@ from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
 class LocalOnly(FusionAlgorithm):
     uploads = "nothing"
     guarded = False
+    personalised = True  # every client keeps its own model
+    paper = "no exchange: the compute-matched reference"
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]
