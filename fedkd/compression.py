@@ -8,8 +8,11 @@ A client's upload is a dict of named arrays, the exact bytes that travel (``byte
   every decoded row is back on the simplex;
 - ``quant``: ``quant`` (ceil(M C b / 8),) uint8, each entry rounded to the nearest of 2^b evenly
   spaced levels in [0, 1] and packed b bits at a time (first entry in the highest bits); the
-  server divides by 2^b - 1 and renormalises each row (a row that rounds to all zeros becomes
-  uniform). Rounding is deterministic: the same predictions always give the same bytes.
+  server reads level 0 as a quarter level (the mean of what rounds to 0, [0, half a level)), so
+  no decoded entry is an exact zero that a log-domain method (FedMD's and FedDF's averaged
+  logits, KT-pFL's KL) would turn into a veto, then divides by 2^b - 1 and renormalises each row
+  (a row that rounds to all zeros becomes uniform). Rounding is deterministic: the same
+  predictions always give the same bytes.
 
 A sparse upload (Selective-FD) adds ``rows``: the (N,) bool mask of the rows present, packed 8 per
 byte; the M = popcount rows follow in order. Decoding checks every array it reads and raises
@@ -109,9 +112,8 @@ def decode(
     if packed.dtype != np.uint8 or packed.shape != (size,):
         raise ValueError(f"quantised upload has shape {packed.shape} ({packed.dtype}), expected ({size},)")
     levels = _unpack_levels(packed, rows * classes, bits).reshape(rows, classes).astype(np.float64)
-    totals = levels.sum(axis=1, keepdims=True)  # (M, 1)
-    uniform = np.full_like(levels, 1.0 / classes)
-    return np.where(totals > 0, levels / np.where(totals > 0, totals, 1.0), uniform)
+    levels = np.where(levels == 0, 0.25, levels)  # (M, C): what rounded to 0 was in [0, 0.5)
+    return levels / levels.sum(axis=1, keepdims=True)
 
 
 def encoded_bytes(rows: int, classes: int, method: str, k: int, bits: int) -> int:

@@ -27,7 +27,10 @@ def test_quant_golden_two_bits_pack_four_entries_per_byte():
     row = np.array([[0.7, 0.2, 0.1, 0.0]])  # levels round(3 p) = 2, 1, 0, 0
     arrays = encode(row, "quant", bits=2)
     assert arrays[QUANT].tolist() == [0b10_01_00_00]  # first entry in the highest bits
-    np.testing.assert_allclose(decode(arrays, 1, 4, "quant", 2, 2), [[2 / 3, 1 / 3, 0.0, 0.0]])
+    # level 0 reads as a quarter level: 2, 1, 0.25, 0.25 over 3.5
+    np.testing.assert_allclose(
+        decode(arrays, 1, 4, "quant", 2, 2), [[2 / 3.5, 1 / 3.5, 0.25 / 3.5, 0.25 / 3.5]]
+    )
 
 
 def test_quant_golden_four_bits_and_a_row_that_rounds_to_zero_becomes_uniform():
@@ -38,6 +41,14 @@ def test_quant_golden_four_bits_and_a_row_that_rounds_to_zero_becomes_uniform():
     np.testing.assert_allclose(decode(encode(flat, "quant", bits=2), 1, 5, "quant", 2, 2), flat)
     tiny = np.full((1, 10), 0.1)  # round(0.1 * 3) = 0: every level is zero -> uniform
     np.testing.assert_allclose(decode(encode(tiny, "quant", bits=2), 1, 10, "quant", 2, 2), tiny)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_decoded_quantised_rows_are_never_zero_so_log_domain_fusion_sees_no_veto(bits):
+    soft = softmax(np.random.default_rng(1).normal(size=(40, 10)) * 4)  # many entries round to 0
+    decoded = decode(encode(soft, "quant", bits=bits), 40, 10, "quant", 0, bits)
+    assert decoded.min() > 0 and np.log(decoded).min() > -12  # log 1e-12 = -27.6 was the veto
+    np.testing.assert_allclose(decoded.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

@@ -216,3 +216,31 @@ def test_algorithm_listing_says_what_each_uploads_and_its_settings_are_real_keys
     assert set(FUSIONS.names()) <= set(lines)
     for name in FUSIONS.names():
         assert set(FUSIONS.get(name).settings) <= set(config_keys()), name
+
+
+def test_feddf_server_distills_every_architecture_towards_all_clients_averaged_logits(monkeypatch):
+    """The teacher is softmax(mean_k log p_k) over every client (not mean probabilities, not only
+    that architecture's clients), and each architecture gets its own average as the start."""
+    import fedkd.fusion.feddf as feddf
+    from fedkd.fusion import FUSIONS
+
+    seen = {}
+
+    def record(arch, state, x, teacher, cfg, server_round):
+        seen[arch] = (state, np.asarray(teacher), x.shape[0])
+        return state
+
+    monkeypatch.setattr(feddf, "distil_architecture", record)
+    cfg = tiny_config(algorithm="feddf", models="mlp,cnn-s", **{"feddf-server-steps": 2})
+    rng = np.random.default_rng(0)
+    preds = rng.dirichlet(np.ones(10), size=(3, cfg.data.transfer_size))  # (K, N, C)
+    models = {"mlp": {"w": 1}, "cnn-s": {"w": 2}}
+    out = FUSIONS.get("feddf").server_distill(models, preds, cfg, server_round=1)
+    logits = np.log(preds).mean(axis=0)  # (N, C)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert set(seen) == {"mlp", "cnn-s"} and out == models
+    for arch, (state, teacher, rows) in seen.items():
+        assert state == models[arch] and rows == cfg.data.transfer_size
+        np.testing.assert_allclose(teacher, expected, atol=1e-6)
+        assert not np.allclose(teacher, preds.mean(axis=0), atol=1e-3)  # not the mean of probabilities
