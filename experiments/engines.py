@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,7 +106,8 @@ def run_ray(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a Ray FutureWarning
     sink: list[RunResults] = []
     try:
-        flower_simulation(make_server_app(cfg, on_round, sink, resume), make_client_app(cfg), cfg)
+        with exit_soon_after_ctrl_c(cfg):
+            flower_simulation(make_server_app(cfg, on_round, sink, resume), make_client_app(cfg), cfg)
     except KeyboardInterrupt:
         # Flower runs the ServerApp on a thread that Ctrl-C never reaches: mark the results from
         # here and stop Ray; the CLI then exits at once instead of waiting on that thread.
@@ -113,6 +118,40 @@ def run_ray(
     if not sink:
         raise RuntimeError("the Ray simulation ended without results (see the log above)")
     return sink[0]
+
+
+CTRL_C_GRACE_S = 10.0  # seconds a Ctrl-C may spend in Flower's and Ray's own shutdown
+
+
+@contextmanager
+def exit_soon_after_ctrl_c(cfg: ExperimentConfig) -> Iterator[None]:
+    """Ctrl-C during a Ray simulation: the usual KeyboardInterrupt path runs (results marked,
+    Ray shut down, exit 130), but if Flower's or Ray's shutdown blocks (a thread waiting on
+    replies, telemetry without a network), a watchdog marks the results and ends the process
+    with 130 after CTRL_C_GRACE_S seconds. Only from the main thread, where signals arrive."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        def watchdog() -> None:
+            time.sleep(CTRL_C_GRACE_S)
+            if cfg.run.out_dir:
+                mark_interrupted(Path(cfg.run.out_dir) / RESULTS_FILE)
+            print(
+                "fedkd: aborted (shutdown took too long; results kept, marked interrupted)", file=sys.stderr
+            )
+            os._exit(130)
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def flower_simulation(server_app: ServerApp, client_app: ClientApp, cfg: ExperimentConfig) -> None:
