@@ -24,7 +24,7 @@ from clients.records import partition_id, soft_record
 from fedkd.atomic import atomic_write
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
-from fedkd.fusion import FUSIONS
+from fedkd.fusion import transfer_row_count
 from fedkd.protocol import (
     CONFIG_KEY,
     INFO_KEY,
@@ -74,12 +74,6 @@ def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid:
     checkpoint = _checkpoint_file(settings, pid)
     if checkpoint is not None:
         atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
-
-
-def _transfer_rows(cfg: ExperimentConfig, server_round: int) -> int:
-    """How many transfer rows this round's targets span (FedMD may use a subset)."""
-    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
-    return cfg.data.transfer_size if rows is None else len(rows)
 
 
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
@@ -137,7 +131,7 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         if TARGET_KEY in msg.content:
             arrays = {name: arr.numpy() for name, arr in msg.content[TARGET_KEY].items()}
             target = dense_soft(
-                arrays, _transfer_rows(cfg, int(settings["server-round"])), arrays[SOFT].shape[1], None
+                arrays, transfer_row_count(cfg, int(settings["server-round"])), arrays[SOFT].shape[1], None
             )
         replacement = None
         if WEIGHTS_KEY in msg.content:

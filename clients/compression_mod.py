@@ -13,17 +13,16 @@ from collections.abc import Callable
 from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
+from clients.records import carries_knowledge
 from fedkd.compression import ROWS, encode
 from fedkd.config import ExperimentConfig
-from fedkd.protocol import KNOWLEDGE_KEY, SOFT, TRAIN_LOCAL
+from fedkd.protocol import KNOWLEDGE_KEY, SOFT
 
 
 def make_compression_mod(resolve: Callable[[Context], ExperimentConfig]):
     def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, context)
-        if msg.metadata.message_type != TRAIN_LOCAL or not reply.has_content():
-            return reply
-        if KNOWLEDGE_KEY not in reply.content:
+        if not carries_knowledge(msg, reply):
             return reply
         fusion = resolve(context).fusion
         if fusion.compression == "none":

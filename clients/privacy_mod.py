@@ -22,11 +22,11 @@ import numpy as np
 from flwr.app import Array, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from clients.records import partition_id
+from clients.records import carries_knowledge, partition_id
 from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
 from fedkd.privacy import privatize
-from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT, TRAIN_LOCAL
+from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT
 from fedkd.seeding import numpy_rng
 
 
@@ -45,9 +45,7 @@ def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig], seeded: boo
 
     def privacy_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, context)
-        if msg.metadata.message_type != TRAIN_LOCAL or not reply.has_content():
-            return reply
-        if KNOWLEDGE_KEY not in reply.content:
+        if not carries_knowledge(msg, reply):
             return reply
         cfg = resolve(context)
         if cfg.privacy.mechanism == "none":

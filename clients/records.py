@@ -4,9 +4,9 @@ predictions go over the wire. Its own module so that neither imports the other."
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context
+from flwr.app import Array, ArrayRecord, Context, Message
 
-from fedkd.protocol import sparse_arrays
+from fedkd.protocol import KNOWLEDGE_KEY, TRAIN_LOCAL, sparse_arrays
 
 
 def partition_id(context: Context) -> int:
@@ -17,3 +17,9 @@ def soft_record(soft: np.ndarray) -> ArrayRecord:
     """Soft predictions go over the wire as float32: (M, C) rows present, plus the packed row mask
     when some rows (all-NaN in ``soft``, (N_t, C)) are withheld."""
     return ArrayRecord({name: Array(arr) for name, arr in sparse_arrays(soft).items()})
+
+
+def carries_knowledge(msg: Message, reply: Message) -> bool:
+    """Whether ``reply`` answers a ``train.local`` with soft predictions: what the client mods
+    (privacy noise, compression) rewrite before it leaves."""
+    return msg.metadata.message_type == TRAIN_LOCAL and reply.has_content() and KNOWLEDGE_KEY in reply.content

@@ -26,6 +26,7 @@ from typing import Any
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.config_files import read_toml
 from fedkd.results import json_safe
+from fedkd.results_files import read_json_lines
 from fedkd.validation import validate_config
 
 RUNS_FILE = "runs.jsonl"
@@ -113,20 +114,11 @@ def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[Planne
 
 # -- the results table -------------------------------------------------------------------------
 def read_rows(path: Path, damaged: list[int] | None = None) -> list[dict[str, Any]]:
-    """Rows of runs.jsonl. A line that is not a JSON object (a torn last line after a kill, or
-    damage) is skipped; its 1-based number is added to ``damaged`` when a list is given."""
-    if not path.exists():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict) and "id" in row:
-            rows.append(row)
-        elif damaged is not None and line.strip():
-            damaged.append(number)
+    """Rows of runs.jsonl. A line that is not a row (a torn last line after a kill, or damage)
+    is skipped; its 1-based number is added to ``damaged`` when a list is given."""
+    rows, bad = read_json_lines(path, "id")
+    if damaged is not None:
+        damaged.extend(bad)
     return rows
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkd.config import PrivacyConfig
-from fedkd.fusion import FUSIONS
+from fedkd.fusion import transfer_row_count
 from fedkd.knowledge import project_to_simplex
 
 _EPS = 1e-12
@@ -199,5 +199,4 @@ class PrivacyLedger:
 
 def release_rows(cfg) -> int:
     """Rows in one client release: the transfer set, or the algorithm's per-round subset."""
-    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, 1)
-    return cfg.data.transfer_size if rows is None else len(rows)
+    return transfer_row_count(cfg)

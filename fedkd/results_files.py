@@ -67,22 +67,28 @@ def write_rounds(path: str | Path, rounds: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json_line(r) for r in rounds))
 
 
-def read_rounds(path: str | Path) -> list[dict[str, Any]]:
-    """The round records in a rounds file, in order. A line that is not a round record (torn by
-    a kill mid-write, or damaged) is skipped with a warning naming it."""
+def read_json_lines(path: str | Path, key: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """The JSON objects holding ``key`` in a JSON-lines file, in order, and the 1-based numbers
+    of the non-blank lines that are not (torn by a kill mid-write, or damaged)."""
     path = Path(path)
     if not path.exists():
-        return []
-    rounds, damaged = [], []
+        return [], []
+    records, damaged = [], []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             record = None
-        if isinstance(record, dict) and "round" in record:
-            rounds.append(record)
+        if isinstance(record, dict) and key in record:
+            records.append(record)
         elif line.strip():
             damaged.append(number)
+    return records, damaged
+
+
+def read_rounds(path: str | Path) -> list[dict[str, Any]]:
+    """The round records in a rounds file, in order; damaged lines skipped with a warning."""
+    rounds, damaged = read_json_lines(path, "round")
     if damaged:
         log.warning("%s: skipped damaged line(s) %s", path, ", ".join(map(str, damaged)))
     return rounds

@@ -10,6 +10,6 @@ from fedkd.fusion import (  # noqa: F401  (registration side effects)
     local,
     selective_fd,
 )
-from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult, transfer_row_count
 
-__all__ = ["FUSIONS", "FusionAlgorithm", "FusionResult"]
+__all__ = ["FUSIONS", "FusionAlgorithm", "FusionResult", "transfer_row_count"]

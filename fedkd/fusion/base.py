@@ -112,6 +112,12 @@ class FusionAlgorithm:
 FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm")
 
 
+def transfer_row_count(cfg: ExperimentConfig, server_round: int = 1) -> int:
+    """Transfer rows a round's uploads and targets span: all, or the algorithm's subset (FedMD)."""
+    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    return cfg.data.transfer_size if rows is None else len(rows)
+
+
 def mix(preds: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted sums of client predictions: (K, N, C), (K, K) -> (K, N, C)."""
     return np.einsum("kj,jnc->knc", weights, preds)
