@@ -7,6 +7,7 @@ numbers for the same config.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -75,13 +76,22 @@ def run_inprocess(
     """``client_app`` replaces fedkd's own (tests inject failures through it)."""
     sink: list[RunResults] = []
     server_app = make_server_app(cfg, on_round, sink, resume)
-    client_app = client_app if client_app is not None else make_client_app(cfg)
+    # worker processes build fedkd's own ClientApp themselves; an injected one runs on threads
+    processes = client_app is None and cfg.run.worker_pool == "processes"
     grid = InProcessGrid(
-        client_app, cfg.data.num_clients, cfg.to_run_config(), workers=inprocess_workers(cfg)
+        client_app if client_app is not None else make_client_app(cfg),
+        cfg.data.num_clients,
+        cfg.to_run_config(),
+        workers=inprocess_workers(cfg),
+        app_factory=functools.partial(make_client_app, cfg) if processes else None,
+        client_threads=cfg.train.client_threads,
     )
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
-    with task_identity(run_id=1), torch_threads(cfg.train.client_threads):
-        server_app(grid, context)
+    try:
+        with task_identity(run_id=1), torch_threads(cfg.train.client_threads):
+            server_app(grid, context)
+    finally:
+        grid.close()
     return sink[0]
 
 

@@ -22,6 +22,7 @@ from fedkd.errors import ConfigError  # also imported from here by callers (re-e
 ENGINES = ("ray", "inprocess")
 NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
 LOGS = ("csv", "tensorboard")  # `log` is none or a comma list of these
+WORKER_POOLS = ("processes", "threads")  # the in-process engine's workers
 
 
 def log_targets(log: str) -> list[str]:
@@ -149,9 +150,14 @@ class RunConfig:
     reply_timeout: float = 0.0
     # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: >= 0.
     client_gpus: float = 0.0
-    # In-process engine: clients of a phase trained side by side on this many threads (numbers
+    # In-process engine: clients of a phase trained side by side by this many workers (numbers
     # identical to one at a time); allowed: >= 0 (0: the cores this process may use).
     workers: int = 0
+    # In-process engine: what the workers are; processes (separate Python processes, as Ray's
+    # actors: small models, whose steps hold the GIL, run truly side by side) or threads (one
+    # process, one copy of the data: models whose kernels dominate, one GPU); allowed: processes,
+    # threads.
+    worker_pool: str = "processes"
     # Ray simulation: address of an existing Ray cluster ("auto", "HOST:6379"); allowed: a Ray
     # address, or empty (start a local Ray on this machine).
     ray_address: str = ""

@@ -37,7 +37,14 @@ def mean_finite(values) -> float:
 
 def mean_self_weight(weights: np.ndarray, fused: list[int]) -> float:
     """Mean weight a client gives its own prediction, over the clients that got a target
-    (K x K weights, row = student). Near 1: the "fusion" is mostly self-distillation."""
+    (``fused``: their rows in the weights, row = student). Near 1: the "fusion" is mostly
+    self-distillation."""
     if not fused:
         return float("nan")
     return float(np.mean([weights[k, k] for k in fused]))
+
+
+def positions(clients: list[int], among: list[int]) -> list[int]:
+    """Where each of ``clients`` sits in ``among`` (a round's weights are over its participants)."""
+    at = {client: i for i, client in enumerate(among)}
+    return [at[client] for client in clients]

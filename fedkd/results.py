@@ -131,7 +131,10 @@ class RunResults:
             "run_config": cfg.to_run_config(),  # flat kebab-case keys: `fedkd run --config` reads them
             "environment": environment_info(),
             "status": "running",  # completed | stopped | interrupted | failed, when it ends
-            "weights_axes": "weights[k][j]: how much client k (the student, row) learns from client j",
+            "weights_axes": (
+                "weights[i][j]: how much participants[i] (the student, row) learns from participants[j], "
+                "over each round's participants"
+            ),
             "rounds_file": ROUNDS_FILE,  # the per-round records, one JSON line each, beside this file
             "rounds_done": len(self.rounds),
             "final": final,

@@ -13,7 +13,7 @@ import math
 import re
 
 from fedkd.compression import COMPRESSIONS, QUANT_BITS
-from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig, log_targets
+from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, WORKER_POOLS, ExperimentConfig, log_targets
 from fedkd.data.partition import PARTITIONERS
 from fedkd.data.sources import DATASETS, NUM_CLASSES
 from fedkd.errors import ConfigError
@@ -114,6 +114,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(
         r.workers <= MAX_CLIENT_THREADS, f"workers={r.workers} is invalid; allowed: 0..{MAX_CLIENT_THREADS}"
     )
+    _choice("worker-pool", r.worker_pool, WORKER_POOLS)
     _require(r.min_nodes_wait > 0, f"min-nodes-wait={r.min_nodes_wait}; allowed: > 0 (seconds)")
     _require(t.learning_rate > 0, f"learning-rate={t.learning_rate}; allowed: > 0")
     _require(t.temperature > 0, f"temperature={t.temperature}; allowed: > 0")

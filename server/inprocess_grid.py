@@ -4,14 +4,14 @@ Each node is a (node id, Context) pair; ``send_and_receive`` calls the ClientApp
 like the Simulation Engine, turns a ClientApp exception into an error reply. Used by
 ``--engine inprocess`` for tests, debugging and fast sweeps.
 
-The messages of a phase are delivered side by side, ``workers`` threads at a time (PyTorch
-releases the GIL inside its kernels, so clients with one intra-op thread each fill the cores).
-A ``timeout`` bounds the whole batch, as on Flower's engines: a client that hangs is left behind
-on its own thread and counted as not answering, messages not yet started by then are not
-started, and a node that is still busy gets an error reply instead of a second call. Every
-client computes from its own seeded generators, so the numbers do not depend on ``workers``
-(tested); a run in which a timeout fires is not bit-reproducible (which clients finish in time
-depends on speed, and a late call may still update its node's state).
+The messages of a phase are delivered side by side by ``workers`` worker processes
+(server/process_pool.py; given an ``app_factory``) or threads. Every client computes from its own
+seeded generators, so the numbers do not depend on ``workers`` or the pool (tested). A ``timeout``
+bounds the whole batch, as on Flower's engines. On threads, a client that hangs is left behind on
+its own thread and counted as not answering, messages not yet started by then are not started,
+and a node that is still busy gets an error reply instead of a second call; on processes, the
+late clients are stopped and their nodes keep their state. A run in which a timeout fires is not
+bit-reproducible (which clients finish in time depends on speed).
 """
 
 from __future__ import annotations
@@ -19,24 +19,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from uuid import uuid4
 
 import numpy as np
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from server.client_call import call_client_app, error_reply, seconds_left
+from server.process_pool import AppFactory, ProcessPool
+
 log = logging.getLogger("flwr.fedkd")
-
-
-def _left(deadline: float | None) -> float | None:
-    """Seconds until ``deadline`` (never negative); None: no deadline."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class InProcessGrid(Grid):
@@ -47,9 +43,18 @@ class InProcessGrid(Grid):
         run_config: dict | None = None,
         run_id: int = 1,
         workers: int = 1,
+        app_factory: AppFactory | None = None,
+        client_threads: int = 1,
     ) -> None:
+        """``app_factory`` (picklable, building ``client_app`` anew): with ``workers`` > 1, the
+        clients run in that many worker processes instead of threads."""
         self._client_app = client_app
         self._workers = max(1, workers)
+        self._processes = (
+            ProcessPool(app_factory, self._workers, client_threads)
+            if app_factory is not None and self._workers > 1
+            else None
+        )
         self._run = Run.create_empty(run_id)
         # Random-looking node ids, as in Flower: the server must not assume id order = partition.
         ids = np.random.default_rng(12345).choice(2**31 - 1, size=num_nodes, replace=False) + 1
@@ -91,15 +96,8 @@ class InProcessGrid(Grid):
     def _deliver(self, message: Message) -> Message:
         node_id = message.metadata.dst_node_id
         if node_id not in self._contexts:
-            return Message(Error(code=ErrorCode.UNKNOWN, reason=f"unknown node {node_id}"), reply_to=message)
-        try:
-            reply = self._client_app(message, self._contexts[node_id])
-        except Exception as exc:  # noqa: BLE001 - reported as an error reply, as Flower does
-            log.debug("ClientApp raised on node %s:\n%s", node_id, traceback.format_exc())
-            reason = f"{type(exc).__name__}: {exc}"
-            reply = Message(
-                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
-            )
+            return error_reply(message, f"unknown node {node_id}")
+        reply = call_client_app(self._client_app, message, self._contexts[node_id])
         if self.on_reply is not None:
             self.on_reply(reply)
         return reply
@@ -108,8 +106,10 @@ class InProcessGrid(Grid):
         messages = list(messages)
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())
-        if self._workers == 1 and timeout is None:  # plain calls, one after another
-            replies: list[Message | None] = [self._busy(m) or self._deliver(m) for m in messages]
+        if self._processes is not None:
+            replies: list[Message | None] = self._deliver_in_processes(messages, timeout)
+        elif self._workers == 1 and timeout is None:  # plain calls, one after another
+            replies = [self._busy(m) or self._deliver(m) for m in messages]
         else:
             replies = self._deliver_side_by_side(messages, timeout)
         for message, reply in zip(messages, replies, strict=True):
@@ -135,7 +135,7 @@ class InProcessGrid(Grid):
             if busy is not None:
                 box.append(busy)
                 continue
-            if stops or not slots.acquire(timeout=_left(deadline)):
+            if stops or not slots.acquire(timeout=seconds_left(deadline)):
                 break  # out of time (or stopping): the rest are not started
 
             def call(message: Message = message, box: list[Message] = box) -> None:
@@ -151,10 +151,36 @@ class InProcessGrid(Grid):
             thread.start()
             threads.append(thread)
         for thread in threads:
-            thread.join(_left(deadline))
+            thread.join(seconds_left(deadline))
         if stops:
             raise stops[0]
         return [box[0] if box else None for box in boxes]
+
+    def _deliver_in_processes(self, messages: list[Message], timeout: float | None) -> list[Message | None]:
+        """One batch on the worker processes (server/process_pool.py); each node's context goes
+        with its message and comes back updated. None: no reply in time."""
+        assert self._processes is not None
+        replies: list[Message | None] = [None] * len(messages)
+        calls, at = [], []
+        for i, message in enumerate(messages):
+            node_id = message.metadata.dst_node_id
+            if node_id in self._contexts:
+                calls.append((message, self._contexts[node_id]))
+                at.append(i)
+            else:
+                replies[i] = error_reply(message, f"unknown node {node_id}")
+        for j, reply, context in self._processes.deliver(calls, timeout):
+            if context is not None:
+                self._contexts[context.node_id] = context
+            replies[at[j]] = reply
+            if self.on_reply is not None:
+                self.on_reply(reply)
+        return replies
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (the end of a run)."""
+        if self._processes is not None:
+            self._processes.stop()
 
     def _busy(self, message: Message) -> Message | None:
         """An error reply when the node is still running an earlier message (one ClientApp call
@@ -163,10 +189,7 @@ class InProcessGrid(Grid):
         running = self._running.get(node_id)
         if running is None or not running.is_alive():
             return None
-        return Message(
-            Error(code=ErrorCode.UNKNOWN, reason=f"node {node_id} is still busy with an earlier message"),
-            reply_to=message,
-        )
+        return error_reply(message, f"node {node_id} is still busy with an earlier message")
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]

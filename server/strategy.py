@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
-from fedkd.metrics import alma, mean_finite, mean_self_weight
+from fedkd.metrics import alma, mean_finite, mean_self_weight, positions
 from fedkd.privacy import PrivacyLedger, release_rows
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError
 from fedkd.seeding import numpy_rng
@@ -143,7 +143,8 @@ class KnowledgeFusionStrategy:
         start = time.perf_counter()
         out = RoundOutcome()
         self._local_phase(grid, nodes, server_round, out)
-        contents, weights = self._combine(out, server_round)
+        participants = sorted(set(out.asked) | set(out.accepted))  # asked (and any that answered)
+        contents, weights = self._combine(out, participants, server_round)
         evaluation = self._distill_phase(grid, server_round, contents, out)
         self.exchange.confirm(evaluation.completed)
         if not evaluation.completed:
@@ -159,8 +160,8 @@ class KnowledgeFusionStrategy:
             "client_test_size": evaluation.test_sizes,
             "private_samples": dict(sorted(out.private_samples.items())),
             "transfer_samples": dict(sorted(out.transfer_samples.items())),
-            "self_weight": mean_self_weight(weights, fused),
-            "weights": weights.tolist(),
+            "self_weight": mean_self_weight(weights, positions(fused, participants)),
+            "weights": weights.tolist(),  # over the round's participants only (rows and columns)
             "bytes_up": out.bytes_up,
             "bytes_down": out.bytes_down,
             "wall_s": time.perf_counter() - start,
@@ -168,7 +169,7 @@ class KnowledgeFusionStrategy:
             "server_compute_s": out.server_compute_s,
             "failed_clients": out.failed,
             "rolled_back": sorted(out.rolled_back),
-            "participants": sorted(out.asked),
+            "participants": participants,
             "epsilon": self._account(out.asked),
         }
 
@@ -221,27 +222,25 @@ class KnowledgeFusionStrategy:
             except ProtocolError as why:
                 self._reject(out, node, TRAIN_LOCAL, str(why), server_round)
 
-    def _combine(self, out: RoundOutcome, server_round: int) -> tuple[dict[int, RecordDict], np.ndarray]:
-        k = self.cfg.data.num_clients
-        weights = np.zeros((k, k))
+    def _combine(self, out: RoundOutcome, participants: list[int], rnd: int) -> tuple[dict, np.ndarray]:
+        """Targets per client, and the weights over ``participants`` (row = student): 100 x 100
+        for 100 asked of 10,000 registered clients."""
+        weights = np.zeros((len(participants), len(participants)))
         pids = sorted(out.accepted)
         if self.fusion.uploads != "nothing" and len(pids) < self.cfg.run.min_replies:
-            log.warning(
-                "round %d: %d valid replies < min-replies=%d: no fusion this round",
-                server_round,
-                len(pids),
-                self.cfg.run.min_replies,
-            )
+            few = f"{len(pids)} valid replies < min-replies={self.cfg.run.min_replies}"
+            log.warning("round %d: %s: no fusion this round", rnd, few)
             return {}, weights
         start = time.perf_counter()
         try:
-            contents, sub = self.exchange.combine(out.accepted, out.replies, server_round)
+            contents, sub = self.exchange.combine(out.accepted, out.replies, rnd)
         except ProtocolError as why:
-            log.warning("round %d: no fusion this round: %s", server_round, why)
+            log.warning("round %d: no fusion this round: %s", rnd, why)
             return {}, weights
         finally:
             out.server_compute_s = time.perf_counter() - start
-        weights[np.ix_(pids, pids)] = sub
+        at = positions(pids, participants)
+        weights[np.ix_(at, at)] = sub
         return contents, weights
 
     def _distill_phase(

@@ -74,6 +74,16 @@ def test_run_figures(drawn, tmp_path):
         assert _outside(drawn[name], drawn[name].axes[0]), name
 
 
+def test_weights_of_a_partial_round_are_labelled_with_its_participants(drawn, tmp_path):
+    from experiments.figures.weights import weights_figure
+
+    record = {"round": 2, "weights": np.eye(3).tolist(), "participants": [1, 4, 7]}
+    weights_figure(record, tmp_path / "weights.png", "knfu")
+    ax = drawn["weights.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "7"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "4", "7"]
+
+
 def _row(algorithm: str, kb: float, alpha: float = 0.5) -> dict:
     history = _history(algorithm, kb_up=kb / 2)
     return {

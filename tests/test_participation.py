@@ -21,6 +21,10 @@ def test_fraction_samples_the_same_clients_every_time_and_at_least_min_replies()
     assert all(len(p) == 3 for p in sampled) and len({tuple(p) for p in sampled}) > 1
     for record in first.rounds:
         assert set(record["client_acc"]) == set(record["participants"])
+        # weights are over the round's participants only (3 x 3, not 6 x 6), rows = students
+        w = np.array(record["weights"])
+        assert w.shape == (3, 3)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0)
     tiny = tiny_config(models="mlp", **{"num-clients": 6, "fraction": 0.1, "min-replies": 2})
     assert all(len(r["participants"]) == 2 for r in run_experiment(tiny).rounds)
 

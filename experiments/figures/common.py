@@ -31,11 +31,12 @@ def save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def client_ticks(ax: Axes, count: int, axis: str = "x") -> None:
-    """Integer client ids (partition ids) on ``axis``: every id when they fit, else whole numbers."""
+def client_ticks(ax: Axes, count: int, axis: str = "x", ids: list[int] | None = None) -> None:
+    """Client ids (partition ids; ``ids``: the id at each position, when not 0..count-1) on
+    ``axis``: every id when they fit, else whole-number positions."""
     target = ax.xaxis if axis == "x" else ax.yaxis
     if count <= MAX_LABELLED_CLIENTS:
-        (ax.set_xticks if axis == "x" else ax.set_yticks)(range(count))
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(range(count), labels=ids)
     else:
         target.set_major_locator(MaxNLocator(integer=True))
 

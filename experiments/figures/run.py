@@ -97,6 +97,6 @@ def run_figures(history: dict[str, Any], out: str | Path) -> dict[str, Path]:
     return {
         "accuracy per round": accuracy_figure(history, out / "accuracy_per_round.png"),
         "per-client accuracy": client_accuracy_figure(history, out / "client_accuracy.png"),
-        "weights": weights_figure(last["weights"], out / "weights.png", describe_run(history), last["round"]),
+        "weights": weights_figure(last, out / "weights.png", describe_run(history)),
         "bytes per round": bytes_figure(history, out / "bytes_per_round.png"),
     }

@@ -154,7 +154,7 @@ def chosen_run_figures(chosen: Row, out: Path) -> dict[str, Path]:
     last = chosen["history"]["rounds"][-1]
     settings = ", ".join(f"{k}={v}" for k, v in chosen["axes"].items() if k != "algorithm")
     what = f"{algorithm_of(chosen)}" + (f" ({settings})" if settings else "")
-    figures = {"weights": weights_figure(last["weights"], out / "weights.png", what, last["round"])}
+    figures = {"weights": weights_figure(last, out / "weights.png", what)}
     try:
         figures["partition"] = run_partition_figure(chosen["config"], out / "partition.png")
     except ConfigError as why:  # the data is not on this machine: the other figures still stand
