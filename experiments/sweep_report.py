@@ -26,6 +26,7 @@ from experiments.figures.sweep import pick_fusion_run, sweep_figures
 from experiments.stats import mean_ci
 from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import (
+    COSTS,
     METRICS,
     RunTable,
     axis_text,
@@ -90,13 +91,29 @@ def run_table(rows: list[dict[str, Any]]) -> RunTable:
         for metric in METRICS:
             value = final.get(metric)
             record[metric] = float(value) if value is not None else math.nan
+        record.update(run_costs(row["history"]["rounds"]))
         records.append(record)
     return RunTable(axes, records)
 
 
+def run_costs(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """COSTS of one run: mean per round of kB on the wire (up + down), the clients' summed
+    compute seconds and the server's compute seconds (FedDF's distillation, say)."""
+
+    def mean(key: str, scale: float = 1.0) -> float:
+        return _finite_mean([float(r[key]) / scale for r in rounds if r.get(key) is not None])
+
+    return {
+        "kb_per_round": _finite_mean([(r["bytes_up"] + r["bytes_down"]) / 1e3 for r in rounds]),
+        "client_s_per_round": mean("compute_s"),
+        "server_s_per_round": mean("server_compute_s"),
+    }
+
+
 def summary(table: RunTable) -> list[dict[str, Any]]:
     """Per group of runs that differ only in seed: ALMA mean, std, 95% CI; sampling error of
-    one run's ALMA (its local test splits); global accuracy; KnFu's mean self-weight."""
+    one run's ALMA (its local test splits); global accuracy; KnFu's mean self-weight; the costs
+    per round (COSTS), means over seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in table.records:
         groups[tuple(record[a] for a in table.axes)].append(record)
@@ -114,6 +131,7 @@ def summary(table: RunTable) -> list[dict[str, Any]]:
                 "alma_se_run": _finite_mean([r["alma_se"] for r in members]),
                 "global_mean": _finite_mean([r["global_acc"] for r in members]),
                 "self_weight": _finite_mean([r["self_weight"] for r in members]),
+                **{cost: _finite_mean([r[cost] for r in members]) for cost in COSTS},
             }
         )
     return out
@@ -125,8 +143,8 @@ def _finite_mean(values: list[float]) -> float:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4f}"
+    if isinstance(value, float):  # accuracies to 4 places; kB per round to 0.1
+        return "-" if math.isnan(value) else f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
     return str(value)
 
 
@@ -138,6 +156,9 @@ SUMMARY_COLUMNS = {
     "alma_se_run": "one run's sampling SE",
     "global_mean": "global acc",
     "self_weight": "self-weight",
+    "kb_per_round": "kB / round",
+    "client_s_per_round": "clients' compute s / round",
+    "server_s_per_round": "server compute s / round",
 }
 
 

@@ -24,12 +24,14 @@ from experiments.stats import ALPHA, Paired, holm, mean_ci, paired
 from fedkd.config import ConfigError
 
 METRICS = ("alma", "alma_se", "global_acc", "self_weight")
+# what a run cost, mean per round: kB up + down, clients' summed compute s, the server's compute s
+COSTS = ("kb_per_round", "client_s_per_round", "server_s_per_round")
 
 
 @dataclass(frozen=True)
 class RunTable:
     axes: list[str]  # non-seed axes, in sweep order (columns and cell axes together)
-    records: list[dict[str, Any]]  # one per run: axes (as text), "seed", and METRICS (float)
+    records: list[dict[str, Any]]  # one per run: axes (as text), "seed", METRICS and COSTS (float)
 
 
 def axis_text(value: Any) -> str:
@@ -45,7 +47,7 @@ def axis_text(value: Any) -> str:
 
 def write_runs_csv(table: RunTable) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*table.axes, "seed", *METRICS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*table.axes, "seed", *METRICS, *COSTS], lineterminator="\n")
     writer.writeheader()
     for record in table.records:
         writer.writerow({k: _csv_value(record[k]) for k in writer.fieldnames})
@@ -68,7 +70,7 @@ def read_runs_csv(text: str) -> RunTable:
     for row in reader:
         record: dict[str, Any] = {a: axis_text(row[a]) for a in axes}
         record["seed"] = int(row["seed"])
-        for metric in METRICS:
+        for metric in (*METRICS, *COSTS):  # an older runs.csv has no COSTS: nan
             record[metric] = float(row[metric]) if row.get(metric) else math.nan
         records.append(record)
     return RunTable(axes, records)

@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, crash-safe resume (SIGKILL), failed runs, and the report."""
 
+import csv
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from fedkd.results_files import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "sweeps" / "smoke.toml"
-SMOKE_RUNS = 24  # 2 alphas x 2 seeds x 6 (algorithm, compression) pairs
+SMOKE_RUNS = 28  # 2 alphas x 2 seeds x 7 (algorithm, compression) pairs
 
 
 def test_shipped_sweeps_expand_and_validate():
@@ -87,14 +88,20 @@ def test_sweep_resume_and_report(tmp_path):
     assert "| alpha | compression | seeds | local | feddf | knfu | kt-pfl | selective-fd |" in published
     assert any(line.startswith("| 0.3 | none | 2 |") for line in published.splitlines())
     assert any(line.startswith("| 3 | quant | 2 |") for line in published.splitlines())
+    assert any(line.startswith("| 3 | topk | 2 |") for line in published.splitlines())
     for method in ("knfu", "kt-pfl", "feddf", "selective-fd"):  # per-cell paired tests against local
         assert f"| 0.3 | none | {method} |" in published and f"| 3 | none | {method} |" in published
     assert "Holm-adjusted over 8 comparisons" in published  # the quant cells have no local to pair with
     runs_csv = (out / "runs.csv").read_text().splitlines()
-    assert runs_csv[0] == "alpha,algorithm,compression,seed,alma,alma_se,global_acc,self_weight"
+    assert runs_csv[0] == (
+        "alpha,algorithm,compression,seed,alma,alma_se,global_acc,self_weight,"
+        "kb_per_round,client_s_per_round,server_s_per_round"
+    )
     assert len(runs_csv) == 1 + SMOKE_RUNS
+    _check_costs(out)
     csv_lines = (out / "summary.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("alpha,algorithm,compression,n,alma_mean") and len(csv_lines) == 13
+    assert csv_lines[0].startswith("alpha,algorithm,compression,n,alma_mean") and len(csv_lines) == 15
+    assert "| kB / round | clients' compute s / round | server compute s / round |" in text
     for name in [
         "alma_per_round",
         "alma_vs_alpha",
@@ -109,6 +116,31 @@ def test_sweep_resume_and_report(tmp_path):
             image.verify()
             assert image.size[0] >= 400 and image.size[1] >= 300
         assert (out / "figures" / f"{name}.pdf").stat().st_size > 1000
+
+
+def _check_costs(out) -> None:
+    """runs.csv's costs are each run's per-round means from its own rounds; FedDF's server
+    distillation shows in the server's column, a sparse or quantised upload in the kB."""
+    with open(out / "runs.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert all(float(row["client_s_per_round"]) > 0 for row in table)
+
+    def costs(algorithm: str, packing: str, key: str) -> list[float]:
+        return [float(r[key]) for r in table if (r["algorithm"], r["compression"]) == (algorithm, packing)]
+
+    server = "server_s_per_round"
+    assert min(costs("feddf", "none", server)) > 10 * max(costs("knfu", "none", server))
+    for sparse in ("topk", "quant"):
+        assert max(costs("knfu", sparse, "kb_per_round")) < min(costs("knfu", "none", "kb_per_round"))
+    run = next(r for r in _rows(out) if r["axes"]["algorithm"] == "knfu")
+    rounds = load_results(out / run["results"])["rounds"]
+    axes = run["axes"]
+    key = ("knfu", axes["compression"], axes["seed"], axes["alpha"])
+    row = next(
+        r for r in table if (r["algorithm"], r["compression"], int(r["seed"]), float(r["alpha"])) == key
+    )
+    expected = sum(r["bytes_up"] + r["bytes_down"] for r in rounds) / len(rounds) / 1e3
+    assert float(row["kb_per_round"]) == pytest.approx(expected)
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
