@@ -5,6 +5,7 @@ the reader). A killed run leaves a complete results.json and exactly its finishe
 
 from __future__ import annotations
 
+import itertools
 import math
 import platform
 import time
@@ -82,13 +83,19 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
 
 def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: str = "runs") -> Path:
     """Where a run without out-dir lands: runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS>, relative
-    to the working folder; a name already taken gets -2, -3, ... (two runs in one second)."""
+    to the working folder, created here; a name already taken gets -2, -3, ... Creating the
+    folder is what reserves it, so two processes started in the same second never share one."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     name = f"{cfg.fusion.algorithm}-{cfg.data.dataset}-{stamp}"
-    path, n = Path(base) / name, 2
-    while path.exists():
-        path, n = Path(base) / f"{name}-{n}", n + 1
-    return path
+    Path(base).mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = Path(base) / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def environment_info() -> dict[str, str | bool]:

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -61,9 +63,23 @@ def test_default_folder_names_algorithm_dataset_time_and_never_reuses_one(tmp_pa
     cfg = ExperimentConfig().with_overrides({"algorithm": "fedmd", "dataset": "mnist"})
     when = datetime(2024, 5, 6, 7, 8, 9)
     first = default_out_dir(cfg, when)
-    assert first == Path("runs/fedmd-mnist-20240506-070809")
-    first.mkdir(parents=True)
+    assert first == Path("runs/fedmd-mnist-20240506-070809") and first.is_dir()  # reserved
     assert default_out_dir(cfg, when) == Path("runs/fedmd-mnist-20240506-070809-2")
+
+
+def test_runs_started_in_the_same_second_by_separate_processes_get_separate_folders(tmp_path):
+    """Each process reserves its folder by creating it: no two share one, however they interleave."""
+    script = (
+        "import sys; from datetime import datetime; from fedkd.config import ExperimentConfig; "
+        "from fedkd.results import default_out_dir; "
+        "print(default_out_dir(ExperimentConfig(), datetime(2024, 5, 6, 7, 8, 9), base=sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    folders = [proc.communicate(timeout=120)[0].strip() for proc in procs]
+    assert len(set(folders)) == 6 and all(Path(f).is_dir() for f in folders)
 
 
 def test_flwr_run_server_app_without_out_dir_lands_in_a_default_folder(tmp_path, monkeypatch):
