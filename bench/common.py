@@ -20,8 +20,22 @@ def measure_in_fresh_process(script: str, args: list[str], what: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants (Ray workers included), from /proc."""
+def _pss_bytes(pid: int) -> int | None:
+    """Proportional set size: a page shared by n processes (forked workers) counts 1/n in each."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def tree_memory_bytes(root: int) -> int:
+    """Memory of ``root`` and all its descendants (worker processes, Ray), from /proc: the sum of
+    their proportional set sizes (resident memory where the kernel has no smaps_rollup), so the
+    pages forked workers share with the server are counted once."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -38,13 +52,14 @@ def tree_rss_bytes(root: int) -> int:
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        pss = _pss_bytes(pid)
+        total += pss if pss is not None else rss.get(pid, 0)
         stack.extend(children.get(pid, []))
     return total
 
 
 class PeakMemory:
-    """Samples this process tree's resident memory every 0.1 s while in the ``with`` block."""
+    """Samples this process tree's memory (tree_memory_bytes) every 0.1 s in the ``with`` block."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -53,7 +68,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
+            self.peak = max(self.peak, tree_memory_bytes(os.getpid()))
             self._stop.wait(0.1)
 
     def __enter__(self) -> PeakMemory:
@@ -105,7 +120,7 @@ def run_driver(driver: str, cfg) -> dict:
     """Run ``cfg`` on ``plain`` (the loop above) or a fedkd engine, recording every round.
 
     Returns the round records, start-up seconds (until round 1 began), total seconds and the
-    process tree's peak resident MB."""
+    process tree's peak memory in MB (proportional set sizes)."""
     records: list[dict] = []
     first_round_end: list[float] = []
 

@@ -12,9 +12,10 @@ Grid, clients side by side in one worker process per core, results and checkpoin
 Engine, the same files). Each configuration runs in a fresh process. Per round
 (median of rounds 2..R): wall seconds; the clients' own compute, measured by the plain loop
 (one client at a time, nothing competing); the ideal round for an engine that runs ``slots``
-clients at once (own compute / slots); wall / own compute; wall / ideal; peak resident memory of
-the whole process tree (driver + worker processes + Ray; pages forked workers share are counted
-once per process, so this overstates); clients per second; bytes on the wire; what was written.
+clients at once (own compute / slots); wall / own compute; wall / ideal; peak memory of the whole
+process tree (driver + worker processes + Ray; proportional set sizes, so pages that forked
+workers share with the driver count once); clients per second; bytes on the wire; what was
+written.
 
 Targets (issue: scale): at 100 clients inprocess <= 1.1x and ray <= 1.3x the clients' own
 compute per round; 10,000 registered clients with 100 per round in <= 8 GB. Wall / ideal (how
@@ -202,6 +203,9 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], metavar="ENGINE:CONFIG", help="Leave these out (say why in the README)."
+    )
     parser.add_argument("--json", help="Also write the rows to this file.")
     parser.add_argument("--previous", help="JSON lines of rows measured before: those configs are not rerun.")
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "CONFIG"), help=argparse.SUPPRESS)
@@ -219,7 +223,7 @@ def main() -> None:
     done = {(r["engine"], r["clients"], r["fraction"]) for r in rows}
     for config in args.configs:
         for engine in args.engines:
-            if (engine, *_parse(config)) in done:
+            if (engine, *_parse(config)) in done or f"{engine}:{config}" in args.skip:
                 continue
             one = ["--one", engine, config, "--rounds", str(args.rounds)]
             one += ["--data-dir", args.data_dir, "--device", args.device]
