@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
-        "--skip", nargs="*", default=[], metavar="ENGINE:CONFIG", help="Leave these out (say why in the README)."
+        "--skip", nargs="*", default=[], metavar="ENGINE:CONFIG", help="Leave these out (say why)."
     )
     parser.add_argument("--json", help="Also write the rows to this file.")
     parser.add_argument("--previous", help="JSON lines of rows measured before: those configs are not rerun.")
