@@ -28,6 +28,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import make_client_app
 from fedkd.config import ExperimentConfig
 from fedkd.results import RESULTS_FILE, RunResults, mark_interrupted
+from fedkd.training import resolve_device
 from fedkd.validation import validate_config
 from server.inprocess_grid import InProcessGrid
 from server.server_app import make_server_app
@@ -85,6 +86,7 @@ def run_inprocess(
         workers=inprocess_workers(cfg),
         app_factory=functools.partial(make_client_app, cfg) if processes else None,
         client_threads=cfg.train.client_threads,
+        on_cpu=resolve_device(cfg.train.device).type == "cpu",
     )
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
     try:

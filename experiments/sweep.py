@@ -8,13 +8,11 @@ whose config hash is already there is skipped, so running the same command again
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
 import itertools
 import json
 import os
-import signal
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -25,13 +23,13 @@ from typing import Any
 
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.config_files import read_toml
+from fedkd.orphans import die_with_parent
 from fedkd.results import json_safe
 from fedkd.results_files import read_json_lines
 from fedkd.validation import validate_config
 
 RUNS_FILE = "runs.jsonl"
 LOCK_FILE = ".sweep.lock"
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 # Keys that change where or how a run executes (on CPU), never its numbers: not part of its identity.
 NON_IDENTITY_KEYS = (
     "out-dir",
@@ -40,6 +38,7 @@ NON_IDENTITY_KEYS = (
     "data-dir",
     "min-nodes-wait",
     "workers",
+    "worker-pool",
     "ray-address",
 )
 
@@ -207,18 +206,6 @@ def sweep_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def die_with_parent(parent: int) -> None:
-    """Worker initializer: ask Linux to kill this worker when the sweep process dies, so a killed
-    sweep leaves no orphaned workers holding hundreds of MB each (a no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the sweep died before the request took effect
-        os._exit(1)
 
 
 def _share_cores(run: PlannedRun, sweep_workers: int) -> PlannedRun:

@@ -55,7 +55,12 @@ def _ray_runtime_env() -> dict[str, Any]:
 def _as_ray_task(run: PlannedRun) -> PlannedRun:
     """Inside a Ray task a run uses the in-process engine (``workers`` 1 unless set) and an
     absolute data folder; neither is part of its identity."""
-    overrides: dict[str, Any] = {"engine": "inprocess", "workers": run.config.run.workers or 1}
+    # threads: a Ray worker runs gRPC threads, and forking from it is unsafe
+    overrides: dict[str, Any] = {
+        "engine": "inprocess",
+        "workers": run.config.run.workers or 1,
+        "worker-pool": "threads",
+    }
     if run.config.data.data_dir:
         overrides["data-dir"] = str(Path(run.config.data.data_dir).resolve())
     return PlannedRun(run.run_id, run.axes, run.config.with_overrides(overrides))

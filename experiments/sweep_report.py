@@ -143,9 +143,16 @@ def _finite_mean(values: list[float]) -> float:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):  # accuracies to 4 places; kB per round to 0.1
-        return "-" if math.isnan(value) else f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
     return str(value)
+
+
+def _cell(key: str, value: Any) -> str:
+    """kB per round to 0.1 kB; everything else as _fmt."""
+    if key == "kb_per_round" and isinstance(value, float) and not math.isnan(value):
+        return f"{value:,.1f}"
+    return _fmt(value)
 
 
 SUMMARY_COLUMNS = {
@@ -167,7 +174,7 @@ def markdown_table(axes: list[str], table: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
         lines.append(
-            "| " + " | ".join([row[a] for a in axes] + [_fmt(row[k]) for k in SUMMARY_COLUMNS]) + " |"
+            "| " + " | ".join([row[a] for a in axes] + [_cell(k, row[k]) for k in SUMMARY_COLUMNS]) + " |"
         )
     return "\n".join(lines)
 

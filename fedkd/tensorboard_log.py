@@ -1,7 +1,8 @@
 """TensorBoard logs of a run (``log = "tensorboard"``): ``tensorboard --logdir RUN_FOLDER``.
 
 Scalars per round (tags below: accuracy, communication, privacy, fusion) and the round's weight
-matrix as an image (row k: how much client k learned from client j; brighter = more). A round
+matrix as an image (over the round's participants, in partition-id order: row i, how much the
+i-th participant learned from the j-th; brighter = more). A round
 that was not evaluated has no accuracy scalars. The ``tensorboard`` package is an optional extra
 (``pip install 'fedkd[tensorboard]'``); it is imported only when this log is asked for.
 """
@@ -40,7 +41,8 @@ def round_scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def weights_image(weights: list[list[float]]) -> np.ndarray:
-    """(H, W, 3) uint8: the K x K matrix through the magma colour map, each cell a square block."""
+    """(H, W, 3) uint8: the P x P matrix (P participants) through the magma colour map, each
+    cell a square block."""
     w = np.asarray(weights, dtype=np.float64)
     scaled = w / max(float(np.nanmax(w)) if w.size else 0.0, 1e-12)
     rgb = (colormaps["magma"](np.nan_to_num(scaled))[..., :3] * 255).astype(np.uint8)

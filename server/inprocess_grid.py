@@ -45,13 +45,14 @@ class InProcessGrid(Grid):
         workers: int = 1,
         app_factory: AppFactory | None = None,
         client_threads: int = 1,
+        on_cpu: bool = True,
     ) -> None:
         """``app_factory`` (picklable, building ``client_app`` anew): with ``workers`` > 1, the
-        clients run in that many worker processes instead of threads."""
+        clients run in that many worker processes instead of threads (forked only ``on_cpu``)."""
         self._client_app = client_app
         self._workers = max(1, workers)
         self._processes = (
-            ProcessPool(app_factory, self._workers, client_threads)
+            ProcessPool(app_factory, self._workers, client_threads, forks=on_cpu)
             if app_factory is not None and self._workers > 1
             else None
         )

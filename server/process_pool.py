@@ -23,10 +23,11 @@ server, which stops the workers (they ignore SIGINT themselves).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -34,6 +35,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedkd.orphans import die_with_parent
 from server.client_call import call_client_app, error_reply, seconds_left
 
 AppFactory = Callable[[], ClientApp]
@@ -42,8 +44,9 @@ Call = tuple[Message, Context]
 _APP: ClientApp | None = None  # this worker's ClientApp, built by _start_worker
 
 
-def _start_worker(factory: AppFactory, threads: int) -> None:
+def _start_worker(factory: AppFactory, threads: int, parent: int) -> None:
     global _APP  # noqa: PLW0603 - one ClientApp per worker process, as one per Ray actor
+    die_with_parent(parent)  # a killed server leaves no worker behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the server, which stops us
     torch.set_num_threads(threads)
     _APP = factory()
@@ -56,22 +59,23 @@ def _serve(message: Message, context: Context) -> tuple[Message, Context]:
 
 
 class ProcessPool:
-    """``workers`` processes, started at the first batch and kept across rounds."""
+    """``workers`` processes, started at the first batch and kept across rounds. ``forks``: the
+    clients compute on the CPU, so workers may be forked (a forked child cannot use CUDA once
+    the parent has touched it)."""
 
-    def __init__(self, factory: AppFactory, workers: int, threads: int = 1) -> None:
+    def __init__(self, factory: AppFactory, workers: int, threads: int = 1, forks: bool = True) -> None:
         self._factory, self._workers, self._threads = factory, workers, threads
+        self._forks = forks and sys.platform == "linux" and threads == 1
         self._executor: ProcessPoolExecutor | None = None
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self, workers: int | None = None) -> ProcessPoolExecutor:
         if self._executor is None:
-            # a forked child cannot use CUDA once the server has (FedDF's server model)
-            forks = sys.platform == "linux" and self._threads == 1 and not torch.cuda.is_initialized()
-            context = multiprocessing.get_context("fork" if forks else "forkserver")
+            context = multiprocessing.get_context("fork" if self._forks else "forkserver")
             self._executor = ProcessPoolExecutor(
-                self._workers,
+                workers or self._workers,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(self._factory, self._threads),
+                initargs=(self._factory, self._threads, os.getpid()),
             )
         return self._executor
 
@@ -80,37 +84,43 @@ class ProcessPool:
     ) -> Iterator[tuple[int, Message, Context | None]]:
         """Yield (index, reply, new context) as calls finish. ``timeout`` bounds the whole batch:
         calls not finished by then yield nothing, and the workers are stopped. A worker that dies
-        (a crash, the OOM killer) breaks the whole pool, so the calls it took down are run again,
-        each alone in fresh workers: only the call that kills its worker again gets an error
-        reply (and no context)."""
+        (a crash, the OOM killer) breaks the whole pool and every call still in it; those calls
+        run again in fresh workers, and if the pool breaks again, each of the rest runs alone,
+        so only a call that kills its worker every time gets an error reply (and no context)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        broken: list[int] = []
         try:
-            yield from self._batch(calls, range(len(calls)), deadline, broken)
-            for i in list(broken):
+            broken = yield from self._batch(calls, range(len(calls)), deadline)
+            if broken:
                 self.stop()
-                alone: list[int] = []
-                yield from self._batch(calls, [i], deadline, alone)
-                if alone:
+                broken = yield from self._batch(calls, broken, deadline)
+            for i in broken:
+                self.stop()
+                if (yield from self._batch(calls, [i], deadline, workers=1)):
                     yield i, error_reply(calls[i][0], "client process died (a crash or out of memory)"), None
+            if broken:
+                self.stop()  # the next batch starts with a full pool of fresh workers
         except BaseException:
             self.stop()  # Ctrl-C or an error on the server: no worker outlives it
             raise
-        if broken:
-            self.stop()  # the next batch starts fresh workers
 
     def _batch(
-        self, calls: list[Call], which: Iterable[int], deadline: float | None, broken: list[int]
-    ) -> Iterator[tuple[int, Message, Context]]:
-        """Run ``calls[i]`` for i in ``which`` side by side; indices whose worker died go to
-        ``broken``. Out of time: the workers are stopped and the rest yield nothing."""
-        pool = self._pool()
-        pending: dict[Future, int] = {pool.submit(_serve, *calls[i]): i for i in which}
+        self, calls: list[Call], which: Iterable[int], deadline: float | None, workers: int | None = None
+    ) -> Generator[tuple[int, Message, Context], None, list[int]]:
+        """Run ``calls[i]`` for i in ``which`` side by side; returns the indices whose worker
+        died (a broken pool). Out of time: the workers are stopped and the rest yield nothing."""
+        pool = self._pool(workers)
+        pending: dict[Future, int] = {}
+        broken: list[int] = []
+        for i in which:
+            try:
+                pending[pool.submit(_serve, *calls[i])] = i
+            except BrokenProcessPool:  # the pool broke while the batch was being handed out
+                broken.append(i)
         while pending:
             done, _ = wait(pending, timeout=seconds_left(deadline), return_when=FIRST_COMPLETED)
             if not done:
                 self.stop()
-                return
+                return []
             for future in done:
                 i = pending.pop(future)
                 try:
@@ -119,15 +129,16 @@ class ProcessPool:
                     broken.append(i)
                     continue
                 yield i, reply, context
+        return sorted(broken)
 
     def stop(self) -> None:
         """Stop every worker now (a running call is killed, queued ones never start)."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        processes = list((executor._processes or {}).values())
-        executor.shutdown(wait=False, cancel_futures=True)
+        processes = list((executor._processes or {}).values())  # no public kill before Python 3.14
         for process in processes:
             process.kill()
+        executor.shutdown(wait=True, cancel_futures=True)
         for process in processes:
             process.join(5)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -15,6 +20,8 @@ from experiments.engines import run_inprocess, task_identity
 from fedkd.config import ConfigError
 from server.inprocess_grid import InProcessGrid
 from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _numbers(results):
@@ -75,7 +82,10 @@ class Scripted:
         if first and pid == self.hang:
             time.sleep(60)
         if first and pid == self.die:
+            time.sleep(0.3)  # the others have started (or wait in the queue) when it dies
             os._exit(3)
+        if first and self.die is not None:
+            time.sleep(1.0)  # still running when the dying worker breaks the pool
         context.state["n"] = ConfigRecord({"calls": calls + 1})
         return Message(RecordDict({"config": ConfigRecord({"pid": pid, "calls": calls + 1})}), reply_to=msg)
 
@@ -119,13 +129,56 @@ def test_a_client_process_that_dies_is_an_error_reply_and_the_next_batch_runs():
 
 
 def test_ctrl_c_on_the_server_stops_the_workers():
+    """A real SIGINT while the server waits for a hanging client: the workers (which ignore
+    SIGINT themselves) are stopped with it."""
     with task_identity(1):
         grid = _grid(Scripted(hang=0), 3)
-
-        def interrupt(reply):
-            raise KeyboardInterrupt
-
-        grid.on_reply = interrupt
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             _ask(grid)
-    assert not multiprocessing.active_children()
+    assert time.monotonic() - started < 20 and not multiprocessing.active_children()
+
+
+def test_worker_pool_threads_from_the_config_keeps_every_client_in_this_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(engines, "make_client_app", NotingApp(tmp_path, engines.make_client_app))
+    run_inprocess(tiny_config(rounds=1, workers=2, **{"worker-pool": "threads"}))
+    assert {path.name for path in tmp_path.glob("pid-*")} == {f"pid-{os.getpid()}"}
+
+
+def test_a_killed_server_leaves_no_worker_behind(tmp_path):
+    """Workers ask Linux to kill them with their server (a SIGKILL runs no cleanup)."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from tests.test_process_pool import serve_then_idle; serve_then_idle()"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers = [int(pid) for pid in server.stdout.readline().split()]
+    assert workers
+    server.kill()
+    server.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def serve_then_idle() -> None:
+    """A server whose fresh workers sit idle: prints their pids, then waits to be killed."""
+    with task_identity(1):
+        grid = _grid(Scripted(hang=0), 3)
+        _ask(grid, timeout=0.5)  # the hanging call is stopped; the next batch gets fresh workers
+        _ask(grid, batch=2)
+        pool = grid._processes._executor
+        print(" ".join(str(p.pid) for p in pool._processes.values()), flush=True)
+        time.sleep(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, not reaped
+    except OSError:
+        return False
