@@ -20,6 +20,9 @@ def measure_in_fresh_process(script: str, args: list[str], what: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+SAMPLE_EVERY_S = 1.0  # memory peaks (data, models, round records) last for seconds
+
+
 def _pss_bytes(pid: int) -> int | None:
     """Proportional set size: a page shared by n processes (forked workers) counts 1/n in each."""
     try:
@@ -59,7 +62,8 @@ def tree_memory_bytes(root: int) -> int:
 
 
 class PeakMemory:
-    """Samples this process tree's memory (tree_memory_bytes) every 0.1 s in the ``with`` block."""
+    """Samples this process tree's memory (tree_memory_bytes) every SAMPLE_EVERY_S in the ``with``
+    block: reading smaps_rollup costs ~3 ms per process, so more often would slow what it measures."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -69,7 +73,7 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, tree_memory_bytes(os.getpid()))
-            self._stop.wait(0.1)
+            self._stop.wait(SAMPLE_EVERY_S)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
