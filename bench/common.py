@@ -1,5 +1,6 @@
 """What the benchmarks share: a fresh process per measurement (settings never share caches), the
-resident memory of a whole process tree, and the plain loop that the engines are compared with."""
+memory of a whole process tree (proportional set sizes), and the plain loop that the engines are
+compared with."""
 
 from __future__ import annotations
 

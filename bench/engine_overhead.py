@@ -6,8 +6,8 @@ Drivers: ``plain`` (a bare Python loop over fedkd's client steps and fusion, no 
 ``inprocess`` (ServerApp + ClientApp through the in-process Grid) and ``ray`` (Flower's
 Simulation Engine). Each runs in a fresh subprocess; reported per driver: per-round seconds
 (median of rounds 2..R), start-up seconds (until round 1 begins), round 1 seconds (Ray
-workers warm up there), peak resident memory of the
-process tree (driver + Ray workers, sampled every 0.1 s) and ratios to the plain loop.
+workers warm up there), peak memory of the process tree (driver + Ray workers; proportional set
+sizes, sampled every second) and ratios to the plain loop.
 Targets: inprocess <= 1.1x and ray <= 1.5x the plain loop per round at 100 clients.
 """
 
