@@ -2,20 +2,20 @@
 
     python bench/scale.py --data-dir ../shared/data [--configs 10 100 1000 1000@0.1 10000@0.01]
 
-MNIST, small MLPs, KnFu, IID split (partition minimums lowered; at 10,000 clients, 6 samples
-each, two label-sorted shards per client so that each can hold out a test sample), 1 local + 1
-distillation epoch. ``CLIENTS@FRACTION`` registers CLIENTS and asks that
-share each round. Engines: ``plain`` (a bare loop over fedkd's client steps, one client at a
-time, no Flower, no files), ``inprocess`` (Flower ServerApp + ClientApp through the in-process
-Grid, clients side by side in one worker process per core, results and checkpoints written),
-``inprocess-threads`` (the same with one worker thread per core) and ``ray`` (Flower's Simulation
-Engine, the same files). Each configuration runs in a fresh process. Per round
-(median of rounds 2..R): wall seconds; the clients' own compute, measured by the plain loop
-(one client at a time, nothing competing); the ideal round for an engine that runs ``slots``
-clients at once (own compute / slots); wall / own compute; wall / ideal; peak memory of the whole
-process tree (driver + worker processes + Ray; proportional set sizes, so pages that forked
-workers share with the driver count once); clients per second; bytes on the wire; what was
-written.
+MNIST, small MLPs, KnFu, IID split (partition minimums lowered; at 10,000 clients, 6 samples each,
+two label-sorted shards per client so that each can hold out a test sample), 1 local + 1
+distillation epoch. ``CLIENTS@FRACTION`` registers CLIENTS and asks that share each round. Engines:
+``plain`` (a bare loop over fedkd's client steps, one client at a time, no Flower, no files),
+``inprocess`` (Flower ServerApp + ClientApp through the in-process Grid, clients side by side in one
+worker process per core, results and checkpoints written), ``inprocess-threads`` (the same with one
+worker thread per core), ``inprocess-offload`` (worker processes, idle clients' state on disk; only
+when named in --engines) and ``ray`` (Flower's Simulation Engine, the same files). Each
+configuration runs in a fresh process. Per round (median of rounds 2..R): wall seconds; the clients'
+own compute, measured by the plain loop (one client at a time, nothing competing); the ideal round
+for an engine that runs ``slots`` clients at once (own compute / slots); wall / own compute; wall /
+ideal; peak memory of the whole process tree (driver + worker processes + Ray; proportional set
+sizes, so pages that forked workers share with the driver count once); clients per second; bytes on
+the wire; what was written.
 
 Targets (issue: scale): at 100 clients inprocess <= 1.1x and ray <= 1.3x the clients' own
 compute per round; 10,000 registered clients with 100 per round in <= 8 GB. Wall / ideal (how
@@ -38,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import measure_in_fresh_process, run_driver  # noqa: E402 - bench/ is on the path
 
-ENGINES = ("plain", "inprocess", "inprocess-threads", "ray")
+ENGINES = ("plain", "inprocess", "inprocess-threads", "inprocess-offload", "ray")
 POOLS = {"inprocess": "processes", "inprocess-threads": "threads"}  # the in-process engine's workers
+OFFLOADS = ("inprocess-offload",)  # idle clients' state on disk
 
 
 def scale_config(clients: int, fraction: float, rounds: int, data_dir: str, device: str):
@@ -87,6 +88,7 @@ def measure_one(engine: str, clients: int, fraction: float, rounds: int, data_di
         {
             "engine": "ray" if engine == "ray" else "inprocess",
             "worker-pool": POOLS.get(engine, "processes"),
+            "offload-idle": engine in OFFLOADS,
             "out-dir": "" if engine == "plain" else str(out),
         }
     )
@@ -200,7 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--configs", nargs="+", default=["10", "100", "1000", "1000@0.1", "10000@0.01"])
-    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    default = [e for e in ENGINES if e not in OFFLOADS]
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=default)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(

@@ -87,6 +87,7 @@ def run_inprocess(
         app_factory=functools.partial(make_client_app, cfg) if processes else None,
         client_threads=cfg.train.client_threads,
         on_cpu=resolve_device(cfg.train.device).type == "cpu",
+        offload_idle=cfg.run.offload_idle,
     )
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
     try:

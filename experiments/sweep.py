@@ -39,6 +39,7 @@ NON_IDENTITY_KEYS = (
     "min-nodes-wait",
     "workers",
     "worker-pool",
+    "offload-idle",
     "ray-address",
 )
 

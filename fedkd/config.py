@@ -158,6 +158,9 @@ class RunConfig:
     # process, one copy of the data: models whose kernels dominate, one GPU); allowed: processes,
     # threads.
     worker_pool: str = "processes"
+    # In-process engine: keep each client's state (its model) on disk while it sits a round out,
+    # for thousands of registered clients with a few asked per round; numbers unchanged.
+    offload_idle: bool = False
     # Ray simulation: address of an existing Ray cluster ("auto", "HOST:6379"); allowed: a Ray
     # address, or empty (start a local Ray on this machine).
     ray_address: str = ""

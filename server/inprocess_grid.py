@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from server.client_call import call_client_app, error_reply, seconds_left
+from server.idle_state import IdleStates
 from server.process_pool import AppFactory, ProcessPool
 
 log = logging.getLogger("flwr.fedkd")
@@ -46,9 +47,12 @@ class InProcessGrid(Grid):
         app_factory: AppFactory | None = None,
         client_threads: int = 1,
         on_cpu: bool = True,
+        offload_idle: bool = False,
     ) -> None:
         """``app_factory`` (picklable, building ``client_app`` anew): with ``workers`` > 1, the
-        clients run in that many worker processes instead of threads (forked only ``on_cpu``)."""
+        clients run in that many worker processes instead of threads (forked only ``on_cpu``).
+        ``offload_idle``: between calls, a node's state waits on disk (server/idle_state.py)."""
+        self._offload = IdleStates() if offload_idle else None
         self._client_app = client_app
         self._workers = max(1, workers)
         self._processes = (
@@ -98,7 +102,9 @@ class InProcessGrid(Grid):
         node_id = message.metadata.dst_node_id
         if node_id not in self._contexts:
             return error_reply(message, f"unknown node {node_id}")
-        reply = call_client_app(self._client_app, message, self._contexts[node_id])
+        context = self._in_memory(node_id)
+        reply = call_client_app(self._client_app, message, context)
+        self._idle(context)
         if self.on_reply is not None:
             self.on_reply(reply)
         return reply
@@ -166,22 +172,34 @@ class InProcessGrid(Grid):
         for i, message in enumerate(messages):
             node_id = message.metadata.dst_node_id
             if node_id in self._contexts:
-                calls.append((message, self._contexts[node_id]))
+                calls.append((message, self._in_memory(node_id)))
                 at.append(i)
             else:
                 replies[i] = error_reply(message, f"unknown node {node_id}")
         for j, reply, context in self._processes.deliver(calls, timeout):
             if context is not None:
                 self._contexts[context.node_id] = context
+                self._idle(context)
             replies[at[j]] = reply
             if self.on_reply is not None:
                 self.on_reply(reply)
         return replies
 
+    def _in_memory(self, node_id: int) -> Context:
+        """The node's context, its state back from disk when idle clients are offloaded."""
+        context = self._contexts[node_id]
+        return self._offload.take_back(context) if self._offload is not None else context
+
+    def _idle(self, context: Context) -> None:
+        if self._offload is not None:
+            self._offload.put_away(context)
+
     def close(self) -> None:
-        """Stop the worker processes, if any (the end of a run)."""
+        """Stop the worker processes and drop offloaded states, if any (the end of a run)."""
         if self._processes is not None:
             self._processes.stop()
+        if self._offload is not None:
+            self._offload.close()
 
     def _busy(self, message: Message) -> Message | None:
         """An error reply when the node is still running an earlier message (one ClientApp call

@@ -182,3 +182,24 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, not reaped
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("pool", ["processes", "threads"])
+def test_offloading_idle_clients_changes_no_number(pool):
+    # 2 of 4 clients a round: some sit rounds out, their state on disk meanwhile
+    cfg = tiny_config(rounds=3, workers=2, fraction=0.5, **{"num-clients": 4, "worker-pool": pool})
+    offloaded = run_inprocess(cfg.with_overrides({"offload-idle": True}))
+    assert _numbers(offloaded) == _numbers(run_inprocess(cfg))
+
+
+def test_an_idle_clients_state_waits_on_disk_between_calls():
+    with task_identity(1):
+        grid = InProcessGrid(Scripted(), 3, workers=1, offload_idle=True)
+        _ask(grid, batch=2)
+        folder = grid._offload.folder
+        assert all(len(grid.context(node).state) == 0 for node in grid.get_node_ids())  # not in memory
+        assert len(list(folder.glob("*.pkl"))) == 3 and (folder.stat().st_mode & 0o777) == 0o700
+        again = _ask(grid, batch=2)
+        grid.close()
+    assert {pid: r.content["config"]["calls"] for pid, r in again.items()} == {0: 2, 1: 2, 2: 2}
+    assert not folder.exists()  # the run's end removes it
