@@ -50,7 +50,7 @@ def write_runs_csv(table: RunTable) -> str:
     writer = csv.DictWriter(buffer, fieldnames=[*table.axes, "seed", *METRICS, *COSTS], lineterminator="\n")
     writer.writeheader()
     for record in table.records:
-        writer.writerow({k: _csv_value(record[k]) for k in writer.fieldnames})
+        writer.writerow({k: _csv_value(record.get(k, math.nan)) for k in writer.fieldnames})
     return buffer.getvalue()
 
 

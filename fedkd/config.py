@@ -159,7 +159,8 @@ class RunConfig:
     # threads.
     worker_pool: str = "processes"
     # In-process engine: keep each client's state (its model) on disk while it sits a round out,
-    # for thousands of registered clients with a few asked per round; numbers unchanged.
+    # for thousands of registered clients with a few asked per round; numbers unchanged; allowed:
+    # true, false.
     offload_idle: bool = False
     # Ray simulation: address of an existing Ray cluster ("auto", "HOST:6379"); allowed: a Ray
     # address, or empty (start a local Ray on this machine).

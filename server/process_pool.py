@@ -46,7 +46,9 @@ _APP: ClientApp | None = None  # this worker's ClientApp, built by _start_worker
 
 def _start_worker(factory: AppFactory, threads: int, parent: int) -> None:
     global _APP  # noqa: PLW0603 - one ClientApp per worker process, as one per Ray actor
-    die_with_parent(parent)  # a killed server leaves no worker behind
+    # a killed server leaves no worker behind (a forkserver's child: the forkserver, which ends
+    # with the server)
+    die_with_parent(parent or os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the server, which stops us
     torch.set_num_threads(threads)
     _APP = factory()
@@ -75,7 +77,7 @@ class ProcessPool:
                 workers or self._workers,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(self._factory, self._threads, os.getpid()),
+                initargs=(self._factory, self._threads, os.getpid() if self._forks else 0),
             )
         return self._executor
 

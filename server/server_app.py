@@ -47,8 +47,10 @@ def run_federation(
     seeded_noise: bool = False,
     announce: bool = False,
     progress: str | None = None,
+    default_out: bool = False,
 ) -> RunResults:
-    """Drive all rounds on ``grid``; write results after each round when out-dir is set.
+    """Drive all rounds on ``grid``; write results after each round when out-dir is set
+    (``default_out``: a config without one writes to runs/<algorithm>-<dataset>-<time>).
 
     Too few nodes: MissingNodes after min-nodes-wait, before anything is written.
     ``resume``: the results.json of an interrupted run of this config; its rounds are kept and
@@ -60,6 +62,8 @@ def run_federation(
     None: this process's setting). Logs (``log``: csv, tensorboard) get every round too."""
     validate_config(cfg)
     nodes = wait_for_nodes(grid, cfg.data.num_clients, cfg.run.min_nodes_wait)
+    if default_out and not cfg.run.out_dir:  # reserved only once the nodes are there
+        cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
     path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     if announce and path is not None:
         log.info("results: %s", path)
@@ -157,8 +161,6 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = bound if bound is not None else ExperimentConfig.from_run_config(context.run_config)
-        if default_out and not cfg.run.out_dir:
-            cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
         results = run_federation(
             cfg,
             grid,
@@ -167,6 +169,7 @@ def make_server_app(
             announce=bound is None,
             seeded_noise=bound is not None,
             progress=progress,
+            default_out=default_out,
         )
         if sink is not None:
             sink.append(results)
