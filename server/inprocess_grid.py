@@ -1,4 +1,4 @@
-"""An in-process implementation of Flower's Grid: the same ServerApp and ClientApp, one process.
+"""An in-process implementation of Flower's Grid: the same ServerApp and ClientApp, no network.
 
 Each node is a (node id, Context) pair; ``send_and_receive`` calls the ClientApp directly and,
 like the Simulation Engine, turns a ClientApp exception into an error reply. Used by
