@@ -126,12 +126,16 @@ def _same(a: dict, b: dict) -> bool:
     return a["clients"] == b["clients"] and a["fraction"] == b["fraction"]
 
 
-def _ideal(row: dict, rows: list[dict]) -> float | None:
-    """The round an engine with ``slots`` clients at once would need: plain compute / slots."""
+def _own_compute(row: dict, rows: list[dict]) -> float:
+    """The clients' own compute per round for ``row``'s configuration: the plain loop's (nan when
+    it was not measured)."""
     plain = next((r for r in rows if _same(r, row) and r["engine"] == "plain"), None)
-    if plain is None:
-        return None
-    return plain["compute_s"] / min(row["slots"], row["per_round"])
+    return plain["compute_s"] if plain else float("nan")
+
+
+def _ideal(row: dict, rows: list[dict]) -> float:
+    """The round an engine with ``slots`` clients at once would need: own compute / slots."""
+    return _own_compute(row, rows) / min(row["slots"], row["per_round"])
 
 
 def table(rows: list[dict]) -> str:
@@ -142,14 +146,11 @@ def table(rows: list[dict]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        plain = next((r for r in rows if _same(r, row) and r["engine"] == "plain"), None)
-        ideal = _ideal(row, rows)
-        ratio = row["round_s"] / ideal if ideal else float("nan")
-        own = plain["compute_s"] if plain else float("nan")
+        own, ideal = _own_compute(row, rows), _ideal(row, rows)
         lines.append(
             f"| {row['clients']:,} ({row['per_round']:,}) | {row['engine']} | {row['round_s']:.2f} "
-            f"| {own:.2f} | {row['round_s'] / own:.2f} | {ideal or float('nan'):.2f} "
-            f"| {ratio:.2f} | {row['per_round'] / row['round_s']:.1f} "
+            f"| {own:.2f} | {row['round_s'] / own:.2f} | {ideal:.2f} "
+            f"| {row['round_s'] / ideal:.2f} | {row['per_round'] / row['round_s']:.1f} "
             f"| {row['startup_s']:.1f} | {row['peak_mb']:,.0f} | {row['bytes_per_round'] / 1e3:,.0f} "
             f"| {row['results_kb']:,.0f} |"
         )
@@ -161,10 +162,8 @@ def verdicts(rows: list[dict]) -> list[str]:
     out = []
     for engine, target in (("inprocess", 1.1), ("inprocess-threads", 1.1), ("ray", 1.3)):
         row = next((r for r in rows if r["clients"] == 100 and r["engine"] == engine), None)
-        ideal = _ideal(row, rows) if row else None
-        if ideal:
-            own = ideal * min(row["slots"], row["per_round"])
-            ratio = row["round_s"] / own
+        if row and math.isfinite(_own_compute(row, rows)):
+            ratio, ideal = row["round_s"] / _own_compute(row, rows), _ideal(row, rows)
             out.append(
                 f"{engine} at 100 clients: {ratio:.2f}x the clients' own compute (target <= {target}): "
                 + ("met" if ratio <= target else "NOT met")

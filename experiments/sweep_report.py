@@ -100,8 +100,8 @@ def run_costs(rounds: list[dict[str, Any]]) -> dict[str, float]:
     """COSTS of one run: mean per round of kB on the wire (up + down), the clients' summed
     compute seconds and the server's compute seconds (FedDF's distillation, say)."""
 
-    def mean(key: str, scale: float = 1.0) -> float:
-        return _finite_mean([float(r[key]) / scale for r in rounds if r.get(key) is not None])
+    def mean(key: str) -> float:
+        return _finite_mean([float(r[key]) for r in rounds if r.get(key) is not None])
 
     return {
         "kb_per_round": _finite_mean([(r["bytes_up"] + r["bytes_down"]) / 1e3 for r in rounds]),

@@ -5,7 +5,6 @@ the reader). A killed run leaves a complete results.json and exactly its finishe
 
 from __future__ import annotations
 
-import itertools
 import math
 import platform
 import time
@@ -88,14 +87,13 @@ def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: st
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     name = f"{cfg.fusion.algorithm}-{cfg.data.dataset}-{stamp}"
     Path(base).mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        path = Path(base) / (name if n == 1 else f"{name}-{n}")
+    path, n = Path(base) / name, 2
+    while True:
         try:
             path.mkdir()
             return path
         except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+            path, n = Path(base) / f"{name}-{n}", n + 1
 
 
 def environment_info() -> dict[str, str | bool]:

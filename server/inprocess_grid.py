@@ -179,10 +179,11 @@ class InProcessGrid(Grid):
         for j, reply, context in self._processes.deliver(calls, timeout):
             if context is not None:
                 self._contexts[context.node_id] = context
-                self._idle(context)
             replies[at[j]] = reply
             if self.on_reply is not None:
                 self.on_reply(reply)
+        for message, _ in calls:  # answered or not (late, crashed), each node's state goes back
+            self._idle(self._contexts[message.metadata.dst_node_id])
         return replies
 
     def _in_memory(self, node_id: int) -> Context:

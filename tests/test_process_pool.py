@@ -209,3 +209,17 @@ def test_an_idle_clients_state_waits_on_disk_between_calls():
         grid.close()
     assert {pid: r.content["config"]["calls"] for pid, r in again.items()} == {0: 2, 1: 2, 2: 2}
     assert not folder.exists()  # the run's end removes it
+
+
+def test_a_late_clients_state_goes_back_to_disk_too():
+    with task_identity(1):
+        grid = InProcessGrid(
+            Scripted(hang=0), 3, workers=2, app_factory=lambda: Scripted(hang=0), offload_idle=True
+        )
+        _ask(grid, batch=2)  # every node now has a state, on disk
+        late = _ask(grid, timeout=3.0)  # partition 0 hangs and is stopped
+        folder = grid._offload.folder
+        on_disk = len(list(folder.glob("*.pkl")))
+        in_memory = [len(grid.context(node).state) for node in grid.get_node_ids()]
+        grid.close()
+    assert sorted(late) == [1, 2] and on_disk == 3 and in_memory == [0, 0, 0]
