@@ -73,7 +73,8 @@ def _batches(
 @dataclass(frozen=True)
 class FitStats:
     loss: float  # mean loss of the last epoch
-    samples: int  # samples processed over all epochs (what the compute budget counts)
+    samples: int  # samples processed over all epochs
+    steps: int = 0  # optimiser steps over all epochs (what the step budget counts)
 
 
 def _fit(
@@ -90,7 +91,7 @@ def _fit(
     model.train()
     device = _device(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    last, processed = float("nan"), 0
+    last, processed, steps = float("nan"), 0, 0
     for _ in range(epochs):
         total, seen = 0.0, 0
         for idx in _batches(n, batch_size, generator, samples_per_epoch):
@@ -101,8 +102,9 @@ def _fit(
             optimizer.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+            steps += 1
         last, processed = total / max(seen, 1), processed + seen
-    return FitStats(last, processed)
+    return FitStats(last, processed, steps)
 
 
 def local_train(
