@@ -97,7 +97,7 @@ def run(
     """Run one federated experiment."""
     from experiments.engines import run_experiment
     from experiments.run_setup import build_config, describe_federation, resumable_run, where_it_lands
-    from fedkd.results import default_out_dir, prepare_out_dir, round_line
+    from fedkd.results import default_out_dir, final_line, prepare_out_dir, round_line
     from server.progress import configure_progress
 
     resume = None
@@ -124,10 +124,7 @@ def run(
     final = results.payload["final"]
     if results.payload.get("stopped"):
         click.echo(results.payload["stopped"])
-    click.echo(
-        f"done in {time.perf_counter() - start:.1f} s | final ALMA {final['alma']:.4f}"
-        f" | global acc {final['global_acc']:.4f}"
-    )
+    click.echo(f"done in {time.perf_counter() - start:.1f} s | " + final_line(final))
     click.echo(f"results: {results.path}")
 
 

@@ -82,11 +82,13 @@ def local_step(
         if state is None and cfg.train.pretrain_epochs > 0:
             _pretrain_public(cfg, pid, model, data)
         fit = _train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs)
-        samples = fit.samples
-        if budget.revisit_before_upload:
-            samples += _train_private(
-                cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs
-            ).samples
+        samples, steps = fit.samples, fit.steps
+        if budget.revisit_before_upload:  # weight averaging: every private step before the upload
+            for phase in (
+                _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
+                _makeup(cfg, pid, server_round, model, data, budget.makeup_steps(0)),
+            ):
+                samples, steps = samples + phase.samples, steps + phase.steps
         preds = predict_proba(model, _rows(data.transfer_x, rows), budget.temperature) if predict else None
         mask = algorithm.upload_mask(cfg, pid, data, rows) if predict else None
     if preds is not None and mask is not None:
@@ -98,6 +100,7 @@ def local_step(
             "train-loss": fit.loss,
             "num-examples": float(len(data.train_y)),
             "private-samples": float(samples),
+            "private-steps": float(steps),
             "compute-seconds": time.perf_counter() - start,
         },
     )
@@ -120,16 +123,26 @@ def distill_step(
     start = time.perf_counter()
     data = training_data(cfg, pid)
     budget = compute_budget(cfg)
-    metrics: dict[str, float] = {"private-samples": 0.0, "transfer-samples": 0.0}
+    metrics: dict[str, float] = {
+        "private-samples": 0.0,
+        "transfer-samples": 0.0,
+        "private-steps": 0.0,
+        "transfer-steps": 0.0,
+    }
     if target is not None and np.isnan(target).all():
         target = None  # no row has a target: nothing to distil on
     with client_compute(cfg):
         model = _model(cfg, pid, data, adopted_weights(state, replacement))
         if target is not None and budget.distill_epochs > 0:
             metrics.update(distill_from_target(cfg, pid, server_round, model, data, target, budget))
-        if budget.revisit_epochs > 0 and not budget.revisit_before_upload:
-            fit = _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs)
-            metrics["private-samples"] = float(fit.samples)
+        if not budget.revisit_before_upload:  # private steps after the fusion step
+            makeup = budget.makeup_steps(int(metrics["transfer-steps"]))
+            for phase in (
+                _makeup(cfg, pid, server_round, model, data, makeup),
+                _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
+            ):
+                metrics["private-samples"] += phase.samples
+                metrics["private-steps"] += phase.steps
         if evaluate:
             metrics.update(evaluate_client(model, data))
     metrics["compute-seconds"] = time.perf_counter() - start
@@ -158,7 +171,11 @@ def distill_from_target(
     if guarded:
         before, snapshot = accuracy(model, data.guard_x, data.guard_y), _snapshot(model)
     fit = _distill(cfg, pid, server_round, model, data, target, budget)
-    metrics = {"distill-loss": fit.loss, "transfer-samples": float(fit.samples)}
+    metrics = {
+        "distill-loss": fit.loss,
+        "transfer-samples": float(fit.samples),
+        "transfer-steps": float(fit.steps),
+    }
     if guarded:
         rolled_back = accuracy(model, data.guard_x, data.guard_y) < before - cfg.fusion.guard_tolerance
         if rolled_back:
@@ -168,12 +185,19 @@ def distill_from_target(
 
 
 def evaluate_client(model: torch.nn.Module, data: ClientData) -> dict[str, float]:
-    """Accuracy on the client's own local test split (ALMA's term) and on the global test set."""
-    return {
+    """Accuracy on the client's own local test split, on its label-mix-matched sample of the test
+    set (the headline ALMA's term), on its validation split (what choices are made on), and on the
+    global test set. Splits that are off (size 0) are not reported."""
+    metrics = {
         "local-acc": accuracy(model, data.test_x, data.test_y),
         "local-test-size": float(len(data.test_y)),
         "global-acc": accuracy(model, data.global_x, data.global_y),
     }
+    for name, x, y in (("matched", data.matched_x, data.matched_y), ("val", data.val_x, data.val_y)):
+        if len(y):
+            metrics[f"{name}-acc"] = accuracy(model, x, y)
+            metrics[f"{name}-size"] = float(len(y))
+    return metrics
 
 
 def _rows(x: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
@@ -219,6 +243,26 @@ def _distill(
         batch_size=cfg.train.batch_size,
         lr=cfg.train.learning_rate,
         generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
+    )
+
+
+def _makeup(
+    cfg: ExperimentConfig, pid: int, server_round: int, model: torch.nn.Module, data: ClientData, steps: int
+) -> FitStats:
+    """``steps`` cross-entropy mini-batches on private data: the steps a client did not spend
+    distilling this round (budget-match = steps), batch order from its own stream."""
+    if steps <= 0:
+        return FitStats(float("nan"), 0, 0)
+    t = cfg.train
+    return local_train(
+        model,
+        data.train_x,
+        data.train_y,
+        epochs=1,
+        batch_size=t.batch_size,
+        lr=t.learning_rate,
+        generator=torch_generator(cfg.run.seed, "makeup", pid, server_round),
+        samples_per_epoch=steps * t.batch_size,
     )
 
 

@@ -23,6 +23,7 @@ ENGINES = ("ray", "inprocess")
 NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
 LOGS = ("csv", "tensorboard")  # `log` is none or a comma list of these
 WORKER_POOLS = ("processes", "threads")  # the in-process engine's workers
+BUDGET_MATCHES = ("steps", "passes")  # what every algorithm gets the same of per round
 
 
 def log_targets(log: str) -> list[str]:
@@ -53,6 +54,14 @@ class DataConfig:
     # Share of each (capped) partition held out as its local test split; allowed: 0 < value < 1.
     local_test_fraction: float = 0.2
     min_local_test_size: int = 5  # samples; a smaller local test split is a config error; allowed: >= 1
+    # Share of each client's (capped) private train split held out as its validation split, on
+    # which hyperparameters and the reported round are chosen (never on test); allowed:
+    # 0 <= value < 1 (0: no validation split).
+    val_fraction: float = 0.1
+    # Per client: a sample of the dataset's test split drawn with the client's training label mix,
+    # scored every evaluated round (the headline ALMA: far more precise than the small local test
+    # split); allowed: >= 0 (0: none; the headline is then the local test split).
+    matched_test_size: int = 500
     # Fixed random subset of the test split for global accuracy (samples); allowed: >= 0 (0: all of it).
     global_test_size: int = 500
     transfer_size: int = 200  # samples in the shared (unlabelled) transfer set; allowed: >= 1
@@ -70,6 +79,11 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     local_epochs: int = 3  # passes over the private train split per round, before distilling; allowed: >= 1
+    # What every algorithm gets the same of per round: steps (optimiser steps: a client that
+    # distils less than distill-epochs over the whole transfer set, local included, spends the
+    # difference on private data) or passes (the same private epochs; distillation is extra, as
+    # most papers run it); allowed: steps, passes.
+    budget_match: str = "steps"
     batch_size: int = 32  # samples per optimiser step; allowed: >= 1
     learning_rate: float = 0.003  # Adam's learning rate (a fresh optimiser per phase); allowed: > 0
     temperature: float = 3.0  # softmax temperature of soft predictions and of the KD loss; allowed: > 0

@@ -30,6 +30,11 @@ def alma(local_acc: Mapping[int, float], test_sizes: Mapping[int, float] | None 
     }
 
 
+def prefixed(name: str, summary: dict[str, float]) -> dict[str, float]:
+    """``alma(...)``'s keys renamed for another test set: alma_se -> {name}_se, alma -> {name}."""
+    return {name + key[len("alma") :]: value for key, value in summary.items()}
+
+
 def mean_finite(values) -> float:
     arr = np.array([v for v in values if np.isfinite(v)], dtype=np.float64)
     return float(arr.mean()) if arr.size else float("nan")

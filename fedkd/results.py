@@ -159,7 +159,17 @@ class RunResults:
         self.payload["rounds_done"] = len(self.rounds)
         if record.get("evaluated", True):
             self.payload["final"] = {
-                key: record.get(key) for key in ("alma", "alma_se", "global_acc", "self_weight", "round")
+                key: record.get(key)
+                for key in (
+                    "alma",
+                    "alma_se",
+                    "alma_matched",
+                    "alma_matched_se",
+                    "val_alma",
+                    "global_acc",
+                    "self_weight",
+                    "round",
+                )
             }
             self.payload["final"]["total_wall_s"] = time.perf_counter() - self.started
         self.flush()
@@ -187,13 +197,31 @@ def write_config_toml(folder: str | Path, cfg: ExperimentConfig) -> Path:
     return path
 
 
+def final_line(final: dict[str, Any]) -> str:
+    """The run's last evaluated scores in one line: the headline ALMA (matched test sample when
+    scored), the own-split ALMA and global accuracy."""
+    matched = final.get("alma_matched")
+    head = (
+        f"final ALMA {matched:.4f} (matched test) | own split {final['alma']:.4f}"
+        if matched is not None and math.isfinite(matched)
+        else f"final ALMA {final['alma']:.4f}"
+    )
+    return head + f" | global acc {final['global_acc']:.4f}"
+
+
 def round_line(record: dict[str, Any], total_rounds: int) -> str:
     """One human-readable line per round."""
     failed = len(record["failed_clients"])
+    matched = record.get("alma_matched")
     scores = (
-        f" | ALMA {record['alma']:.4f} ± {record['alma_se']:.4f} SE (min {record['alma_min']:.4f},"
-        f" {record.get('alma_clients', 0)} clients)"
-        f" | global acc {record['global_acc']:.4f}"
+        (
+            f" | ALMA {matched:.4f} ± {record['alma_matched_se']:.4f} SE (matched test;"
+            f" own split {record['alma']:.4f})"
+            if matched is not None and math.isfinite(matched)
+            else f" | ALMA {record['alma']:.4f} ± {record['alma_se']:.4f} SE (min {record['alma_min']:.4f},"
+            f" {record.get('alma_clients', 0)} clients)"
+        )
+        + f" | global acc {record['global_acc']:.4f}"
         if record.get("evaluated", True)
         else " | not evaluated"
     )

@@ -31,12 +31,16 @@ ROUND_COLUMNS = (
     "alma_std",
     "alma_min",
     "alma_clients",
+    "alma_matched",
+    "alma_matched_se",
+    "val_alma",
     "global_acc",
     "self_weight",
     "bytes_up",
     "bytes_down",
     "wall_s",
     "compute_s",
+    "server_steps",
     "participants",  # how many clients were asked to train
     "failed_clients",  # how many replies were dropped
     "rolled_back",  # how many clients undid their distillation (knfu-guard)
@@ -49,8 +53,12 @@ CLIENT_COLUMNS = (
     "participated",
     "local_acc",
     "local_test_size",
+    "matched_acc",
+    "val_acc",
     "private_samples",
     "transfer_samples",
+    "private_steps",
+    "transfer_steps",
     "rolled_back",
     "epsilon",
 )
@@ -93,6 +101,10 @@ def client_rows(record: dict[str, Any], architectures: list[str]) -> list[list[s
             "local_test_size": record["client_test_size"].get(pid),
             "private_samples": record["private_samples"].get(pid),
             "transfer_samples": record["transfer_samples"].get(pid),
+            "matched_acc": record.get("client_matched_acc", {}).get(pid),
+            "val_acc": record.get("client_val_acc", {}).get(pid),
+            "private_steps": record.get("private_steps", {}).get(pid),
+            "transfer_steps": record.get("transfer_steps", {}).get(pid),
             "rolled_back": pid in rolled if pid in asked else None,
             "epsilon": epsilon.get(pid),
         }

@@ -13,7 +13,15 @@ import math
 import re
 
 from fedkd.compression import COMPRESSIONS, QUANT_BITS
-from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, WORKER_POOLS, ExperimentConfig, log_targets
+from fedkd.config import (
+    BUDGET_MATCHES,
+    ENGINES,
+    LOGS,
+    NEIGHBOUR_RULES,
+    WORKER_POOLS,
+    ExperimentConfig,
+    log_targets,
+)
 from fedkd.data.partition import PARTITIONERS
 from fedkd.data.sources import DATASETS, NUM_CLASSES
 from fedkd.errors import ConfigError
@@ -86,6 +94,9 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         0.0 < d.local_test_fraction < 1.0,
         f"local-test-fraction={d.local_test_fraction}; allowed: 0 < value < 1",
     )
+    _require(0.0 <= d.val_fraction < 1.0, f"val-fraction={d.val_fraction}; allowed: 0 <= value < 1")
+    _require(d.matched_test_size >= 0, f"matched-test-size={d.matched_test_size}; allowed: >= 0 (0: none)")
+    _choice("budget-match", t.budget_match, BUDGET_MATCHES)
     _require(r.rounds >= 1, f"rounds={r.rounds} is invalid; allowed: rounds >= 1")
     _require(
         1 <= r.min_replies <= d.num_clients,

@@ -55,6 +55,7 @@ class Exchange:
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.fusion = FUSIONS.get(cfg.fusion.algorithm)
+        self.server_steps = 0  # the server's own optimiser steps in the last combine (FedDF)
 
     def local_content(self, pid: int) -> dict[str, Any]:
         """Extra content of client ``pid``'s ``train.local`` message."""
@@ -239,6 +240,7 @@ class WeightExchange(Exchange):
     def combine(
         self, accepted: dict[int, Any], replies: dict[int, Message], server_round: int
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
+        self.server_steps = 0
         pids = sorted(accepted)
         groups: dict[str, list[int]] = defaultdict(list)  # architecture -> its clients this round
         for pid in pids:
@@ -281,6 +283,7 @@ class DistilledWeightExchange(WeightExchange):
         refined = self.fusion.server_distill(states, preds, self.cfg, server_round)
         if refined is None:
             return averaged, weights
+        self.server_steps = self.fusion.server_steps(self.cfg) * len(refined)  # per architecture
         k = len(accepted)
         return {arch: ArrayRecord(state) for arch, state in refined.items()}, np.full((k, k), 1.0 / k)
 

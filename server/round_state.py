@@ -9,6 +9,8 @@ from typing import Any
 
 from flwr.app import Message
 
+from fedkd.metrics import alma, mean_finite, prefixed
+
 
 def payload_bytes(messages: Iterable[Message]) -> int:
     """Serialized bytes of the arrays (soft predictions / targets) in these messages."""
@@ -34,6 +36,9 @@ class RoundOutcome:
     server_compute_s: float = 0.0  # the server's own work: checking, fusing, distilling (FedDF)
     private_samples: dict[int, float] = field(default_factory=dict)  # pid -> private samples trained on
     transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
+    private_steps: dict[int, float] = field(default_factory=dict)  # pid -> optimiser steps on private data
+    transfer_steps: dict[int, float] = field(default_factory=dict)  # pid -> optimiser steps distilling
+    server_steps: int = 0  # the server's own optimiser steps (FedDF), all architectures
     bytes_up: int = 0
     bytes_down: int = 0
 
@@ -43,6 +48,8 @@ class RoundOutcome:
         for key, counts in (
             ("private-samples", self.private_samples),
             ("transfer-samples", self.transfer_samples),
+            ("private-steps", self.private_steps),
+            ("transfer-steps", self.transfer_steps),
         ):
             if key in metrics:
                 counts[pid] = counts.get(pid, 0.0) + metrics[key]
@@ -57,7 +64,36 @@ class Evaluation:
     local_acc: dict[int, float] = field(default_factory=dict)
     global_acc: dict[int, float] = field(default_factory=dict)
     test_sizes: dict[int, int] = field(default_factory=dict)  # local test split sizes
+    matched_acc: dict[int, float] = field(default_factory=dict)  # on the label-mix-matched test sample
+    matched_sizes: dict[int, int] = field(default_factory=dict)
+    val_acc: dict[int, float] = field(default_factory=dict)  # on the validation split
+
+    def add(self, pid: int, metrics: dict[str, float]) -> None:
+        """A checked distil reply's scores (matched and val only when that split exists)."""
+        self.local_acc[pid] = metrics["local-acc"]
+        self.global_acc[pid] = metrics["global-acc"]
+        self.test_sizes[pid] = int(metrics["local-test-size"])
+        if "matched-acc" in metrics and metrics.get("matched-size", 0) >= 1:
+            self.matched_acc[pid] = metrics["matched-acc"]
+            self.matched_sizes[pid] = int(metrics["matched-size"])
+        if "val-acc" in metrics and metrics.get("val-size", 0) >= 1:
+            self.val_acc[pid] = metrics["val-acc"]
 
     def sort(self) -> None:
-        for name in ("local_acc", "global_acc", "test_sizes"):
+        """Replies arrive in any order: sorted, sums (ALMA) are bit-identical across engines."""
+        for name in ("local_acc", "global_acc", "test_sizes", "matched_acc", "matched_sizes", "val_acc"):
             setattr(self, name, dict(sorted(getattr(self, name).items())))
+
+    def scores(self) -> dict[str, Any]:
+        """The round record's scores: ALMA on the own splits (``alma*``) and on the matched test
+        samples (``alma_matched*``, the headline), validation ALMA, global accuracy, per client."""
+        return {
+            **alma(self.local_acc, self.test_sizes),
+            **prefixed("alma_matched", alma(self.matched_acc, self.matched_sizes)),
+            "val_alma": mean_finite(self.val_acc.values()),
+            "global_acc": mean_finite(self.global_acc.values()),
+            "client_acc": self.local_acc,
+            "client_test_size": self.test_sizes,
+            "client_matched_acc": self.matched_acc,
+            "client_val_acc": self.val_acc,
+        }

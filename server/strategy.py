@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
-from fedkd.metrics import alma, mean_finite, mean_self_weight, positions
+from fedkd.metrics import mean_self_weight, positions
 from fedkd.privacy import PrivacyLedger, release_rows
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError
 from fedkd.seeding import numpy_rng
@@ -154,12 +154,12 @@ class KnowledgeFusionStrategy:
         return {
             "round": server_round,
             "evaluated": evaluation.evaluated,
-            **alma(evaluation.local_acc, evaluation.test_sizes),
-            "global_acc": mean_finite(evaluation.global_acc.values()),
-            "client_acc": evaluation.local_acc,
-            "client_test_size": evaluation.test_sizes,
+            **evaluation.scores(),
             "private_samples": dict(sorted(out.private_samples.items())),
             "transfer_samples": dict(sorted(out.transfer_samples.items())),
+            "private_steps": {pid: int(v) for pid, v in sorted(out.private_steps.items())},
+            "transfer_steps": {pid: int(v) for pid, v in sorted(out.transfer_steps.items())},
+            "server_steps": out.server_steps,
             "self_weight": mean_self_weight(weights, positions(fused, participants)),
             "weights": weights.tolist(),  # over the round's participants only (rows and columns)
             "bytes_up": out.bytes_up,
@@ -239,6 +239,7 @@ class KnowledgeFusionStrategy:
             return {}, weights
         finally:
             out.server_compute_s = time.perf_counter() - start
+            out.server_steps = self.exchange.server_steps
         at = positions(pids, participants)
         weights[np.ix_(at, at)] = sub
         return contents, weights
@@ -265,9 +266,7 @@ class KnowledgeFusionStrategy:
                 if evaluation.evaluated:
                     if metrics["local-test-size"] < 1:
                         raise ProtocolError("reply reports an empty local test split")
-                    evaluation.local_acc[pid] = metrics["local-acc"]
-                    evaluation.global_acc[pid] = metrics["global-acc"]
-                    evaluation.test_sizes[pid] = int(metrics["local-test-size"])
+                    evaluation.add(pid, metrics)
                 evaluation.completed.append(pid)
                 if metrics.get("rolled-back", 0.0):
                     out.rolled_back.append(pid)

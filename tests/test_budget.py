@@ -9,27 +9,53 @@ import torch
 from experiments.engines import run_experiment
 from fedkd.budget import compute_budget
 from fedkd.client_steps import _model, training_data
+from fedkd.fusion import FUSIONS
 from tests.conftest import tiny_config
 
-ALGORITHMS = ["local", "fedmd", "dsfl", "knfu", "knfu-guard", "fedavg", "kt-pfl", "feddf", "selective-fd"]
+ALGORITHMS = FUSIONS.names()  # every registered algorithm: a new one is checked without a word
 
 
-def _samples_per_round(algorithm: str) -> list[dict[str, float]]:
+def _rounds(algorithm: str, match: str) -> list[dict]:
     # one architecture, so fedavg runs too; 3 epochs per round split 2 local + 1 revisit
-    cfg = tiny_config(algorithm=algorithm, models="mlp", **{"local-epochs": 2, "distill-epochs": 2})
-    return [r["private_samples"] for r in run_experiment(cfg).rounds]
+    cfg = tiny_config(
+        algorithm=algorithm, models="mlp", **{"local-epochs": 2, "distill-epochs": 2, "budget-match": match}
+    )
+    return run_experiment(cfg).rounds
 
 
-def test_every_algorithm_trains_on_the_same_number_of_private_samples_per_round():
-    counted = {alg: _samples_per_round(alg) for alg in ALGORITHMS}
-    reference = counted["local"]
+def _per_client(rounds: list[dict], *keys: str) -> list[dict[int, float]]:
+    return [{pid: sum(r[key][pid] for key in keys) for pid in r[keys[0]]} for r in rounds]
+
+
+def test_every_algorithm_makes_the_same_optimiser_steps_per_client_and_round():
+    """budget-match = steps (the default): what a method does not spend distilling (local: all
+    of it) it spends on private data, so private + transfer steps are equal everywhere."""
+    counted = {alg: _rounds(alg, "steps") for alg in ALGORITHMS}
+    reference = _per_client(counted["local"], "private_steps", "transfer_steps")
     assert all(v > 0 for rnd in reference for v in rnd.values())
     for alg, rounds in counted.items():
-        assert rounds == reference, alg
+        assert _per_client(rounds, "private_steps", "transfer_steps") == reference, alg
+    # a distilling method really does split its steps: some on the transfer set
+    assert all(v > 0 for r in counted["knfu"] for v in r["transfer_steps"].values())
+    assert all(v == 0 for r in counted["local"] for v in r["transfer_steps"].values())
+    cfg = tiny_config(models="mlp", **{"distill-epochs": 2})
+    makeup = compute_budget(cfg).transfer_steps
+    assert makeup == 2 * -(-cfg.data.transfer_size // cfg.train.batch_size)
+    knfu, local = counted["knfu"][0], counted["local"][0]
+    assert all(local["private_steps"][p] == knfu["private_steps"][p] + makeup for p in local["private_steps"])
+
+
+def test_under_equal_passes_every_algorithm_trains_on_the_same_private_samples():
+    """budget-match = passes (papers' protocol): the same private epochs; distillation extra."""
+    counted = {alg: _rounds(alg, "passes") for alg in ALGORITHMS}
+    reference = _per_client(counted["local"], "private_samples")
+    assert all(v > 0 for rnd in reference for v in rnd.values())
+    for alg, rounds in counted.items():
+        assert _per_client(rounds, "private_samples") == reference, alg
 
 
 def test_the_budget_counts_private_epochs_times_partition_size():
-    cfg = tiny_config(algorithm="knfu-guard", models="mlp", **{"local-epochs": 2})
+    cfg = tiny_config(algorithm="knfu-guard", models="mlp", **{"local-epochs": 2, "budget-match": "passes"})
     rounds = run_experiment(cfg).rounds
     for pid in range(cfg.data.num_clients):
         data = training_data(cfg, pid)
@@ -43,7 +69,7 @@ def test_the_budget_is_recorded_and_equal_in_private_epochs(algorithm):
     cfg = tiny_config(algorithm=algorithm, models="mlp")
     budget = compute_budget(cfg)
     assert budget.private_epochs == cfg.train.local_epochs + cfg.train.revisit_epochs
-    client_distils = algorithm not in ("local", "fedavg", "feddf")  # feddf distils on the server
+    client_distils = FUSIONS.get(algorithm).uploads == "predictions"  # feddf distils on the server
     assert budget.distill_epochs == (cfg.train.distill_epochs if client_distils else 0)
     assert budget.server_distill_steps == (cfg.fusion.feddf_server_steps if algorithm == "feddf" else 0)
 
@@ -142,6 +168,12 @@ def test_fedavg_spends_its_whole_private_budget_before_the_upload():
 
     cfg = tiny_config(algorithm="fedavg", models="mlp")
     trained = local_step(cfg, 0, 1, None, predict=False)
+    makeup = compute_budget(cfg).transfer_steps  # the steps it does not distil, spent before the upload
+    steps_per_epoch = -(-len(training_data(cfg, 0).train_y) // cfg.train.batch_size)
+    assert trained.metrics["private-steps"] == 2 * steps_per_epoch + makeup  # local + revisit + makeup
+    passes = tiny_config(algorithm="fedavg", models="mlp", **{"budget-match": "passes"})
+    trained = local_step(passes, 0, 1, None, predict=False)
     assert trained.metrics["private-samples"] == 2 * len(training_data(cfg, 0).train_y)  # local + revisit
     adopted = distill_step(cfg, 0, 1, None, None, replacement=trained.state)
     assert adopted.metrics["private-samples"] == 0  # the average is evaluated as is
+    assert adopted.metrics["private-steps"] == adopted.metrics["transfer-steps"] == 0

@@ -21,10 +21,23 @@ def test_digits_loader_shapes_and_types(digits):
 def test_splits_are_disjoint_and_cover_the_pool(digits):
     cfg = DataConfig(num_clients=10, alpha=0.5, transfer_size=200)
     split = federated_split(digits.train_y, cfg, seed=0)
-    pieces = [split.transfer, *split.client_train, *split.client_test]
+    pieces = [split.transfer, *split.client_train, *split.client_test, *split.client_val]
     everything = np.concatenate(pieces)
     assert len(everything) == len(np.unique(everything)) == len(digits.train_y)
     assert len(split.transfer) == 200
+    assert all(len(v) > 0 for v in split.client_val)  # val-fraction 0.1 by default
+
+
+def test_validation_split_comes_out_of_train_with_its_label_mix(digits):
+    with_val = federated_split(digits.train_y, DataConfig(num_clients=5, alpha=0.3), 0)
+    without = federated_split(digits.train_y, DataConfig(num_clients=5, alpha=0.3, val_fraction=0.0), 0)
+    pieces = zip(with_val.client_train, with_val.client_val, without.client_train, strict=True)
+    for train, val, whole in pieces:
+        assert np.array_equal(np.sort(np.concatenate([train, val])), whole)  # carved out of train
+        assert abs(len(val) - round(0.1 * len(whole))) <= 1
+        assert set(np.unique(digits.train_y[val])) <= set(np.unique(digits.train_y[train]))
+    assert all(len(v) == 0 for v in without.client_val)
+    assert all(np.array_equal(a, b) for a, b in zip(with_val.client_test, without.client_test, strict=True))
 
 
 def test_same_seed_same_split_other_seed_other_split(digits):
@@ -117,8 +130,9 @@ def test_local_test_split_follows_the_cap(digits):
     capped = federated_split(digits.train_y, cfg, 0)
     full = federated_split(digits.train_y, DataConfig(num_clients=4, alpha=0.3, min_partition_size=60), 0)
     for pid in range(4):
-        train, test = capped.client_train[pid], capped.client_test[pid]
-        whole = np.concatenate([full.client_train[pid], full.client_test[pid]])
+        train, test, val = capped.client_train[pid], capped.client_test[pid], capped.client_val[pid]
+        train = np.sort(np.concatenate([train, val]))  # the validation split comes out of the capped train
+        whole = np.concatenate([full.client_train[pid], full.client_test[pid], full.client_val[pid]])
         assert len(train) == 40 and len(test) == 10  # 50 capped = 40 train + 20% test
         assert set(train) | set(test) <= set(whole) and not set(train) & set(test)
         assert set(digits.train_y[test]) <= set(digits.train_y[train])
@@ -143,7 +157,7 @@ def test_a_local_test_split_below_the_minimum_is_a_config_error(digits):
 def test_transfer_set_from_another_dataset_leaves_the_whole_pool_to_clients(digits):
     cfg = DataConfig(num_clients=4, transfer_size=100, transfer_dataset="fashion-mnist")
     split = federated_split(digits.train_y, cfg, 0, external_transfer_pool=60000)
-    client_side = np.concatenate([*split.client_train, *split.client_test])
+    client_side = np.concatenate([*split.client_train, *split.client_test, *split.client_val])
     assert len(client_side) == len(digits.train_y) == len(np.unique(client_side))
     assert len(split.transfer) == 100 and split.transfer.max() < 60000
 

@@ -26,6 +26,10 @@ class ClientData:
     test_y: torch.Tensor
     guard_x: torch.Tensor  # knfu-guard's slice held out of train (empty unless asked for)
     guard_y: torch.Tensor
+    val_x: torch.Tensor  # validation split, held out of the private train split (val-fraction)
+    val_y: torch.Tensor
+    matched_x: torch.Tensor  # (M, C, H, W): test-split sample with the train label mix (headline ALMA)
+    matched_y: torch.Tensor
     transfer_x: torch.Tensor  # (N_t, C, H, W): shared public set
     transfer_y: torch.Tensor  # (N_t,): its labels, used only by pretrain-epochs
     global_x: torch.Tensor  # the dataset's test split
@@ -83,12 +87,41 @@ def transfer_inputs(cfg: DataConfig, seed: int) -> torch.Tensor:
     return _shared_tensors(cfg, seed)[0]
 
 
+def matched_sample(
+    train_labels: np.ndarray, test_labels: np.ndarray, size: int, num_classes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices into the test split: ``size`` samples whose class counts follow the training label
+    mix (largest-remainder quotas, each capped by what the test split holds), drawn without
+    replacement. A client's ALMA term on this sample has a binomial SE of about
+    sqrt(a (1 - a) / size), where its own local test split holds a few dozen samples."""
+    if size <= 0 or len(train_labels) == 0:
+        return np.empty(0, dtype=np.int64)
+    share = np.bincount(train_labels, minlength=num_classes) / len(train_labels)  # (C,)
+    quota = share * size
+    take = np.floor(quota).astype(int)
+    for c in np.argsort(-(quota - take), kind="stable")[: size - int(take.sum())]:
+        take[c] += 1
+    picked = []
+    for c in np.flatnonzero(take):
+        members = np.flatnonzero(test_labels == c)
+        picked.append(rng.choice(members, min(int(take[c]), len(members)), replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+
+
 def client_data(cfg: DataConfig, seed: int, partition_id: int, guard_fraction: float = 0.0) -> ClientData:
     """One client's tensors; ``guard_fraction`` of its private train split is held out as the
     guard slice (``guard_x``, ``guard_y``) that knfu-guard judges a distillation on."""
     dataset, split = federation(cfg, seed)
     transfer_x, transfer_y, global_x, global_y = _shared_tensors(cfg, seed)
     train, test = split.client_train[partition_id], split.client_test[partition_id]
+    val = split.client_val[partition_id] if split.client_val else np.empty(0, dtype=np.int64)
+    matched = matched_sample(
+        dataset.train_y[train],
+        dataset.test_y,
+        cfg.matched_test_size,
+        dataset.num_classes,
+        numpy_rng(seed, "matched-test", partition_id),
+    )
     guard = np.empty(0, dtype=np.int64)
     if guard_fraction > 0:
         train, guard = stratified_holdout(
@@ -101,6 +134,10 @@ def client_data(cfg: DataConfig, seed: int, partition_id: int, guard_fraction: f
         test_y=torch.from_numpy(dataset.train_y[test]),
         guard_x=normalise(dataset.train_x[guard], dataset),
         guard_y=torch.from_numpy(dataset.train_y[guard]),
+        val_x=normalise(dataset.train_x[val], dataset),
+        val_y=torch.from_numpy(dataset.train_y[val]),
+        matched_x=normalise(dataset.test_x[matched], dataset),
+        matched_y=torch.from_numpy(dataset.test_y[matched]),
         transfer_x=transfer_x,
         transfer_y=transfer_y,
         global_x=global_x,

@@ -5,7 +5,8 @@ of the same input shape. The rest of the pool is cut into K client partitions by
 flwr-datasets partitioner on an index column. Each client partition is cut again into a
 private train split and a local test split with the same label distribution (that is what
 ALMA measures). A cap on private data applies to the partition before that cut, so the local test
-split always follows the capped label mix. All from the seed.
+split always follows the capped label mix. A validation split (``val-fraction``) is then held out
+of the capped train split, stratified, so tuning never looks at a test split. All from the seed.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class FederatedSplit:
     transfer: np.ndarray  # (N_t,) indices into the transfer source's train arrays
     client_train: tuple[np.ndarray, ...]  # K arrays of train indices
     client_test: tuple[np.ndarray, ...]  # K arrays of local-test indices
+    client_val: tuple[np.ndarray, ...] = ()  # K arrays of validation indices (held out of train)
 
 
 def stratified_holdout(
@@ -174,7 +176,7 @@ def federated_split(
             f"num-clients={cfg.num_clients} is too many for {cfg.dataset}: {len(pool)} training samples "
             f"remain after the transfer set; allowed: at most {len(pool) // 2}"
         )
-    client_train, client_test = [], []
+    client_train, client_test, client_val = [], [], []
     for pid, part in enumerate(_partition_pool(pool, labels, cfg, seed)):
         part = capped_partition(part, cfg, numpy_rng(seed, "cap", pid))
         train, test = stratified_holdout(
@@ -190,9 +192,13 @@ def federated_split(
                 f"below min-local-test-size={cfg.min_local_test_size}; allowed: raise min-partition-size "
                 "or local-test-fraction, use fewer clients or a larger alpha, or lower min-local-test-size"
             )
+        val = np.empty(0, dtype=train.dtype)
+        if cfg.val_fraction > 0:  # validation comes out of the capped train split: it costs data
+            train, val = stratified_holdout(train, labels, cfg.val_fraction, numpy_rng(seed, "val", pid))
         client_train.append(train)
         client_test.append(test)
-    return FederatedSplit(transfer, tuple(client_train), tuple(client_test))
+        client_val.append(val)
+    return FederatedSplit(transfer, tuple(client_train), tuple(client_test), tuple(client_val))
 
 
 def _columnar_dataset(columns: dict[str, np.ndarray]):

@@ -9,6 +9,7 @@ from fedkd.fusion import (  # noqa: F401  (registration side effects)
     ktpfl,
     local,
     selective_fd,
+    self_distill,
 )
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult, transfer_row_count
 
