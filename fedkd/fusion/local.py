@@ -12,7 +12,7 @@ class LocalOnly(FusionAlgorithm):
     uploads = "nothing"
     guarded = False
     personalised = True  # every client keeps its own model
-    paper = "no exchange: the compute-matched reference"
+    paper = "no exchange: the step-matched reference"
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]
