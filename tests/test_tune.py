@@ -280,7 +280,7 @@ def test_a_run_takes_its_closest_cell_and_the_settings_are_its_identity(tmp_path
     assert {r.run_id for r in runs}.isdisjoint(r.run_id for r in plain)
     assert [r.config.fusion.beta for r in expand(sweep, {"beta": 1})] == [1.0, 1.0]  # --set wins
     local = Sweep("t", {**TINY, "algorithm": "local"}, {}, {}, tuned=str(tmp_path / "tuned.toml"))
-    with pytest.raises(Exception, match="no settings for algorithm=local"):
+    with pytest.raises(ConfigError, match="no settings for algorithm=local"):
         expand(local)
     assert load_sweep(write(tmp_path / "s.toml", 'tuned = "tuned.toml"\n')).tuned == str(
         tmp_path / "tuned.toml"
