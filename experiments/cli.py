@@ -3,8 +3,8 @@
 Usage errors (bad values, unknown keys, malformed files) print one line and exit with code 2;
 nothing is started before the config and the data split have been checked
 (experiments/run_setup.py). The commands that read results live in experiments/cli_results.py,
-``deploy`` in experiments/cli_deploy.py. Each command imports what it needs when it runs, so
-`fedkd --help` and `fedkd keys` do not wait for torch.
+``deploy`` in experiments/cli_deploy.py, ``tune`` in experiments/cli_tune.py. Each command
+imports what it needs when it runs, so `fedkd --help` and `fedkd keys` do not wait for torch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from experiments.cli_algorithms import algorithms as algorithms_command
 from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
+from experiments.cli_tune import tune as tune_command
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
 
@@ -159,6 +160,7 @@ def resolve_sweep_file(name: str) -> Path:
     help="local: --workers processes here; ray: one Ray task per run (docs/scale.md).",
 )
 @click.option("--ray-address", default="", help="Ray cluster for --executor ray (default: start one here).")
+@click.option("--tuned", type=str, help="tuned.toml from fedkd tune (replaces the sweep file's tuned = ...).")
 def sweep(
     sweep_file: str,
     out: str | None,
@@ -167,8 +169,11 @@ def sweep(
     retry_failed: bool,
     executor: str,
     ray_address: str,
+    tuned: str | None,
 ) -> None:
     """Run a parameter sweep; running it again resumes where it stopped."""
+    from dataclasses import replace
+
     from tqdm import tqdm
 
     from experiments.run_setup import parse_set_options
@@ -176,6 +181,7 @@ def sweep(
     from experiments.sweep_ray import run_sweep_on_ray
 
     spec = load_sweep(resolve_sweep_file(sweep_file))
+    spec = spec if tuned is None else replace(spec, tuned=tuned)
     planned = expand(spec, parse_set_options(sets))
     out_dir = Path(out or Path("runs") / spec.name)
     if workers is None:
@@ -193,6 +199,7 @@ def sweep(
             else f"with {workers} worker(s)"
         )
         + f" -> {out_dir}"
+        + (f"; tuned settings from {spec.tuned}" if spec.tuned else "")
     )
     failed = 0
     with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
@@ -243,6 +250,7 @@ main.add_command(deploy_group)
 for command in RESULT_COMMANDS:
     main.add_command(command)
 main.add_command(algorithms_command)
+main.add_command(tune_command)
 
 if __name__ == "__main__":
     main()

@@ -2,8 +2,11 @@
 
 A sweep file (TOML) has ``[base]`` (flat config keys for every run), ``[grid]`` (key = list of
 values: the cartesian product) and optionally ``[zip]`` (key = list, all lists the same
-length: varied together). Each finished run appends one JSON line to ``DIR/runs.jsonl``; a run
-whose config hash is already there is skipped, so running the same command again resumes.
+length: varied together) and optionally ``tuned = "FILE"`` (a tuned.toml from `fedkd tune`,
+relative to the sweep file: each run gets its algorithm's chosen settings for its cell; order
+defaults < [base] < tuned < --set < the run's axes, and a tuned key may not be an axis). Each
+finished run appends one JSON line to ``DIR/runs.jsonl``; a run whose config hash is already
+there is skipped, so running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.tuned import Tuned, load_tuned
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.config_files import read_toml
 from fedkd.orphans import die_with_parent
@@ -57,6 +61,7 @@ class Sweep:
     base: dict[str, Any]
     grid: dict[str, list[Any]]
     zipped: dict[str, list[Any]]
+    tuned: str = ""  # path of a tuned.toml whose settings every run gets ("": none)
 
     @property
     def axes(self) -> list[str]:
@@ -66,11 +71,14 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     raw = read_toml(path, "sweep file")
-    unknown = set(raw) - {"base", "grid", "zip", "name"}
+    unknown = set(raw) - {"base", "grid", "zip", "name", "tuned"}
     if unknown:
         raise ConfigError(
-            f"sweep file {path}: unknown table {sorted(unknown)[0]!r}; allowed: base, grid, zip"
+            f"sweep file {path}: unknown table {sorted(unknown)[0]!r}; allowed: base, grid, zip, name, tuned"
         )
+    tuned = raw.get("tuned", "")
+    if not isinstance(tuned, str):
+        raise ConfigError(f"sweep file {path}: tuned must be the path of a tuned.toml (fedkd tune)")
     for table in ("base", "grid", "zip"):
         if table in raw and not isinstance(raw[table], dict):
             raise ConfigError(f"sweep file {path}: {table} must be a [{table}] table of keys")
@@ -84,7 +92,8 @@ def load_sweep(path: str | Path) -> Sweep:
     both = set(grid) & set(zipped)
     if both:
         raise ConfigError(f"sweep file {path}: key {sorted(both)[0]!r} is in both [grid] and [zip]")
-    return Sweep(raw.get("name", path.stem), raw.get("base", {}), grid, zipped)
+    tuned = str(path.parent / tuned) if tuned else ""  # relative to the sweep file
+    return Sweep(raw.get("name", path.stem), raw.get("base", {}), grid, zipped, tuned)
 
 
 def run_id_of(cfg: ExperimentConfig) -> str:
@@ -93,9 +102,16 @@ def run_id_of(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cell_of(axes: dict[str, Any]) -> dict[str, Any]:
+    """The axes that make a run's cell: all but seed, algorithm and how it executes."""
+    return {k: v for k, v in axes.items() if k not in ("seed", "algorithm", *NON_IDENTITY_KEYS)}
+
+
 def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
     """Every configuration of the sweep, validated, in a deterministic order."""
-    base = ExperimentConfig().with_overrides({**sweep.base, **(overrides or {})})
+    base = ExperimentConfig().with_overrides(sweep.base)
+    overrides = overrides or {}
+    tuned = _checked_tuned(sweep) if sweep.tuned else None
     grid_rows = [
         dict(zip(sweep.grid, combo, strict=True)) for combo in itertools.product(*sweep.grid.values())
     ]
@@ -104,12 +120,36 @@ def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[Planne
     planned, seen = [], set()
     for grid_row, zip_row in itertools.product(grid_rows, zip_rows):
         axes = {**grid_row, **zip_row}
-        cfg = validate_config(base.with_overrides(axes))
+        cfg = base.with_overrides({**overrides, **axes})
+        if tuned is not None:
+            _check_seed(tuned, cfg.run.seed)
+            chosen = tuned.settings_for(cfg.fusion.algorithm, cell_of(axes))
+            cfg = base.with_overrides({**chosen, **overrides, **axes})
+        cfg = validate_config(cfg)
         run_id = run_id_of(cfg)
         if run_id not in seen:
             seen.add(run_id)
             planned.append(PlannedRun(run_id, axes, cfg))
     return planned
+
+
+def _checked_tuned(sweep: Sweep) -> Tuned:
+    tuned = load_tuned(sweep.tuned)
+    clash = sorted(tuned.keys() & set(sweep.axes))
+    if clash:
+        raise ConfigError(
+            f"tuned file {sweep.tuned!r} sets {clash[0]!r}, which the sweep varies; allowed: a key "
+            "that is tuned or an axis, not both"
+        )
+    return tuned
+
+
+def _check_seed(tuned: Tuned, seed: int) -> None:
+    if seed in tuned.tune_seeds:
+        raise ConfigError(
+            f"seed={seed} was a tuning seed of {str(tuned.path)!r}; allowed: seeds it was not tuned on "
+            f"(not {', '.join(map(str, tuned.tune_seeds))})"
+        )
 
 
 # -- the results table -------------------------------------------------------------------------
@@ -209,7 +249,7 @@ def sweep_lock(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def _share_cores(run: PlannedRun, sweep_workers: int) -> PlannedRun:
+def share_cores(run: PlannedRun, sweep_workers: int) -> PlannedRun:
     """A run left to pick its in-process ``workers`` (0) gets its share of the cores, so that
     sweep processes side by side do not oversubscribe the machine."""
     if run.config.run.workers:
@@ -224,7 +264,7 @@ def _run_unlocked(
 ) -> Iterator[dict[str, Any]]:
     table = out / RUNS_FILE
     repair_table(table)
-    todo = [_share_cores(run, workers) for run in pending_runs(planned, table, retry_failed)]
+    todo = [share_cores(run, workers) for run in pending_runs(planned, table, retry_failed)]
     if workers <= 1:
         for run in todo:
             row = execute(run, str(out))
