@@ -53,19 +53,47 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     help="Comma list of axes whose values make the table's columns (methods); "
     "the other non-seed axes make its rows.",
 )
+@click.option(
+    "--margin",
+    type=str,
+    default="0.01",
+    show_default=True,
+    help="Equivalence margin in accuracy (0.01 = 1 point): a method whose paired difference to the "
+    "reference is shown (TOST, Holm) to lie within +-margin is 'equivalent within +-margin'.",
+)
 def report(
-    sweep_dir: str, out: str | None, run_id: str | None, audit: str | None, reference: str, columns: str
+    sweep_dir: str,
+    out: str | None,
+    run_id: str | None,
+    audit: str | None,
+    reference: str,
+    columns: str,
+    margin: str,
 ) -> None:
-    """Per-cell means with 95% CIs, Holm-adjusted paired comparisons, tables and figures of a sweep.
+    """Per-cell means with 95% CIs, Holm-adjusted paired comparisons with verdicts (higher,
+    lower, equivalent within the margin, inconclusive), tables and figures of a sweep.
 
     results.md holds the block the README pastes (pivot table + comparisons), runs.csv the
-    per-run numbers it is computed from."""
+    per-run numbers it is computed from; a failed run is counted there and named in a warning."""
     from experiments.sweep_report import write_report
 
     axes = [c.strip() for c in columns.split(",") if c.strip()]
-    path = write_report(sweep_dir, out, run_id, audit, reference, axes)
+    path = write_report(sweep_dir, out, run_id, audit, reference, axes, equivalence_margin(margin))
     click.echo((path.parent / "results.md").read_text(), nl=False)
     click.echo(f"report: {path}")
+
+
+def equivalence_margin(text: str) -> float:
+    """--margin: accuracy in (0, 1), e.g. 0.01 for one point."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ConfigError(
+            f"--margin {text!r} is invalid; allowed: a number in (0, 1), in accuracy (0.01 = 1 point)"
+        )
+    return value
 
 
 @click.command()

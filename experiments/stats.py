@@ -1,8 +1,11 @@
-"""Statistics over seeds for sweep reports: confidence intervals, paired tests, Holm's correction.
+"""Statistics over seeds for sweep reports: confidence intervals, paired tests, equivalence
+tests, Holm's correction.
 
 Pure numpy/scipy. A "paired" comparison matches two methods run on the same cell with the same
 seed, so both saw the same split, the same transfer set and the same initial models; the
-test is a paired t-test on the per-seed differences and the interval its 95% t-interval.
+test is a paired t-test on the per-seed differences and the interval its 95% t-interval. A
+difference test that fails to reject says nothing about equality; the equivalence test (two
+one-sided tests, TOST) is what may conclude "equal within a margin".
 """
 
 from __future__ import annotations
@@ -38,19 +41,43 @@ class Paired:
     p: float  # two-sided paired t-test; 1.0 when every difference is 0
     wins: int  # seeds where a > b
     losses: int  # seeds where a < b
+    p_equiv: float = math.nan  # TOST p-value for |mean difference| < margin; nan without a margin
 
 
-def paired(a: list[float], b: list[float]) -> Paired:
-    """a, b: per-seed values in matching order."""
+def _no_spread(std: float, mean: float) -> bool:
+    """Every seed differs by the same amount (a t statistic would divide by zero)."""
+    return std <= 1e-12 * max(1.0, abs(mean))
+
+
+def paired(a: list[float], b: list[float], margin: float | None = None) -> Paired:
+    """a, b: per-seed values in matching order; ``margin`` > 0 adds the equivalence test."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     mean, std, half = mean_ci(list(diff))
     if diff.size < 2:
         p = math.nan
-    elif std <= 1e-12 * max(1.0, abs(mean)):  # every seed differs by the same amount:
+    elif _no_spread(std, mean):
         p = 1.0 if abs(mean) <= 1e-12 else math.nan  # identical runs, or untestable (no spread)
     else:
         p = float(stats.ttest_1samp(diff, 0.0).pvalue)
-    return Paired(int(diff.size), mean, half, p, int((diff > 0).sum()), int((diff < 0).sum()))
+    p_equiv = tost(list(diff), margin) if margin is not None else math.nan
+    return Paired(int(diff.size), mean, half, p, int((diff > 0).sum()), int((diff < 0).sum()), p_equiv)
+
+
+def tost(diff: list[float], margin: float) -> float:
+    """Two one-sided paired t-tests of H0: mean difference <= -margin and H0: >= +margin; the
+    p-value of "equivalent within +-margin" is the larger of the two (Schuirmann 1987).
+    Identical runs (every difference 0) are equivalent (p = 0); a constant non-zero difference
+    has no spread to test (nan), as in ``paired``."""
+    arr = np.asarray(diff, dtype=np.float64)
+    if arr.size < 2:
+        return math.nan
+    mean, std = float(arr.mean()), float(arr.std(ddof=1))
+    if _no_spread(std, mean):
+        return 0.0 if abs(mean) <= 1e-12 else math.nan
+    se, df = std / math.sqrt(arr.size), arr.size - 1
+    p_above_lower = float(stats.t.sf((mean + margin) / se, df))  # rejects mean <= -margin
+    p_below_upper = float(stats.t.cdf((mean - margin) / se, df))  # rejects mean >= +margin
+    return max(p_above_lower, p_below_upper)
 
 
 def holm(pvalues: list[float]) -> list[float]:

@@ -17,26 +17,25 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from experiments.audit_table import audit_markdown
 from experiments.figures.communication import alma_vs_bytes
 from experiments.figures.privacy import privacy_tradeoff
 from experiments.figures.sweep import pick_fusion_run, sweep_figures
-from experiments.stats import mean_ci
-from experiments.sweep import RUNS_FILE, read_rows
-from experiments.tables import (
+from experiments.run_records import (
     COSTS,
-    METRICS,
+    FAILED,
+    STEPS,
     RunTable,
-    axis_text,
-    methods_of,
+    at_val,
+    finite_mean,
+    headline,
     read_runs_csv,
-    resolve_reference,
-    results_tables,
-    sorted_by_axes,
+    run_record,
     write_runs_csv,
 )
+from experiments.stats import mean_ci
+from experiments.sweep import RUNS_FILE, read_rows
+from experiments.tables import methods_of, resolve_reference, results_tables, sorted_by_axes
 from fedkd.errors import ConfigError
 from fedkd.results_files import atomic_write_text, load_results
 
@@ -46,29 +45,31 @@ RUNS_CSV = "runs.csv"
 
 
 def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Finished runs with their results; damaged lines and unreadable results files are
-    skipped with a warning, never silently."""
+    """Every run of the sweep, one row per run id (a retried run's latest row): finished ones with
+    their results (``history``); a failed run, or one whose results cannot be read or hold no
+    evaluated round, without (each named in a warning). Damaged lines are skipped with a warning."""
     table = sweep_dir / RUNS_FILE
     if not table.exists():
         raise ConfigError(f"{table} does not exist; run `fedkd sweep ... --out {sweep_dir}` first")
     damaged: list[int] = []
+    latest = {row["id"]: row for row in read_rows(table, damaged)}  # a retry's row comes later
     rows = []
-    for row in read_rows(table, damaged):
-        if row.get("status") != "ok":
-            continue
-        path = sweep_dir / row["results"]  # relative to the sweep folder (an absolute path stays)
-        try:
-            row["history"] = load_results(path)  # results.json with its rounds.jsonl
-        except (OSError, ValueError) as exc:
-            log.warning("report: run %s skipped: cannot read %s (%s)", row["id"], path, type(exc).__name__)
-            continue
-        if not row["history"].get("final"):
-            log.warning("report: run %s skipped: it has no evaluated round", row["id"])
-            continue
+    for row in latest.values():
+        if row.get("status") == "ok":
+            path = sweep_dir / row["results"]  # relative to the sweep folder (an absolute path stays)
+            try:
+                history = load_results(path)  # results.json with its rounds.jsonl
+            except (OSError, ValueError) as exc:
+                log.warning("report: run %s failed: cannot read %s (%s)", row["id"], path, type(exc).__name__)
+                history = None
+            if history is not None and not history.get("final"):
+                log.warning("report: run %s failed: it has no evaluated round", row["id"])
+            elif history is not None:
+                row["history"] = history
         rows.append(row)
     if damaged:
         log.warning("report: %s: skipped damaged line(s) %s", table, ", ".join(map(str, damaged)))
-    if not rows:
+    if not any("history" in row for row in rows):
         raise ConfigError(f"{table} holds no finished run")
     return rows
 
@@ -81,65 +82,58 @@ def group_axes(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run_table(rows: list[dict[str, Any]]) -> RunTable:
-    """The flat table every statistic is computed from: one record per finished run."""
+    """The flat table every statistic is computed from: one record per run, failed ones too."""
     axes = group_axes(rows)
-    records = []
-    for row in rows:
-        final = row["history"].get("final") or row["final"]
-        record: dict[str, Any] = {a: axis_text(row["axes"].get(a, "")) for a in axes}
-        record["seed"] = int(row["axes"].get(SEED, row["config"].get(SEED, 0)))
-        for metric in METRICS:
-            value = final.get(metric)
-            record[metric] = float(value) if value is not None else math.nan
-        record.update(run_costs(row["history"]["rounds"]))
-        records.append(record)
-    return RunTable(axes, records)
+    return RunTable(axes, [run_record(axes, row) for row in rows])
 
 
-def run_costs(rounds: list[dict[str, Any]]) -> dict[str, float]:
-    """COSTS of one run: mean per round of kB on the wire (up + down), the clients' summed
-    compute seconds and the server's compute seconds (FedDF's distillation, say)."""
-
-    def mean(key: str) -> float:
-        return _finite_mean([float(r[key]) for r in rounds if r.get(key) is not None])
-
-    return {
-        "kb_per_round": _finite_mean([(r["bytes_up"] + r["bytes_down"]) / 1e3 for r in rounds]),
-        "client_s_per_round": mean("compute_s"),
-        "server_s_per_round": mean("server_compute_s"),
-    }
+def failed_note(table: RunTable, limit: int = 4) -> str | None:
+    """One line naming how many runs failed and where (cell axes and seed), or None."""
+    failed = [r for r in table.records if r.get("status") == FAILED]
+    if not failed:
+        return None
+    where = ["/".join(f"{a}={r[a]}" for a in (*table.axes, "seed")) for r in failed]
+    more = f" and {len(where) - limit} more" if len(where) > limit else ""
+    return (
+        f"{len(failed)} failed run(s), counted in each cell's 'failed' and in no mean: "
+        f"{'; '.join(where[:limit])}{more} (errors in {RUNS_FILE})"
+    )
 
 
 def summary(table: RunTable) -> list[dict[str, Any]]:
-    """Per group of runs that differ only in seed: ALMA mean, std, 95% CI; sampling error of
-    one run's ALMA (its local test splits); global accuracy; KnFu's mean self-weight; the costs
-    per round (COSTS), means over seeds."""
+    """Per group of runs that differ only in seed: finished and failed runs; headline ALMA mean,
+    std, 95% CI over the finished ones; the headline ALMA at the round chosen on validation; the
+    own-split ALMA; sampling error of one run's headline ALMA; global accuracy; KnFu's mean
+    self-weight; optimiser steps (STEPS) and costs per round (COSTS), means over seeds."""
+    key = headline(table)
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in table.records:
         groups[tuple(record[a] for a in table.axes)].append(record)
     out = []
-    for key in sorted_by_axes(groups, table, table.axes):
-        members = groups[key]
-        alma_m, alma_s, alma_ci = mean_ci([r["alma"] for r in members])
+    for group in sorted_by_axes(groups, table, table.axes):
+        members = [r for r in groups[group] if r.get("status") != FAILED]
+        alma_m, alma_s, alma_ci = mean_ci([r[key] for r in members if math.isfinite(r[key])])
+
+        def mean(column: str, members=members) -> float:
+            return finite_mean([r[column] for r in members])
+
         out.append(
             {
-                **dict(zip(table.axes, key, strict=True)),
+                **dict(zip(table.axes, group, strict=True)),
                 "n": len(members),
+                "n_failed": len(groups[group]) - len(members),
                 "alma_mean": alma_m,
                 "alma_std": alma_s,
                 "alma_ci95": alma_ci,
-                "alma_se_run": _finite_mean([r["alma_se"] for r in members]),
-                "global_mean": _finite_mean([r["global_acc"] for r in members]),
-                "self_weight": _finite_mean([r["self_weight"] for r in members]),
-                **{cost: _finite_mean([r[cost] for r in members]) for cost in COSTS},
+                "alma_at_val": mean(at_val(key)),
+                "alma_own": mean("alma"),
+                "alma_se_run": mean(key + "_se"),
+                "global_mean": mean("global_acc"),
+                "self_weight": mean("self_weight"),
+                **{column: mean(column) for column in (*STEPS, *COSTS)},
             }
         )
     return out
-
-
-def _finite_mean(values: list[float]) -> float:
-    arr = np.array([v for v in values if math.isfinite(v)], dtype=np.float64)
-    return float(arr.mean()) if arr.size else math.nan
 
 
 def _fmt(value: Any) -> str:
@@ -149,28 +143,40 @@ def _fmt(value: Any) -> str:
 
 
 def _cell(key: str, value: Any) -> str:
-    """kB per round to 0.1 kB; everything else as _fmt."""
-    if key == "kb_per_round" and isinstance(value, float) and not math.isnan(value):
+    """kB per round and optimiser steps to one decimal; everything else as _fmt."""
+    if key in ("kb_per_round", *STEPS) and isinstance(value, float) and not math.isnan(value):
         return f"{value:,.1f}"
     return _fmt(value)
 
 
 SUMMARY_COLUMNS = {
     "n": "seeds",
+    "n_failed": "failed",
     "alma_mean": "final ALMA mean",
     "alma_std": "std",
     "alma_ci95": "95% CI ±",
+    "alma_at_val": "ALMA at val round",
+    "alma_own": "ALMA (own split)",
     "alma_se_run": "one run's sampling SE",
     "global_mean": "global acc",
     "self_weight": "self-weight",
+    "private_steps": "private steps / client·round",
+    "transfer_steps": "transfer steps / client·round",
+    "client_steps": "steps / client·round",
+    "server_steps": "server steps / round",
     "kb_per_round": "kB / round",
     "client_s_per_round": "clients' compute s / round",
     "server_s_per_round": "server compute s / round",
 }
 
 
-def markdown_table(axes: list[str], table: list[dict[str, Any]]) -> str:
-    header = [*axes, *SUMMARY_COLUMNS.values()]
+def markdown_table(axes: list[str], table: list[dict[str, Any]], key: str = "alma") -> str:
+    """``key``: the headline ALMA the ALMA columns hold (named in the header when it is the
+    label-mix-matched one)."""
+    names = dict(SUMMARY_COLUMNS)
+    if key == "alma_matched":
+        names["alma_mean"] = "final ALMA (matched) mean"
+    header = [*axes, *names.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
         lines.append(
@@ -198,43 +204,52 @@ def write_report(
     audit: str | None = None,
     reference: str = "local",
     columns: list[str] | None = None,
+    margin: float | None = None,
 ) -> Path:
     """Write runs.csv, summary.md/.csv, results.md (the README block), figures and report.md into
     ``out`` (default: the sweep folder). Every table is computed from runs.csv as written, so
-    the committed CSV regenerates the published tables exactly."""
+    the committed CSV regenerates the published tables exactly. ``margin``: of the equivalence
+    verdicts (accuracy, 0.01 = 1 point). Failed runs are counted per cell and named in a warning."""
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out else sweep_dir
     rows = load_runs(sweep_dir)
     runs_csv = write_runs_csv(run_table(rows))
     table = read_runs_csv(runs_csv)
     columns = columns or default_columns(table.axes)
-    blocks = results_tables(table, columns, reference) if _has_reference(table, columns, reference) else ""
+    has_reference = _has_reference(table, columns, reference)
+    blocks = results_tables(table, columns, reference, margin) if has_reference else ""
     per_group = summary(table)
-    chosen = next((r for r in rows if r["id"] == run_id), None) if run_id else pick_fusion_run(rows)
-    figures = sweep_figures(rows, group_axes(rows), out / "figures", chosen)
-    communication = alma_vs_bytes(rows, group_axes(rows), out / "figures" / "alma_vs_bytes.png")
+    done = [r for r in rows if "history" in r]
+    chosen = next((r for r in done if r["id"] == run_id), None) if run_id else pick_fusion_run(done)
+    figures = sweep_figures(done, group_axes(done), out / "figures", chosen)
+    communication = alma_vs_bytes(done, group_axes(done), out / "figures" / "alma_vs_bytes.png")
     if communication is not None:
         figures["ALMA vs bytes per round"] = communication
     if audit:
         audited = json.loads(Path(audit).read_text())
-        figures["privacy trade-off"] = privacy_tradeoff(rows, audited, out / "figures" / "privacy.png")
+        figures["privacy trade-off"] = privacy_tradeoff(done, audited, out / "figures" / "privacy.png")
         blocks += "\n" + audit_markdown(audited)
     atomic_write_text(out / RUNS_CSV, runs_csv)
-    atomic_write_text(out / "summary.md", markdown_table(table.axes, per_group) + "\n")
+    key = headline(table)
+    atomic_write_text(out / "summary.md", markdown_table(table.axes, per_group, key) + "\n")
     atomic_write_text(out / "summary.csv", csv_text(table.axes, per_group))
     atomic_write_text(out / "results.md", blocks)
+    failed = failed_note(table)
+    if failed:
+        log.warning("report: %s", failed)
     lines = [
         f"# Sweep report: {sweep_dir.name}",
         "",
-        f"{len(rows)} finished runs; statistics over seeds.",
+        f"{len(done)} finished runs; statistics over seeds.",
         "",
+        *([f"**Warning**: {failed}.", ""] if failed else []),
     ]
     if blocks:
         lines += ["## Comparisons", "", blocks]
     lines += [
         "## Every group (mean, sample std and 95% t-interval over seeds)",
         "",
-        markdown_table(table.axes, per_group),
+        markdown_table(table.axes, per_group, key),
         "",
     ]
     lines += ["## Figures", ""] + [f"![{name}](figures/{path.name})" for name, path in figures.items()]

@@ -127,3 +127,43 @@ def test_partition_heatmap_names_the_classes(drawn, tmp_path):
     assert partition_module.class_labels("cifar10", 10)[0] == "airplane"
     assert partition_module.class_labels("digits", 10)[7] == "7"
     assert partition_module.class_labels("unknown", 4) == ["0", "1", "2", "3"]
+
+
+def _stepped_row(algorithm: str, seed: int, private: int, transfer: int, matched: list[float]) -> dict:
+    """A run whose rounds record step counts (clients 0..2) and the matched headline ALMA."""
+    row = _row(algorithm, 10.0)
+    row["axes"]["seed"] = seed
+    for record, value in zip(row["history"]["rounds"], matched, strict=True):
+        record["private_steps"] = {str(p): private + p for p in range(3)}  # mean: private + 1
+        record["transfer_steps"] = {str(p): transfer for p in range(3)}
+        record["alma_matched"] = value
+    return row
+
+
+def test_alma_against_optimiser_steps_per_method(drawn, tmp_path):
+    rows = [
+        _stepped_row("local", 0, 39, 0, [0.5, 0.6, 0.7]),
+        _stepped_row("local", 1, 39, 0, [0.6, 0.7, 0.8]),
+        _stepped_row("knfu", 0, 9, 10, [0.7, 0.7, 0.7]),
+        _stepped_row("knfu", 1, 9, 10, [0.7, 0.7, 0.7]),
+    ]
+    colours = {"local": "C0", "knfu": "C1"}
+    path = sweep_module.alma_vs_steps_figure(
+        rows, ["algorithm", "alpha", "seed"], tmp_path / "s.png", colours
+    )
+    ax = drawn["s.png"].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert path == tmp_path / "s.png" and set(lines) == {"local", "knfu"}
+    assert list(lines["local"].get_xdata()) == [40.0, 80.0, 120.0]  # cumulative, per client
+    assert list(lines["knfu"].get_xdata()) == [20.0, 40.0, 60.0]
+    assert list(lines["local"].get_ydata()) == pytest.approx([0.55, 0.65, 0.75])  # headline, seed mean
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]  # local's (drawn after knfu)
+    half = 12.706204736174698 * 0.05  # t(0.975, 1) * std / sqrt(2), std = 0.1 / sqrt(2)
+    assert band.max() == pytest.approx(0.75 + half) and "steps" in ax.get_xlabel()
+    assert "matched" in ax.get_ylabel()
+
+
+def test_alma_against_steps_is_skipped_for_runs_without_step_counts(drawn, tmp_path):
+    rows = [_row("local", 10.0), _row("knfu", 10.0)]
+    assert sweep_module.alma_vs_steps_figure(rows, ["algorithm"], tmp_path / "s.png", {}) is None
+    assert "s.png" not in drawn

@@ -102,12 +102,15 @@ def test_sweep_resume_and_report(tmp_path):
     runs_csv = (out / "runs.csv").read_text().splitlines()
     assert runs_csv[0] == (
         "alpha,algorithm,compression,seed,alma,alma_se,global_acc,self_weight,"
-        "kb_per_round,client_s_per_round,server_s_per_round"
+        "kb_per_round,client_s_per_round,server_s_per_round,alma_matched,alma_matched_se,"
+        "val_round,alma_at_val,alma_matched_at_val,global_at_val,"
+        "private_steps,transfer_steps,client_steps,server_steps,status"
     )
     assert len(runs_csv) == 1 + SMOKE_RUNS
     _check_costs(out)
     csv_lines = (out / "summary.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("alpha,algorithm,compression,n,alma_mean") and len(csv_lines) == 15
+    assert csv_lines[0].startswith("alpha,algorithm,compression,n,n_failed,alma_mean")
+    assert len(csv_lines) == 15
     assert "| kB / round | clients' compute s / round | server compute s / round |" in text
     for name in [
         "alma_per_round",
@@ -317,7 +320,10 @@ def test_report_survives_damage_moves_and_runs_of_unequal_length(tmp_path, monke
     assert result.exit_code == 0, result.output
     assert any("damaged line(s) 2, 3" in m for m in seen)
     assert any("cannot read" in m for m in seen)
-    assert len((tmp_path / "sw" / "runs.csv").read_text().splitlines()) == 1 + 3  # 3 readable runs
+    runs_csv = (tmp_path / "sw" / "runs.csv").read_text().splitlines()
+    assert len(runs_csv) == 1 + 4  # 3 readable runs and the unreadable one, counted as failed
+    assert sum(line.endswith(",failed") for line in runs_csv) == 1
+    assert any("1 failed run(s)" in m for m in seen)
 
 
 @pytest.mark.parametrize("body", ["base = 5\n", "grid = 5\n", "zip = [1, 2]\n"])

@@ -1,5 +1,6 @@
-"""The figures of a sweep (``fedkd report``): ALMA per round, final ALMA against each numeric
-axis, every client's final accuracy, bytes per round, and one chosen run's weights and split."""
+"""The figures of a sweep (``fedkd report``): ALMA per round, ALMA against optimiser steps,
+final ALMA against each numeric axis, every client's final accuracy, bytes per round, and one
+chosen run's weights and split."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from experiments.figures.panels import (
 from experiments.figures.partition import run_partition_figure
 from experiments.figures.run import evaluated_rounds
 from experiments.figures.weights import weights_figure
+from experiments.run_records import round_steps
+from experiments.stats import mean_ci
 from fedkd.errors import ConfigError
 
 AXIS_LABELS = {
@@ -42,6 +45,7 @@ AXIS_LABELS = {
     "max-client-samples": "private samples per client (cap)",
     "num-clients": "clients",
 }
+log = logging.getLogger("flwr.fedkd")
 LOG_RANGE = 20.0  # a kB axis turns logarithmic only when its positive values span this factor or more
 
 
@@ -66,6 +70,56 @@ def alma_per_round_figure(rows: list[Row], axes: list[str], path: Path, colour: 
             ax.fill_between(rounds, mean - std, mean + std, alpha=0.15, color=colour[alg])
         ax.set(title=panel_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")
         integer_rounds(ax)
+    figure_legend(fig, axs)
+    return save(fig, path)
+
+
+def headline_key(rows: list[Row]) -> str:
+    """The headline ALMA of the rounds: label-mix-matched once any run records it, else own-split."""
+    matched = any(x.get("alma_matched") is not None for r in rows for x in r["history"]["rounds"])
+    return "alma_matched" if matched else "alma"
+
+
+def cumulative_steps(rounds: list[Row]) -> list[Row]:
+    """The rounds with ``cum_steps``: optimiser steps per participating client (private +
+    transfer set) up to and including each round; NaN from a round without step counts on."""
+    total, out = 0.0, []
+    for x in sorted(rounds, key=lambda x: x["round"]):
+        steps = round_steps(x)
+        total += sum(steps) if steps is not None else np.nan
+        out.append({**x, "cum_steps": total})
+    return out
+
+
+def _mean_band(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column (round): mean and 95% t-interval half-width over the runs with a value."""
+    cols = [mean_ci([v for v in col if np.isfinite(v)]) for col in matrix.T]
+    return np.array([c[0] for c in cols]), np.array([c[2] for c in cols])
+
+
+def alma_vs_steps_figure(rows: list[Row], axes: list[str], path: Path, colour: dict[str, str]) -> Path | None:
+    """Headline ALMA (mean over seeds, 95% CI band) against cumulative optimiser steps per client,
+    one panel per cell, one line per algorithm: has each method plateaued, and at what compute?
+    None (with a note) when the runs record no step counts."""
+    if not any(round_steps(x) is not None for r in rows for x in r["history"]["rounds"]):
+        log.info("figure ALMA vs optimiser steps skipped: the runs record no step counts")
+        return None
+    key = headline_key(rows)
+    grouped = panels(rows, axes, ("algorithm", "seed"))
+    fig, axs = grid(len(grouped))
+    for ax, (cell, members) in zip(axs, grouped.items(), strict=False):
+        for alg in algorithms(members):
+            runs = [cumulative_steps(r["history"]["rounds"]) for r in members if algorithm_of(r) == alg]
+            _, steps = round_matrix(runs, lambda x: x["cum_steps"])
+            _, alma = round_matrix(runs, lambda x: x.get(key) if x.get("evaluated", True) else None)
+            x, (y, half) = nan_mean_std(steps)[0], _mean_band(alma)
+            shown = np.isfinite(x) & np.isfinite(y)
+            ax.plot(x[shown], y[shown], marker=".", label=alg, color=colour[alg])
+            band = shown & np.isfinite(half)
+            ax.fill_between(x[band], (y - half)[band], (y + half)[band], alpha=0.15, color=colour[alg])
+        what = "ALMA (label-mix-matched)" if key == "alma_matched" else "ALMA"
+        ax.set(title=panel_title(cell), xlabel="optimiser steps per client (private + transfer)")
+        ax.set_ylabel(f"{what}, mean and 95% CI over seeds")
     figure_legend(fig, axs)
     return save(fig, path)
 
@@ -165,6 +219,9 @@ def chosen_run_figures(chosen: Row, out: Path) -> dict[str, Path]:
 def sweep_figures(rows: list[Row], axes: list[str], out: Path, chosen: Row | None) -> dict[str, Path]:
     colour = colours_for(algorithms(rows))
     figures = {"ALMA per round": alma_per_round_figure(rows, axes, out / "alma_per_round.png", colour)}
+    steps = alma_vs_steps_figure(rows, axes, out / "alma_vs_steps.png", colour)
+    if steps is not None:
+        figures["ALMA vs optimiser steps"] = steps
     for axis in numeric_axes(rows, axes):
         figures[f"final ALMA vs {axis}"] = final_vs_axis_figure(
             rows, axes, axis, out / f"alma_vs_{axis}.png", colour
