@@ -50,7 +50,8 @@ def test_readme_tables_regenerate_from_the_committed_runs(folder, options, publi
     opts = _options(options)
     table = read_runs_csv((ROOT / folder / "runs.csv").read_text())
     columns = opts.get("columns", "algorithm").split(",")
-    assert results_tables(table, columns, opts.get("reference", "local")) == published
+    margin = float(opts["margin"]) if "margin" in opts else None
+    assert results_tables(table, columns, opts.get("reference", "local"), margin) == published
 
 
 def test_an_audit_table_is_published():
