@@ -99,21 +99,28 @@ def test_ktpfl_adaptive_step_golden(mean_abs, step):
     assert adaptive_step_size(np.full(4, mean_abs)) == pytest.approx(step)
 
 
-def test_ktpfl_reference_step_golden():
-    """Uniform 2 x 2 C, rho = 0: the centred gradient of row 0 is (-0.3 ln 4, +0.3 ln 4), mean
-    absolute 0.416 -> step 0.04; so c_00 - c_01 = 0.024 ln 4 before the softmax, and after it
-    c_00 = 1 / (1 + exp(-5 * 0.024 ln 4)) = 1 / (1 + 4^-0.12)."""
-    p = np.array([[[0.8, 0.2]], [[0.2, 0.8]]])
+@pytest.mark.parametrize(
+    "p0, c00",
+    [(0.8, 1 / (1 + 4**-0.12)), (0.6, 0.6)],
+)
+def test_ktpfl_reference_step_golden(p0, c00):
+    """Uniform 2 x 2 C, rho = 0, P = ((p0, 1 - p0), (1 - p0, p0)): the centred gradient of row 0
+    is (-d, d), d = (p0 - 1/2) ln(p0 / (1 - p0)). p0 = 0.8: d = 0.3 ln 4 = 0.416 -> step 0.04, so
+    c_00 - c_01 = 0.024 ln 4, and after softmax(5 c) c_00 = 1 / (1 + 4^-0.12). p0 = 0.6:
+    d = 0.1 ln 1.5 = 0.041 -> step 1 (the uncentred gradient, about 1 per entry, would give 0.04),
+    c_00 - c_01 = 0.2 ln 1.5, c_00 = 1 / (1 + 1.5^-1) = 0.6."""
+    p = np.array([[[p0, 1 - p0]], [[1 - p0, p0]]])
     c = update_coefficients(np.full((2, 2), 0.5), p, FusionConfig(ktpfl_rho=0.0))
-    assert c[0, 0] == pytest.approx(1 / (1 + 4**-0.12))
+    assert c[0, 0] == pytest.approx(c00)
     np.testing.assert_allclose(c[1], c[0][::-1])
     np.testing.assert_allclose(c.sum(axis=1), 1.0)
-    earlier = update_coefficients(
-        np.full((2, 2), 0.5),
-        p,
-        FusionConfig(ktpfl_rho=0.0, ktpfl_step_rule="fixed", ktpfl_simplex="projection"),
-    )
-    assert earlier[0, 0] == pytest.approx(0.5 + 0.03 * math.log(4))  # the earlier rule, kept as a setting
+
+
+def test_ktpfl_earlier_rule_stays_a_setting():
+    p = np.array([[[0.8, 0.2]], [[0.2, 0.8]]])
+    earlier = FusionConfig(ktpfl_rho=0.0, ktpfl_step_rule="fixed", ktpfl_simplex="projection")
+    c = update_coefficients(np.full((2, 2), 0.5), p, earlier)
+    assert c[0, 0] == pytest.approx(0.5 + 0.03 * math.log(4))  # step 0.1 (ktpfl-step-size), projection
 
 
 # -- FedMD's transfer learning ---------------------------------------------------------------------
