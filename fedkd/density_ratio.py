@@ -25,6 +25,8 @@ import numpy as np
 from scipy.linalg import solve
 from scipy.spatial.distance import cdist
 
+_BLOCK = 1024  # numerator rows per kernel block in leave_one_out: bounds memory at _BLOCK x m floats
+
 
 def gaussian_kernel(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
     """(A, D), (B, D) -> (A, B): exp(-||a - b||^2 / (2 width^2))."""
@@ -68,8 +70,17 @@ class KuLSIF:
         (exact: alpha is linear in the numerator's kernel sums, so one solve serves every refit)."""
         n, m = self.solved.shape
         k_qp = gaussian_kernel(self.denominator, self.numerator, self.width)  # (n, m)
-        k_pp = gaussian_kernel(self.numerator, self.numerator, self.width)  # (m, m), ones on the diagonal
         alphas = -(self.solved.sum(axis=1, keepdims=True) - self.solved) / (n * (m - 1) * self.lam)  # (n, m)
         negative = (k_qp * alphas).sum(axis=0)  # (m,): sum_i alpha_{-j, i} k(p_j, q_i)
-        positive = (k_pp.sum(axis=1) - np.diag(k_pp)) / ((m - 1) * self.lam)
-        return negative + positive
+        others = (
+            np.concatenate(  # (m,): sum_{l != j} k(p_j, p_l), in blocks of rows to bound memory
+                [
+                    gaussian_kernel(self.numerator[start : start + _BLOCK], self.numerator, self.width).sum(
+                        axis=1
+                    )
+                    for start in range(0, m, _BLOCK)
+                ]
+            )
+            - 1.0
+        )  # k(p_j, p_j) = 1
+        return negative + others / ((m - 1) * self.lam)
