@@ -112,22 +112,34 @@ class FusionConfig:
     # FedMD: transfer rows drawn afresh each round for consensus/digest; allowed: 0 (all) ..
     # transfer-size.
     fedmd_subset: int = 0
+    # FedMD (not fedmd-nopretrain): epochs of its transfer-learning phase, supervised on the
+    # labelled transfer set before a client's first round, on top of pretrain-epochs; allowed: >= 0.
+    fedmd_pretrain_epochs: int = 20
     # knfu-guard: share of private data held out for the guard; allowed: 0 < value < 1.
     guard_fraction: float = 0.1
     # knfu-guard: allowed drop in guard accuracy before rollback; allowed: >= 0.
     guard_tolerance: float = 0.0
-    # KT-pFL: step size of each gradient step on the knowledge-coefficient matrix C; allowed: > 0.
+    # KT-pFL: step size on the knowledge-coefficient matrix C: adaptive (the reference code's: per
+    # row, a power of 5 that puts the mean absolute step in [0.01, 0.05)) | fixed (ktpfl-step-size).
+    ktpfl_step_rule: str = "adaptive"
+    # KT-pFL, ktpfl-step-rule fixed: step size of each gradient step on C; allowed: > 0.
     ktpfl_step_size: float = 0.1
+    # KT-pFL: how a row of C returns to the simplex after a step: softmax (the reference code's
+    # softmax(5 c)) | projection (Euclidean projection onto the simplex).
+    ktpfl_simplex: str = "softmax"
     # KT-pFL: rho of the regulariser rho * ||C - 1/K||^2 (pulls C towards uniform); allowed: >= 0.
     ktpfl_rho: float = 0.7
     ktpfl_steps: int = 1  # KT-pFL: gradient steps on C per round (server side); allowed: >= 1
     # FedDF: server distillation steps (mini-batches of batch-size transfer rows) per architecture
     # and round; allowed: >= 0 (0: per-architecture FedAvg only).
     feddf_server_steps: int = 100
-    # Selective-FD, client side: a client uploads a transfer row only if its nearest private sample
-    # is no farther than this quantile of its private samples' nearest-neighbour distances;
-    # allowed: 0 < value <= 1.
-    selective_quantile: float = 0.95
+    # Selective-FD, client side: the share of its own private samples (leave-one-out) a client's
+    # density-ratio selector would pass; a transfer row is uploaded if its ratio is at least theirs
+    # at quantile 1 - this; allowed: 0 < value <= 1.
+    selective_quantile: float = 0.75
+    # Selective-FD, client side: Gaussian kernel width of the density-ratio estimate, as a multiple
+    # of the median distance between private and transfer inputs; allowed: > 0.
+    selective_kernel_width: float = 1.0
     # Selective-FD, server side: rows whose ensemble prediction has normalised entropy (entropy /
     # ln C) above this get no target; allowed: 0 < value <= 1 (1: keep every row).
     selective_entropy: float = 0.9

@@ -26,6 +26,7 @@ from fedkd.data.partition import PARTITIONERS
 from fedkd.data.sources import DATASETS, NUM_CLASSES
 from fedkd.errors import ConfigError
 from fedkd.fusion import FUSIONS
+from fedkd.fusion.ktpfl import SIMPLEX_MAPS, STEP_RULES
 from fedkd.knowledge import DIVERGENCES
 from fedkd.models import parse_model_list
 
@@ -108,7 +109,11 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         f"client-threads={t.client_threads} is invalid; allowed: 1..{MAX_CLIENT_THREADS}",
     )
     _at_least(
-        0, distill_epochs=t.distill_epochs, revisit_epochs=t.revisit_epochs, pretrain_epochs=t.pretrain_epochs
+        0,
+        distill_epochs=t.distill_epochs,
+        revisit_epochs=t.revisit_epochs,
+        pretrain_epochs=t.pretrain_epochs,
+        fedmd_pretrain_epochs=f.fedmd_pretrain_epochs,
     )
     _require(
         0 <= f.fedmd_subset <= d.transfer_size,
@@ -145,6 +150,8 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         f"mechanism={pv.mechanism} noises predictions, but algorithm={f.algorithm} uploads its model "
         "weights unprotected; allowed: mechanism=none with this algorithm",
     )
+    _choice("ktpfl-step-rule", f.ktpfl_step_rule, STEP_RULES)
+    _choice("ktpfl-simplex", f.ktpfl_simplex, SIMPLEX_MAPS)
     _require(f.ktpfl_step_size > 0, f"ktpfl-step-size={f.ktpfl_step_size}; allowed: > 0")
     _require(f.ktpfl_rho >= 0, f"ktpfl-rho={f.ktpfl_rho}; allowed: >= 0")
     _require(f.ktpfl_steps >= 1, f"ktpfl-steps={f.ktpfl_steps}; allowed: >= 1")
@@ -152,6 +159,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(
         0 < f.selective_quantile <= 1, f"selective-quantile={f.selective_quantile}; allowed: 0 < value <= 1"
     )
+    _require(f.selective_kernel_width > 0, f"selective-kernel-width={f.selective_kernel_width}; allowed: > 0")
     _require(
         0 < f.selective_entropy <= 1, f"selective-entropy={f.selective_entropy}; allowed: 0 < value <= 1"
     )

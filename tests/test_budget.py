@@ -77,7 +77,8 @@ def test_the_budget_is_recorded_and_equal_in_private_epochs(algorithm):
 def test_dsfl_works_on_plain_probabilities_and_the_others_at_the_configured_temperature():
     assert compute_budget(tiny_config(algorithm="dsfl")).temperature == 1.0
     assert compute_budget(tiny_config(algorithm="selective-fd")).temperature == 1.0
-    for alg in ("fedmd", "knfu", "knfu-guard", "kt-pfl", "feddf"):
+    assert compute_budget(tiny_config(algorithm="kt-pfl")).temperature == 10.0  # its reference code's T
+    for alg in ("fedmd", "fedmd-nopretrain", "knfu", "knfu-guard", "feddf"):
         assert compute_budget(tiny_config(algorithm=alg)).temperature == 3.0
 
 

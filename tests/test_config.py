@@ -40,8 +40,8 @@ def test_underscore_keys_are_accepted_as_kebab():
         ),
         (
             {"algorithm": "magic"},
-            "unknown algorithm 'magic'; allowed: dsfl, fedavg, feddf, fedmd, knfu, knfu-guard, kt-pfl, "
-            "local, selective-fd",
+            "unknown algorithm 'magic'; allowed: dsfl, fedavg, feddf, fedmd, fedmd-nopretrain, knfu, "
+            "knfu-guard, kt-pfl, local, selective-fd",
         ),
         ({"models": "mlp,transformer"}, "unknown model 'transformer'"),
         ({"alpha": 0}, "alpha=0.0 is invalid; allowed: alpha > 0"),
@@ -67,6 +67,10 @@ def test_underscore_keys_are_accepted_as_kebab():
         ({"pretrain-epochs": -1}, "pretrain-epochs=-1 is invalid; allowed: >= 0"),
         ({"client-threads": 100000}, "client-threads=100000 is invalid; allowed: 1..256"),
         ({"ktpfl-step-size": 0}, "ktpfl-step-size=0.0; allowed: > 0"),
+        ({"ktpfl-step-rule": "newton"}, "unknown ktpfl-step-rule 'newton'; allowed: adaptive, fixed"),
+        ({"ktpfl-simplex": "clip"}, "unknown ktpfl-simplex 'clip'; allowed: softmax, projection"),
+        ({"fedmd-pretrain-epochs": -1}, "fedmd-pretrain-epochs=-1 is invalid; allowed: >= 0"),
+        ({"selective-kernel-width": 0}, "selective-kernel-width=0.0; allowed: > 0"),
         ({"ktpfl-rho": -1}, "ktpfl-rho=-1.0; allowed: >= 0"),
         ({"feddf-server-steps": -1}, "feddf-server-steps=-1; allowed: >= 0"),
         ({"selective-quantile": 0}, "selective-quantile=0.0; allowed: 0 < value <= 1"),

@@ -15,11 +15,12 @@ from experiments.engines import run_experiment
 from fedkd.config import ConfigError, FusionConfig
 from fedkd.fusion import FUSIONS
 from fedkd.fusion.ktpfl import COEFFICIENTS, coefficient_gradient, objective, update_coefficients
-from fedkd.fusion.selective_fd import nearest_distances, novelty_mask, select_targets
+from fedkd.fusion.selective_fd import select_targets
 from fedkd.knowledge import softmax
 from tests.conftest import tiny_config
 
 P = np.array([[[0.8, 0.2]], [[0.2, 0.8]]])  # (K=2, N=1, C=2)
+EARLIER = {"ktpfl_step_rule": "fixed", "ktpfl_simplex": "projection"}  # the rule before issue 20
 
 
 # -- KT-pFL ----------------------------------------------------------------------------------------
@@ -31,10 +32,12 @@ def test_ktpfl_gradient_golden():
     np.testing.assert_allclose(g[0, 1] - g[0, 0], 0.6 * math.log(4))  # 0.6 (log 2.5 - log 0.625)
 
 
-def test_ktpfl_step_golden_and_rows_stay_on_the_simplex():
+def test_ktpfl_fixed_step_golden_and_rows_stay_on_the_simplex():
     """With two entries per row the projection adds back half the deficit to each, so
     c_00 = 0.5 + eta (g_01 - g_00) / 2 = 0.5 + 0.1 * 0.3 * ln 4."""
-    c = update_coefficients(np.full((2, 2), 0.5), P, FusionConfig(ktpfl_step_size=0.1, ktpfl_rho=0.0))
+    c = update_coefficients(
+        np.full((2, 2), 0.5), P, FusionConfig(ktpfl_step_size=0.1, ktpfl_rho=0.0, **EARLIER)
+    )
     np.testing.assert_allclose(c[0], [0.5 + 0.03 * math.log(4), 0.5 - 0.03 * math.log(4)])
     np.testing.assert_allclose(c[1], c[0][::-1])  # the mirrored client
     np.testing.assert_allclose(c.sum(axis=1), 1.0)
@@ -45,17 +48,22 @@ def test_ktpfl_regulariser_golden_and_pull_towards_uniform():
     g = coefficient_gradient(c, P, rho=2.0) - coefficient_gradient(c, P, rho=0.0)
     np.testing.assert_allclose(g, 4.0 * (c - 0.5))  # 2 rho (C - 1/K)
     assert objective(c, P, 2.0) - objective(c, P, 0.0) == pytest.approx(2.0 * 0.32)
-    free = update_coefficients(np.full((2, 2), 0.5), P, FusionConfig(ktpfl_steps=20, ktpfl_rho=0.0))
-    held = update_coefficients(np.full((2, 2), 0.5), P, FusionConfig(ktpfl_steps=20, ktpfl_rho=5.0))
-    assert abs(held[0, 0] - 0.5) < abs(free[0, 0] - 0.5)
+    for rule in ({}, EARLIER):  # the reference rule and the earlier one
+        free = update_coefficients(
+            np.full((2, 2), 0.5), P, FusionConfig(ktpfl_steps=20, ktpfl_rho=0.0, **rule)
+        )
+        held = update_coefficients(
+            np.full((2, 2), 0.5), P, FusionConfig(ktpfl_steps=20, ktpfl_rho=5.0, **rule)
+        )
+        assert abs(held[0, 0] - 0.5) < abs(free[0, 0] - 0.5), rule
 
 
 def test_ktpfl_steps_lower_the_objective_and_targets_are_c_times_predictions():
     preds = softmax(np.random.default_rng(0).normal(size=(4, 30, 5)) * 2)
-    cfg = FusionConfig(ktpfl_step_size=0.05, ktpfl_steps=5)
     c0 = np.full((4, 4), 0.25)
-    c = update_coefficients(c0, preds, cfg)
-    assert objective(c, preds, cfg.ktpfl_rho) < objective(c0, preds, cfg.ktpfl_rho)
+    for cfg in (FusionConfig(ktpfl_steps=5), FusionConfig(ktpfl_step_size=0.05, ktpfl_steps=5, **EARLIER)):
+        c = update_coefficients(c0, preds, cfg)
+        assert objective(c, preds, cfg.ktpfl_rho) < objective(c0, preds, cfg.ktpfl_rho), cfg
     result = FUSIONS.get("kt-pfl").fuse(preds, cfg)
     np.testing.assert_allclose(result.weights, c)
     for k, target in enumerate(result.targets):
@@ -78,17 +86,6 @@ def test_ktpfl_carries_c_across_rounds_and_keeps_absent_clients_mass():
 
 
 # -- Selective-FD ----------------------------------------------------------------------------------
-def test_novelty_selector_golden_in_cosine_distance():
-    """Private points at angles 0, 10, 20 degrees: leave-one-out nearest cosine distances are
-    all 1 - cos 10; a transfer point at 5 degrees is kept, one at 90 degrees is withheld."""
-    angles = np.deg2rad([0.0, 10.0, 20.0])
-    private = torch.tensor(np.stack([np.cos(angles), np.sin(angles)], axis=1))
-    loo = nearest_distances(private, private, exclude_self=True)
-    np.testing.assert_allclose(loo, 1 - math.cos(math.radians(10)))
-    transfer = torch.tensor([[math.cos(math.radians(5)), math.sin(math.radians(5))], [0.0, 1.0]])
-    assert novelty_mask(private, transfer, quantile=0.95).tolist() == [True, False]
-
-
 def test_server_selector_golden():
     """Row 0: both clients, ensemble (0.9, 0.1), kept. Row 1: only client 1, (0.5, 0.5), entropy
     1 > 0.8: dropped. Row 2: nobody uploaded: dropped."""

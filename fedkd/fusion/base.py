@@ -1,14 +1,16 @@
 """The contract between the round loop and a fusion algorithm.
 
-The round loop never branches on an algorithm's name. It reads flags and calls hooks:
-``uploads`` (what clients send after local training: "predictions", "weights",
-"weights+predictions" or "nothing"), ``guarded`` (clients keep a validation slice and undo a
-distillation that hurts it), ``sparse`` (clients may withhold rows: ``upload_mask`` picks them,
-client-side), ``start``/``fuse_round`` (server state carried from round to round, e.g. KT-pFL's
-coefficient matrix) and ``server_distill`` (weight uploads: a server-side step after averaging
-per architecture, e.g. FedDF). For prediction uploads it sends each client the target
-``fuse_round`` made for it (None: that client learns locally this round; NaN rows: no target on
-those rows). ``paper`` and ``personalised`` describe the algorithm for ``fedkd algorithms``.
+The round loop never branches on an algorithm's name. It reads flags and calls hooks: ``uploads``
+(what clients send after local training: "predictions", "weights", "weights+predictions" or
+"nothing"), ``guarded`` (clients keep a validation slice and undo a distillation that hurts it),
+``sparse`` (clients may withhold rows: ``upload_mask`` picks them, client-side),
+``start``/``fuse_round`` (server state carried from round to round, e.g. KT-pFL's coefficient
+matrix), ``server_distill`` (weight uploads: a server-side step after averaging per
+architecture, e.g. FedDF) and ``pretrain_epochs`` (supervised epochs on the labelled transfer set
+before a client's first round, e.g. FedMD's transfer learning). For prediction uploads it sends
+each client the target ``fuse_round`` made for it (None: that client learns locally this round;
+NaN rows: no target on those rows). ``paper`` and ``personalised`` describe the algorithm for
+``fedkd algorithms``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class FusionAlgorithm:
         """Weight uploads with predictions: refine each architecture's averaged model (arch ->
         state dict) with the clients' (K, N, C) predictions; None: keep the averages."""
         return None
+
+    def pretrain_epochs(self, cfg: ExperimentConfig) -> int:
+        """Supervised epochs on the labelled transfer set before a client's first local training:
+        ``pretrain-epochs`` (offered to every algorithm alike) plus any transfer-learning phase
+        the algorithm has of its own (FedMD). Compute before round 1, for the budget to count."""
+        return cfg.train.pretrain_epochs
 
     def server_steps(self, cfg: ExperimentConfig) -> int:
         """Server-side optimiser steps per architecture and round (reported apart from the clients')."""

@@ -2,16 +2,20 @@
 
 The server keeps C (K x K, row k on the simplex: how much client k learns from each client j),
 uniform at the start. Each round, with the clients' soft predictions p_j on the transfer set,
-target_k = sum_j c_kj p_j, and C takes ``ktpfl-steps`` projected gradient steps of size
-``ktpfl-step-size`` on the paper's objective for C,
+target_k = sum_j c_kj p_j, and C takes ``ktpfl-steps`` gradient steps on the paper's objective
 
     J(C) = mean_n sum_k KL(target_kn || p_kn) + rho * ||C - 1/K||_F^2,
 
 (the distillation term between each client's prediction and its personalised target, and the
-regulariser that pulls C towards uniform), then targets are made with the updated C. Our C lives
-on the simplex (each step is followed by a Euclidean projection of every row), so targets stay
-probability vectors; the paper's lambda is folded into the step size and rho. C is recorded as the
-round's weight matrix, like KnFu's neighbour weights. See docs/design.md (fidelity table).
+regulariser that pulls C towards uniform), then targets are made with the updated C. The step
+follows the reference code (github.com/cugzj/KT-pFL, engine_kt_pfl.py ``get_models_logits``) by
+default: each row's step size is a power of 5 chosen so that the row's mean absolute step lies in
+[0.01, 0.05) (``adaptive_step_size``; taken on the row-centred gradient, see there), and each row
+then returns to the simplex as softmax(5 c) (``ktpfl-simplex`` softmax). Knowledge is exchanged
+at the reference's T = 10. ``ktpfl-step-rule`` fixed with ``ktpfl-simplex`` projection gives the
+earlier rule (a fixed step ``ktpfl-step-size``, then a Euclidean projection of every row onto the
+simplex). The paper's lambda is folded into the step; C is recorded as the round's weight matrix,
+like KnFu's neighbour weights. See docs/design.md (fidelity table).
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult, ServerState, mix
-from fedkd.knowledge import project_to_simplex
+from fedkd.knowledge import project_to_simplex, softmax
 
 _EPS = 1e-12
 COEFFICIENTS = "coefficients"  # ServerState key: the (K, K) matrix over all partition ids
+STEP_RULES = ("adaptive", "fixed")  # ktpfl-step-rule
+SIMPLEX_MAPS = ("softmax", "projection")  # ktpfl-simplex
+SOFTMAX_SCALE = 5.0  # the reference code maps each row of C to softmax(5 c) after its step
+REFERENCE_TEMPERATURE = 10.0  # the reference's Temp for uploads and distillation (its configs: 10)
 
 
 def objective(c: np.ndarray, preds: np.ndarray, rho: float) -> float:
@@ -44,10 +52,34 @@ def coefficient_gradient(c: np.ndarray, preds: np.ndarray, rho: float) -> np.nda
     return distill + 2.0 * rho * (c - 1.0 / k)
 
 
+def adaptive_step_size(gradient: np.ndarray) -> float:
+    """The reference code's step size for one row's gradient (K,), its loop as written: start at
+    1; five times, divide by 5 if the mean absolute step is above 0.01, then multiply by 5 if it is
+    below. The row's mean absolute step ends in [0.01, 0.05) unless the gradient's mean absolute
+    value is more than 5^5 times outside that band."""
+    mean_abs, step = float(np.abs(gradient).mean()), 1.0
+    for _ in range(5):
+        if mean_abs > 0.01:
+            mean_abs, step = mean_abs / 5, step / 5
+        if mean_abs < 0.01:
+            mean_abs, step = mean_abs * 5, step * 5
+    return step
+
+
 def update_coefficients(c: np.ndarray, preds: np.ndarray, cfg: FusionConfig) -> np.ndarray:
-    """``ktpfl-steps`` projected gradient steps on J: (K, K) -> (K, K), rows on the simplex."""
+    """``ktpfl-steps`` gradient steps on J: (K, K) -> (K, K), rows on the simplex. Adaptive steps
+    are sized on the row-centred gradient: J's gradient carries +1 on every entry (from KL's
+    t log t), which neither the softmax nor the projection sees but which would set the step size
+    (the reference code's squared-error objective has no such constant)."""
     for _ in range(cfg.ktpfl_steps):
-        c = project_to_simplex(c - cfg.ktpfl_step_size * coefficient_gradient(c, preds, cfg.ktpfl_rho))
+        grad = coefficient_gradient(c, preds, cfg.ktpfl_rho)  # (K, K)
+        if cfg.ktpfl_step_rule == "adaptive":
+            grad = grad - grad.mean(axis=1, keepdims=True)
+            step = np.array([adaptive_step_size(row) for row in grad])[:, None]  # (K, 1)
+        else:
+            step = cfg.ktpfl_step_size
+        c = c - step * grad
+        c = softmax(SOFTMAX_SCALE * c) if cfg.ktpfl_simplex == "softmax" else project_to_simplex(c)
     return c
 
 
@@ -55,7 +87,8 @@ class KTpFL(FusionAlgorithm):
     uploads = "predictions"
     personalised = True
     paper = "Zhang et al. 2021, KT-pFL (NeurIPS, arXiv 2111.02862)"
-    settings = ("ktpfl-step-size", "ktpfl-rho", "ktpfl-steps")
+    settings = ("ktpfl-step-rule", "ktpfl-step-size", "ktpfl-simplex", "ktpfl-rho", "ktpfl-steps")
+    fixed_temperature = REFERENCE_TEMPERATURE
 
     def start(self, cfg: ExperimentConfig) -> ServerState:
         k = cfg.data.num_clients
