@@ -97,7 +97,7 @@ def compute_budget(cfg: ExperimentConfig) -> ComputeBudget:
             t.revisit_epochs,
             0,
             temperature,
-            t.pretrain_epochs,
+            algorithm.pretrain_epochs(cfg),
             True,
             algorithm.server_steps(cfg),
             t.budget_match,
@@ -109,7 +109,7 @@ def compute_budget(cfg: ExperimentConfig) -> ComputeBudget:
         t.revisit_epochs,
         distill_epochs,
         temperature,
-        t.pretrain_epochs,
+        algorithm.pretrain_epochs(cfg),
         match=t.budget_match,
         transfer_steps=reference,
     )

@@ -79,8 +79,11 @@ def local_step(
     rows = algorithm.transfer_rows(cfg, server_round)
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
-        if state is None and cfg.train.pretrain_epochs > 0:
-            _pretrain_public(cfg, pid, model, data)
+        pretrain = (
+            _pretrain_public(cfg, pid, model, data, budget.pretrain_epochs)
+            if state is None and budget.pretrain_epochs > 0
+            else FitStats(float("nan"), 0, 0)
+        )
         fit = _train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs)
         samples, steps = fit.samples, fit.steps
         if budget.revisit_before_upload:  # weight averaging: every private step before the upload
@@ -101,6 +104,7 @@ def local_step(
             "num-examples": float(len(data.train_y)),
             "private-samples": float(samples),
             "private-steps": float(steps),
+            "pretrain-steps": float(pretrain.steps),
             "compute-seconds": time.perf_counter() - start,
         },
     )
@@ -204,7 +208,9 @@ def _rows(x: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
     return x if rows is None else x[torch.from_numpy(rows)]
 
 
-def _pretrain_public(cfg: ExperimentConfig, pid: int, model: torch.nn.Module, data: ClientData) -> FitStats:
+def _pretrain_public(
+    cfg: ExperimentConfig, pid: int, model: torch.nn.Module, data: ClientData, epochs: int
+) -> FitStats:
     """Supervised training on the labelled transfer set before round 1 (FedMD's transfer
     learning), the same for every algorithm when asked for."""
     t = cfg.train
@@ -212,7 +218,7 @@ def _pretrain_public(cfg: ExperimentConfig, pid: int, model: torch.nn.Module, da
         model,
         data.transfer_x,
         data.transfer_y,
-        epochs=t.pretrain_epochs,
+        epochs=epochs,
         batch_size=t.batch_size,
         lr=t.learning_rate,
         generator=torch_generator(cfg.run.seed, "pretrain", pid),

@@ -51,6 +51,7 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "transfer-samples": COUNT,
     "private-steps": COUNT,
     "transfer-steps": COUNT,
+    "pretrain-steps": COUNT,
     "compute-seconds": COUNT,
     "rolled-back": ACCURACY,
 }
@@ -74,6 +75,7 @@ UNPROTECTED: dict[str, str] = {
     "val-size": "size of that validation split",
     "private-steps": "optimiser steps on private data this round",
     "transfer-steps": "optimiser steps on the transfer set this round",
+    "pretrain-steps": "optimiser steps pretraining on the labelled transfer set (a client's first round)",
     "distill-loss": "distillation loss on the public transfer set",
     "transfer-samples": "transfer rows distilled on this round",
     "rolled-back": "whether the guard (on a private validation slice) undid the distillation",

@@ -38,6 +38,7 @@ class RoundOutcome:
     transfer_samples: dict[int, float] = field(default_factory=dict)  # pid -> transfer samples distilled on
     private_steps: dict[int, float] = field(default_factory=dict)  # pid -> optimiser steps on private data
     transfer_steps: dict[int, float] = field(default_factory=dict)  # pid -> optimiser steps distilling
+    pretrain_steps: dict[int, float] = field(default_factory=dict)  # pid -> steps on labelled public data
     server_steps: int = 0  # the server's own optimiser steps (FedDF), all architectures
     bytes_up: int = 0
     bytes_down: int = 0
@@ -50,6 +51,7 @@ class RoundOutcome:
             ("transfer-samples", self.transfer_samples),
             ("private-steps", self.private_steps),
             ("transfer-steps", self.transfer_steps),
+            ("pretrain-steps", self.pretrain_steps),
         ):
             if key in metrics:
                 counts[pid] = counts.get(pid, 0.0) + metrics[key]

@@ -159,6 +159,7 @@ class KnowledgeFusionStrategy:
             "transfer_samples": dict(sorted(out.transfer_samples.items())),
             "private_steps": {pid: int(v) for pid, v in sorted(out.private_steps.items())},
             "transfer_steps": {pid: int(v) for pid, v in sorted(out.transfer_steps.items())},
+            "pretrain_steps": {pid: int(v) for pid, v in sorted(out.pretrain_steps.items()) if v},
             "server_steps": out.server_steps,
             "self_weight": mean_self_weight(weights, positions(fused, participants)),
             "weights": weights.tolist(),  # over the round's participants only (rows and columns)

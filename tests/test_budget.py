@@ -178,3 +178,21 @@ def test_fedavg_spends_its_whole_private_budget_before_the_upload():
     adopted = distill_step(cfg, 0, 1, None, None, replacement=trained.state)
     assert adopted.metrics["private-samples"] == 0  # the average is evaluated as is
     assert adopted.metrics["private-steps"] == adopted.metrics["transfer-steps"] == 0
+
+
+def test_fedmd_pretrains_on_the_labelled_transfer_set_and_records_those_steps():
+    """FedMD's transfer-learning phase runs (fedmd-nopretrain does not), before round 1 only, and
+    its steps are shown apart from the per-round budget every method shares."""
+    from fedkd.client_steps import local_step
+
+    fedmd, plain = tiny_config(algorithm="fedmd"), tiny_config(algorithm="fedmd-nopretrain")
+    assert compute_budget(fedmd).pretrain_epochs == fedmd.fusion.fedmd_pretrain_epochs > 0
+    assert compute_budget(plain).pretrain_epochs == 0
+    first, second = local_step(fedmd, 0, 1, None, predict=False), local_step(plain, 0, 1, None, predict=False)
+    assert any(not torch.equal(first.state[k], second.state[k]) for k in first.state)
+    steps = -(-fedmd.data.transfer_size // fedmd.train.batch_size) * fedmd.fusion.fedmd_pretrain_epochs
+    assert first.metrics["pretrain-steps"] == steps and second.metrics["pretrain-steps"] == 0
+    later = local_step(fedmd, 0, 2, first.state, predict=False)  # a client that holds a model
+    assert later.metrics["pretrain-steps"] == 0
+    rounds = run_experiment(tiny_config(algorithm="fedmd", **{"fedmd-pretrain-epochs": 1})).rounds
+    assert rounds[0]["pretrain_steps"] and not rounds[1]["pretrain_steps"]
