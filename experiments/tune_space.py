@@ -128,13 +128,12 @@ SPACES: dict[str, tuple[Param, ...]] = {
     "fedavg": SHARED,
     "self-distill": (*SHARED, TEMPERATURE),
     "fedmd": (*SHARED, TEMPERATURE),
+    "fedmd-nopretrain": (*SHARED, TEMPERATURE),
     "knfu": KNFU,
     "knfu-guard": KNFU,
     "dsfl": (*SHARED, FloatRange("dsfl-temperature", 0.01, 1.0, log=True)),
-    "kt-pfl": (
+    "kt-pfl": (  # T = 10 and the reference's adaptive step rule: no temperature or step size to tune
         *SHARED,
-        TEMPERATURE,
-        FloatRange("ktpfl-step-size", 0.01, 1.0, log=True),
         FloatRange("ktpfl-rho", 0.0, 2.0),
         IntRange("ktpfl-steps", 1, 10),
     ),

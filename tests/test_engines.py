@@ -19,6 +19,18 @@ ROUND_KEYS = {
     "alma_min",
     "alma_se",
     "alma_clients",
+    "alma_matched",
+    "alma_matched_std",
+    "alma_matched_min",
+    "alma_matched_se",
+    "alma_matched_clients",
+    "val_alma",
+    "client_matched_acc",
+    "client_val_acc",
+    "private_steps",
+    "transfer_steps",
+    "pretrain_steps",
+    "server_steps",
     "client_test_size",
     "private_samples",
     "transfer_samples",
@@ -39,7 +51,10 @@ ROUND_KEYS = {
 
 
 def _numbers(results):
-    return [(r["alma"], r["global_acc"], r["client_acc"], r["weights"]) for r in results.rounds]
+    return [
+        (r["alma"], r["alma_matched"], r["val_alma"], r["global_acc"], r["client_acc"], r["weights"])
+        for r in results.rounds
+    ]
 
 
 @pytest.mark.parametrize("algorithm", ["knfu", "knfu-guard", "fedmd", "dsfl", "local"])
