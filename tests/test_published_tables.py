@@ -19,7 +19,7 @@ from experiments.tables import read_runs_csv, results_tables
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- fedkd report (\S+)((?: --\S+ \S+)*) -->\n(.*?)<!-- end report -->", re.S)
 AUDIT = re.compile(r"<!-- fedkd audit (\S+) -->\n(.*?)<!-- end audit -->", re.S)
-PAGES = ("README.md", "docs/privacy.md")
+PAGES = ("README.md", "docs/results-passes.md", "docs/privacy.md")
 
 
 def _text() -> str:
