@@ -27,7 +27,7 @@ MATCHED = ("alma_matched", "alma_matched_se")
 AT_VAL = ("val_round", "alma_at_val", "alma_matched_at_val", "global_at_val")
 # optimiser steps, mean per participating client and round: private data, transfer set, their
 # sum; the server's own steps per round
-STEPS = ("private_steps", "transfer_steps", "client_steps", "server_steps")
+STEPS = ("private_steps", "transfer_steps", "client_steps", "server_steps", "pretrain_steps")
 NUMBERS = (*METRICS, *COSTS, *MATCHED, *AT_VAL, *STEPS)
 OK, FAILED = "ok", "failed"
 
@@ -180,11 +180,16 @@ def run_steps(rounds: list[dict[str, Any]]) -> dict[str, float]:
     private = finite_mean([p for p, _ in per_round])
     transfer = finite_mean([t for _, t in per_round])
     server = finite_mean([float(r["server_steps"]) for r in rounds if r.get("server_steps") is not None])
+    # pretraining on the labelled transfer set (FedMD), once per client: total per client, apart
+    pretrained = [r["pretrain_steps"] for r in rounds if r.get("pretrain_steps") is not None]
+    clients = {pid for r in rounds for pid in (r.get("private_steps") or {})}
+    pretrain = sum(sum(d.values()) for d in pretrained) / max(len(clients), 1) if pretrained else math.nan
     return {
         "private_steps": private,
         "transfer_steps": transfer,
         "client_steps": private + transfer,
         "server_steps": server,
+        "pretrain_steps": pretrain,
     }
 
 

@@ -164,6 +164,7 @@ SUMMARY_COLUMNS = {
     "transfer_steps": "transfer steps / client·round",
     "client_steps": "steps / client·round",
     "server_steps": "server steps / round",
+    "pretrain_steps": "pretraining steps / client",
     "kb_per_round": "kB / round",
     "client_s_per_round": "clients' compute s / round",
     "server_s_per_round": "server compute s / round",

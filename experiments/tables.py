@@ -92,11 +92,13 @@ def pivot_markdown(
 
 def steps_markdown(table: RunTable, columns: list[str], reference: str | None = None) -> str:
     """Rows = cells, columns = methods, entries = optimiser steps per participating client and
-    round, private + transfer set (the server's steps per round in brackets where it trains)."""
+    round, private + transfer set (the server's steps per round in brackets where it trains, and
+    a client's steps pretraining on the labelled transfer set, once, where it pretrains)."""
     cell_axes, private = grouped(table, columns, "private_steps")
-    transfer, server = (
+    transfer, server, pretrain = (
         grouped(table, columns, "transfer_steps")[1],
         grouped(table, columns, "server_steps")[1],
+        grouped(table, columns, "pretrain_steps")[1],
     )
     methods = methods_of(table, columns, reference)
     header = [*cell_axes, *methods]
@@ -107,9 +109,12 @@ def steps_markdown(table: RunTable, columns: list[str], reference: str | None = 
             if method not in by_method:
                 entries.append("")
                 continue
-            mine = [finite_mean(list(d[cell][method].values())) for d in (private, transfer, server)]
+            mine = [
+                finite_mean(list(d[cell][method].values())) for d in (private, transfer, server, pretrain)
+            ]
             text = f"{_num(mine[0], 1)} + {_num(mine[1], 1)}"
-            entries.append(text + (f" (server {mine[2]:.0f})" if mine[2] > 0 else ""))
+            text += f" (server {mine[2]:.0f})" if mine[2] > 0 else ""
+            entries.append(text + (f" (+{mine[3]:.0f} pretraining)" if mine[3] > 0 else ""))
         lines.append("| " + " | ".join([*cell, *entries]) + " |")
     return "\n".join(lines)
 

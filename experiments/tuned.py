@@ -51,6 +51,7 @@ class Tuned:
     path: Path
     entries: list[TunedEntry]
     tune_seeds: list[int]
+    base: dict[str, Any] | None = None  # the tuning base: keys off their defaults (None: not recorded)
 
     def keys(self) -> set[str]:
         return {key for entry in self.entries for key in entry.settings}
@@ -116,7 +117,10 @@ def load_tuned(path: str | Path) -> Tuned:
     seeds = raw.get("tune", {}).get("tune-seeds", [])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"{where}: [tune] tune-seeds must be a list of integers")
-    return Tuned(path, [_entry(e, where) for e in entries], seeds)
+    base = raw.get("tune", {}).get("base")
+    if base is not None and (not isinstance(base, dict) or set(base) - set(config_keys())):
+        raise ConfigError(f"{where}: [tune] base must be a table of config keys")
+    return Tuned(path, [_entry(e, where) for e in entries], seeds, base)
 
 
 def _entry(raw: dict[str, Any], where: str) -> TunedEntry:

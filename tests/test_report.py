@@ -129,6 +129,11 @@ def test_a_run_record_has_steps_matched_alma_and_the_round_chosen_on_validation(
     assert record["alma_matched"] == pytest.approx(0.85) and record["alma_matched_se"] == 0.01  # round 3
     assert record["val_round"] == 3.0  # rounds 2 and 3 tie on val_alma: the later one
     assert record["alma_matched_at_val"] == pytest.approx(0.85) and record["global_at_val"] == 0.6
+    rounds[1]["val_alma"] = 0.95  # validation peaks at round 2, test ALMA at round 3: val decides
+    chosen = run_record(["algorithm"], row)
+    assert chosen["val_round"] == 2.0 and chosen["alma_matched_at_val"] == pytest.approx(0.75)
+    rounds[0]["pretrain_steps"] = {str(p): 14 for p in range(K)}  # FedMD's first round
+    assert run_record(["algorithm"], row)["pretrain_steps"] == 14.0  # per client, once
     for rnd in rounds:
         rnd["val_alma"] = math.nan  # val-fraction = 0: no round chosen on validation
     assert math.isnan(run_record(["algorithm"], row)["val_round"])

@@ -287,6 +287,18 @@ def test_a_run_takes_its_closest_cell_and_the_settings_are_its_identity(tmp_path
     )
 
 
+def test_tuned_settings_are_refused_on_another_base(tmp_path):
+    """Settings tuned for one base (its rounds, cap, validation split...) do not carry over."""
+    base = ", ".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items() if k not in ("engine", "workers"))
+    based = TUNED_TEXT.replace("[tune]", "[tune]\nbase = {" + base + "}", 1)
+    write(tmp_path / "tuned.toml", based)
+    sweep = Sweep("t", {**TINY, "rounds": 1}, {"alpha": [0.3, 3.0]}, {}, tuned=str(tmp_path / "tuned.toml"))
+    assert len(expand(sweep)) == 2  # the base it was tuned on
+    other = Sweep("t", {**TINY, "rounds": 2}, {"alpha": [0.3, 3.0]}, {}, tuned=str(tmp_path / "tuned.toml"))
+    with pytest.raises(ConfigError, match="was tuned with rounds=1"):
+        expand(other)
+
+
 def one_line_error(args: list[str], match: str) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output

@@ -2,9 +2,10 @@
 
 The same phases, temperature and optimiser steps as any prediction-sharing method, and no
 knowledge from a peer (weights = I): what KnFu degenerates into when a client's self-weight is 1.
-"Knowledge from peers helps" is a claim against this control, not against local (distilling at
-all can help: train-mode noise such as dropout makes the client's own soft targets a
-regulariser). Beyond any one paper; a control of fedkd's.
+"Knowledge from peers helps" must beat this control and local. The target is the model's own
+output, so the distillation starts at its minimum: without dropout or batch norm (the zoo's
+models) its gradients are rounding noise that Adam scales into small steps (docs/design.md).
+Beyond any one paper; a control of fedkd's.
 """
 
 from __future__ import annotations
