@@ -74,20 +74,22 @@ def pivot_markdown(
     best = significantly_best(cells)
     header = [*cell_axes, "seeds", *methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+
+    def entry(cell: tuple, method: str) -> str:
+        mean, _, half = mean_ci(list(finite(cells[cell][method]).values()))
+        text = f"{_num(mean)} ± {_num(half)}"
+        text = f"**{text}**" if best[cell] == method else text
+        return text + (f" ({_num(finite_mean(list(extra[cell][method].values())))})" if beside else "")
+
     for cell, by_method in cells.items():
-        entries = []
-        for method in methods:
-            if method not in by_method:
-                entries.append("")
-                continue
-            mean, _, half = mean_ci(list(finite(by_method[method]).values()))
-            text = f"{_num(mean)} ± {_num(half)}"
-            text = f"**{text}**" if best[cell] == method else text
-            if beside:
-                text += f" ({_num(finite_mean(list(extra[cell][method].values())))})"
-            entries.append(text)
+        entries = _entries(cell, by_method, methods, entry)
         lines.append("| " + " | ".join([*cell, _seeds_text(by_method, failed.get(cell, 0)), *entries]) + " |")
     return "\n".join(lines)
+
+
+def _entries(cell: tuple, by_method: dict, methods: list[str], entry) -> list[str]:
+    """One table row's method columns: ``entry(cell, method)``, blank where the cell lacks it."""
+    return [entry(cell, method) if method in by_method else "" for method in methods]
 
 
 def steps_markdown(table: RunTable, columns: list[str], reference: str | None = None) -> str:
@@ -103,19 +105,15 @@ def steps_markdown(table: RunTable, columns: list[str], reference: str | None = 
     methods = methods_of(table, columns, reference)
     header = [*cell_axes, *methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+
+    def entry(cell: tuple, method: str) -> str:
+        mine = [finite_mean(list(d[cell][method].values())) for d in (private, transfer, server, pretrain)]
+        text = f"{_num(mine[0], 1)} + {_num(mine[1], 1)}"
+        text += f" (server {mine[2]:.0f})" if mine[2] > 0 else ""
+        return text + (f" (+{mine[3]:.0f} pretraining)" if mine[3] > 0 else "")
+
     for cell, by_method in private.items():
-        entries = []
-        for method in methods:
-            if method not in by_method:
-                entries.append("")
-                continue
-            mine = [
-                finite_mean(list(d[cell][method].values())) for d in (private, transfer, server, pretrain)
-            ]
-            text = f"{_num(mine[0], 1)} + {_num(mine[1], 1)}"
-            text += f" (server {mine[2]:.0f})" if mine[2] > 0 else ""
-            entries.append(text + (f" (+{mine[3]:.0f} pretraining)" if mine[3] > 0 else ""))
-        lines.append("| " + " | ".join([*cell, *entries]) + " |")
+        lines.append("| " + " | ".join([*cell, *_entries(cell, by_method, methods, entry)]) + " |")
     return "\n".join(lines)
 
 
