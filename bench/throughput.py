@@ -9,13 +9,14 @@ backward, Adam) and of evaluation (fedkd.training.accuracy of 2048 rows: one bat
 before; after, convolutional models take CPU_CONV_EVAL_BATCH = 64 rows at a time), beside the
 dense matmul peak measured here (2048 x 2048 float32), on 1 and 2 intra-op threads. "before" is
 the step of f8a4244 (bench/reference_step.py), "after" fedkd/training.py now; the two alternate,
-best of --reps each (robust to other load on the machine). FLOPs are counted from the layer
-shapes (forward hooks on Linear and Conv2d: 2 x multiply-adds), training = 3 x forward (the usual
-convention; the exact count is lower where a layer needs no input gradient: 2.1x forward for the
-mlp). Then the end-to-end figure: runs per hour of the default MNIST sweep cell, timed through the
-sweep's own runner (experiments/sweep.py execute(): in-process engine, one worker, as each run of
-a 2-worker sweep on 2 cores gets), where the time of a round goes inside the client steps, and
-whether several seeds as one vmapped computation (torch.func) beat running them one by one.
+best of --reps each, timed at one thread in its CPU time (both robust to other load on the
+machine). FLOPs are counted from the layer shapes (forward hooks on Linear and Conv2d: 2 x
+multiply-adds), training = 3 x forward (the usual convention; the exact count is lower where a
+layer needs no input gradient: 2.1x forward for the mlp). Then the end-to-end figure: runs per
+hour of the default MNIST sweep cell, timed (wall) through the sweep's own runner
+(experiments/sweep.py execute(): in-process engine, one worker, as each run of a 2-worker sweep
+on 2 cores gets), where the time of a round goes inside the client steps, and whether several
+seeds as one vmapped computation (torch.func) beat running them one by one.
 Targets (issue 21): mlp training step >= 50 % of the single-thread matmul peak; conv models
 >= 1.5x samples/s; the sweep cell >= 1.5x runs per hour.
 """
@@ -27,7 +28,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,40 +77,47 @@ class MatmulPeak:
     spread over the whole measurement (``sample()`` between the steps' timings), so that the peak
     and the steps see the same quiet moments of a shared machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.a, self.b = torch.randn(2048, 2048), torch.randn(2048, 2048)
         self.best = float("inf")
         self.a @ self.b  # warm-up
 
     def sample(self) -> None:
-        start = time.perf_counter()
+        start = self.clock()
         self.a @ self.b
-        self.best = min(self.best, time.perf_counter() - start)
+        self.best = min(self.best, self.clock() - start)
 
     @property
     def gflops(self) -> float:
         return 2 * 2048**3 / self.best / 1e9
 
 
-def _train_seconds(name: str, shape, epochs: int, x, y) -> float:
+def clock_for(threads: int) -> Callable[[], float]:
+    """One thread: that thread's CPU time (time another process holds the core is not counted);
+    more: wall time (CPU time would count threads waiting for each other)."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def _train_seconds(name: str, shape, epochs: int, x, y, clock: Callable[[], float]) -> float:
     from fedkd.models import build_model
     from fedkd.training import local_train
 
     model = build_model(name, shape, 10, seed=0)  # outside the timing: a per-call cost, not the step's
-    start = time.perf_counter()
+    start = clock()
     local_train(
         model, x, y, epochs=epochs, batch_size=BATCH, lr=1e-3, generator=torch.Generator().manual_seed(0)
     )
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def _eval_seconds(model: nn.Module, x, y, repeat: int) -> float:
+def _eval_seconds(model: nn.Module, x, y, repeat: int, clock: Callable[[], float]) -> float:
     from fedkd.training import accuracy
 
-    start = time.perf_counter()
+    start = clock()
     for _ in range(repeat):
         accuracy(model, x, y)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> list[dict]:
@@ -117,6 +125,7 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
     (and the matmul peak sampled between them)."""
     from fedkd.models import build_model
 
+    clock = peak.clock
     rows = []
     for dataset, shape in SHAPES.items():
         g = torch.Generator().manual_seed(0)
@@ -126,15 +135,15 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
             model = build_model(name, shape, 10, seed=0)
             flops = forward_flops(model, shape)
             with reference_step():  # size each timing from the slower step
-                epochs = max(1, round(TARGET_S / _train_seconds(name, shape, 1, x, y)))
-                repeat = max(1, round(TARGET_S / _eval_seconds(model, xe, ye, 1)))
+                epochs = max(1, round(TARGET_S / _train_seconds(name, shape, 1, x, y, clock)))
+                repeat = max(1, round(TARGET_S / _eval_seconds(model, xe, ye, 1, clock)))
             best = {(v, k): float("inf") for v in VARIANTS for k in ("train", "eval")}
             for _ in range(reps):
                 peak.sample()
                 for variant in VARIANTS:
                     with reference_step(variant == "before"):
-                        train_s = _train_seconds(name, shape, epochs, x, y) / (epochs * TRAIN_ROWS)
-                        eval_s = _eval_seconds(model, xe, ye, repeat) / (repeat * EVAL_ROWS)
+                        train_s = _train_seconds(name, shape, epochs, x, y, clock) / (epochs * TRAIN_ROWS)
+                        eval_s = _eval_seconds(model, xe, ye, repeat, clock) / (repeat * EVAL_ROWS)
                     best[variant, "train"] = min(best[variant, "train"], train_s)
                     best[variant, "eval"] = min(best[variant, "eval"], eval_s)
             row = {"dataset": dataset, "model": name, "threads": threads, "fwd_mflop": sum(flops) / 1e6}
@@ -288,9 +297,9 @@ def seeds_side_by_side(name: str, shape, seeds: int, reps: int) -> dict:
     for label, fn in (("sequential", sequential), ("vmap", vmapped)):
         best = float("inf")
         for _ in range(reps):
-            start = time.perf_counter()
+            start = time.thread_time()  # one thread: its CPU time (clock_for)
             fn(steps)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.thread_time() - start)
         out[label] = seeds * steps * BATCH / best
     return out
 
@@ -314,7 +323,7 @@ def measure(what: str, args) -> dict:
     """One part of the benchmark, in this process (called through --one in a fresh one)."""
     if what == "steps":
         torch.set_num_threads(args.threads[0])
-        peak = MatmulPeak()
+        peak = MatmulPeak(clock_for(args.threads[0]))
         for _ in range(args.reps):
             peak.sample()
         rows = step_rows(args.models, args.threads[0], args.reps, peak)
