@@ -1,7 +1,7 @@
 """Client throughput benchmark: the step before and after, side by side in one run, against the
 machine's measured peak.
 
-    python bench/throughput.py [--data-dir DIR] [--threads 1 2] [--models ...] [--seeds 2]
+    python bench/throughput.py [--data-dir DIR] [--threads 1 2] [--models ...] [--reps 5] [--seeds 2]
 
 Per model of the zoo, on MNIST-shaped (1x28x28) and CIFAR-shaped (3x32x32) inputs, 10 classes:
 samples/s and GFLOP/s of the training step (fedkd.training.local_train at batch 32: forward,
@@ -9,13 +9,14 @@ backward, Adam) and of evaluation (fedkd.training.accuracy of 2048 rows: one bat
 before; after, convolutional models take CPU_CONV_EVAL_BATCH = 64 rows at a time), beside the
 dense matmul peak measured here (2048 x 2048 float32), on 1 and 2 intra-op threads. "before" is
 the step of f8a4244 (bench/reference_step.py), "after" fedkd/training.py now; the two alternate,
-best of --reps each (robust to other load on the machine). FLOPs are counted from the layer
-shapes (forward hooks on Linear and Conv2d: 2 x multiply-adds), training = 3 x forward (the usual
-convention; the exact count is lower where a layer needs no input gradient: 2.1x forward for the
-mlp). Then the end-to-end figure: runs per hour of the default MNIST sweep cell, timed through the
-sweep's own runner (experiments/sweep.py execute(): in-process engine, one worker, as each run of
-a 2-worker sweep on 2 cores gets), where the time of a round goes inside the client steps, and
-whether several seeds as one vmapped computation (torch.func) beat running them one by one.
+best of --reps each, timed at one thread in its CPU time (both robust to other load on the
+machine). FLOPs are counted from the layer shapes (forward hooks on Linear and Conv2d: 2 x
+multiply-adds), training = 3 x forward (the usual convention; the exact count is lower where a
+layer needs no input gradient: 2.1x forward for the mlp). Then the end-to-end figure: runs per
+hour of the default MNIST sweep cell, timed (wall) through the sweep's own runner
+(experiments/sweep.py execute(): in-process engine, one worker, as each run of a 2-worker sweep
+on 2 cores gets), where the time of a round goes inside the client steps, and whether several
+seeds as one vmapped computation (torch.func) beat running them one by one.
 Targets (issue 21): mlp training step >= 50 % of the single-thread matmul peak; conv models
 >= 1.5x samples/s; the sweep cell >= 1.5x runs per hour.
 """
@@ -27,7 +28,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,40 +77,47 @@ class MatmulPeak:
     spread over the whole measurement (``sample()`` between the steps' timings), so that the peak
     and the steps see the same quiet moments of a shared machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.a, self.b = torch.randn(2048, 2048), torch.randn(2048, 2048)
         self.best = float("inf")
         self.a @ self.b  # warm-up
 
     def sample(self) -> None:
-        start = time.perf_counter()
+        start = self.clock()
         self.a @ self.b
-        self.best = min(self.best, time.perf_counter() - start)
+        self.best = min(self.best, self.clock() - start)
 
     @property
     def gflops(self) -> float:
         return 2 * 2048**3 / self.best / 1e9
 
 
-def _train_seconds(name: str, shape, epochs: int, x, y) -> float:
+def clock_for(threads: int) -> Callable[[], float]:
+    """One thread: that thread's CPU time (time another process holds the core is not counted);
+    more: wall time (CPU time would count threads waiting for each other)."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def _train_seconds(name: str, shape, epochs: int, x, y, clock: Callable[[], float]) -> float:
     from fedkd.models import build_model
     from fedkd.training import local_train
 
     model = build_model(name, shape, 10, seed=0)  # outside the timing: a per-call cost, not the step's
-    start = time.perf_counter()
+    start = clock()
     local_train(
         model, x, y, epochs=epochs, batch_size=BATCH, lr=1e-3, generator=torch.Generator().manual_seed(0)
     )
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def _eval_seconds(model: nn.Module, x, y, repeat: int) -> float:
+def _eval_seconds(model: nn.Module, x, y, repeat: int, clock: Callable[[], float]) -> float:
     from fedkd.training import accuracy
 
-    start = time.perf_counter()
+    start = clock()
     for _ in range(repeat):
         accuracy(model, x, y)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> list[dict]:
@@ -117,6 +125,7 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
     (and the matmul peak sampled between them)."""
     from fedkd.models import build_model
 
+    clock = peak.clock
     rows = []
     for dataset, shape in SHAPES.items():
         g = torch.Generator().manual_seed(0)
@@ -126,15 +135,15 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
             model = build_model(name, shape, 10, seed=0)
             flops = forward_flops(model, shape)
             with reference_step():  # size each timing from the slower step
-                epochs = max(1, round(TARGET_S / _train_seconds(name, shape, 1, x, y)))
-                repeat = max(1, round(TARGET_S / _eval_seconds(model, xe, ye, 1)))
+                epochs = max(1, round(TARGET_S / _train_seconds(name, shape, 1, x, y, clock)))
+                repeat = max(1, round(TARGET_S / _eval_seconds(model, xe, ye, 1, clock)))
             best = {(v, k): float("inf") for v in VARIANTS for k in ("train", "eval")}
             for _ in range(reps):
                 peak.sample()
                 for variant in VARIANTS:
                     with reference_step(variant == "before"):
-                        train_s = _train_seconds(name, shape, epochs, x, y) / (epochs * TRAIN_ROWS)
-                        eval_s = _eval_seconds(model, xe, ye, repeat) / (repeat * EVAL_ROWS)
+                        train_s = _train_seconds(name, shape, epochs, x, y, clock) / (epochs * TRAIN_ROWS)
+                        eval_s = _eval_seconds(model, xe, ye, repeat, clock) / (repeat * EVAL_ROWS)
                     best[variant, "train"] = min(best[variant, "train"], train_s)
                     best[variant, "eval"] = min(best[variant, "eval"], eval_s)
             row = {"dataset": dataset, "model": name, "threads": threads, "fwd_mflop": sum(flops) / 1e6}
@@ -145,10 +154,11 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
     return rows
 
 
-def cell_runs(seeds: int, data_dir: str) -> dict:
-    """Seconds per run of the default MNIST sweep cell through experiments/sweep.py's runner,
-    before and after alternating (one warm-up run first: imports, data files), and the largest
-    change in final ALMA between the two steps (the same seed and config)."""
+def cell_runs(seeds: int, reps: int, data_dir: str) -> dict:
+    """Seconds per run of the default MNIST sweep cell through experiments/sweep.py's runner: each
+    run (seed x algorithm) ``reps`` times per step, before and after alternating, its fastest time
+    counted (one warm-up run first: imports, data files). Also the largest change in final ALMA
+    between the two steps, and whether repeats of one run gave the same ALMA."""
     import logging
     import tempfile
 
@@ -159,26 +169,35 @@ def cell_runs(seeds: int, data_dir: str) -> dict:
     cell = [
         r
         for r in planned
-        if all(r.axes[k] == v for k, v in CELL_AXES.items()) and r.axes["algorithm"] in CELL_ALGORITHMS
+        if all(r.axes[k] == v for k, v in CELL_AXES.items())
+        and r.axes["algorithm"] in CELL_ALGORITHMS
+        and r.axes["seed"] < seeds
     ]
-    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    alma: dict[tuple[str, str], float] = {}
+    best: dict[tuple[str, str], float] = {}
+    alma: dict[tuple[str, str], set[float]] = {}
     with tempfile.TemporaryDirectory() as out:
-        execute(cell[-1], out)  # warm-up (not counted)
-        for seed in range(seeds):
-            for variant in VARIANTS:
-                for run in (r for r in cell if r.axes["seed"] == seed):
+        execute(cell[-1], f"{out}/warm-up")  # not counted
+        for run in cell:
+            for rep in range(reps):
+                for variant in VARIANTS:
                     with reference_step(variant == "before"):
                         start = time.perf_counter()
-                        row = execute(run, f"{out}/{variant}")
-                        seconds[variant].append(time.perf_counter() - start)
+                        row = execute(run, f"{out}/{variant}-{rep}")
+                        seconds = time.perf_counter() - start
                     if row["status"] != "ok":
                         sys.exit(f"cell run failed: {row.get('error')}")
-                    alma[variant, run.run_id] = row["final"]["alma"]
-    ids = {run_id for _, run_id in alma}
+                    key = (variant, run.run_id)
+                    best[key] = min(best.get(key, float("inf")), seconds)
+                    alma.setdefault(key, set()).add(row["final"]["alma"])
+    ids = [run.run_id for run in cell]
     knfu = next(r for r in cell if r.axes["algorithm"] == "knfu" and r.axes["seed"] == 0)
-    delta = max(abs(alma["after", i] - alma["before", i]) for i in ids)
-    return {"seconds": seconds, "runs": len(ids), "alma_max_delta": delta, "anatomy": round_anatomy(knfu)}
+    return {
+        "seconds": {v: [best[v, i] for i in ids] for v in VARIANTS},
+        "runs": len(ids),
+        "alma_max_delta": max(abs(max(alma["after", i]) - max(alma["before", i])) for i in ids),
+        "repeatable": all(len(values) == 1 for values in alma.values()),
+        "anatomy": round_anatomy(knfu),
+    }
 
 
 # client_steps functions timed inside a round (looked up by name: absent ones are left out)
@@ -278,9 +297,9 @@ def seeds_side_by_side(name: str, shape, seeds: int, reps: int) -> dict:
     for label, fn in (("sequential", sequential), ("vmap", vmapped)):
         best = float("inf")
         for _ in range(reps):
-            start = time.perf_counter()
+            start = time.thread_time()  # one thread: its CPU time (clock_for)
             fn(steps)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.thread_time() - start)
         out[label] = seeds * steps * BATCH / best
     return out
 
@@ -304,14 +323,14 @@ def measure(what: str, args) -> dict:
     """One part of the benchmark, in this process (called through --one in a fresh one)."""
     if what == "steps":
         torch.set_num_threads(args.threads[0])
-        peak = MatmulPeak()
+        peak = MatmulPeak(clock_for(args.threads[0]))
         for _ in range(args.reps):
             peak.sample()
         rows = step_rows(args.models, args.threads[0], args.reps, peak)
         return {"peak": peak.gflops, "rows": rows}
     torch.set_num_threads(1)
     if what == "cell":
-        return cell_runs(args.seeds, args.data_dir)
+        return cell_runs(args.seeds, args.cell_reps, args.data_dir)
     return {
         name: seeds_side_by_side(name, SHAPES["mnist"], args.stack, args.reps) for name in ("mlp", "cnn-s")
     }
@@ -339,29 +358,44 @@ def step_table(result: dict, kind: str) -> list[str]:
     return lines
 
 
+def step_verdicts(one: dict) -> list[str]:
+    """The step targets, from the single-thread rows (those of the models measured)."""
+    lines = []
+    for mlp in (r for r in one["rows"] if r["model"] == "mlp" and r["dataset"] == "mnist"):
+        share = 3 * mlp["fwd_mflop"] * mlp["train_after"] / 1e3 / one["peak"]
+        exact = share * mlp["exact_train_mflop"] / (3 * mlp["fwd_mflop"])
+        lines.append(
+            f"- mlp training step (mnist, 1 thread): {100 * share:.1f} % of the matmul peak (3 x forward; "
+            f"{100 * exact:.1f} % by the exact count), target >= 50 %: {'met' if share >= 0.5 else 'NOT met'}"
+        )
+    ratios = {
+        f"{r['model']}/{r['dataset']}": r["train_after"] / r["train_before"]
+        for r in one["rows"]
+        if r["model"] != "mlp"
+    }
+    if ratios:
+        low, high = min(ratios, key=ratios.get), max(ratios, key=ratios.get)
+        lines.append(
+            f"- conv models, training samples/s after/before (1 thread): {ratios[low]:.2f}x ({low}) to "
+            f"{ratios[high]:.2f}x ({high}); >= 1.5x: {sum(v >= 1.5 for v in ratios.values())} "
+            f"of {len(ratios)}"
+        )
+    return lines
+
+
 def report(steps: dict, cell: dict | None, stacked: dict | None, seeds: int) -> list[str]:
     peaks = ", ".join(f"{t} thread(s) {part['peak']:.1f}" for t, part in sorted(steps.items()))
     lines = [f"Dense matmul peak (2048 x 2048 float32, best timing), GFLOP/s: {peaks}", ""]
     lines += ["Training step, batch 32 (local_train: forward, backward, Adam); GFLOP/s = 3 x forward FLOPs;"]
-    lines += ["%peak = of the matmul peak at the same thread count"] + step_table(steps, "train") + [""]
+    lines += ["%peak = of the matmul peak at the same thread count; rows at 2 threads need an otherwise idle"]
+    lines += ["machine (OpenMP threads wait for each other while another process holds a core)"]
+    lines += step_table(steps, "train") + [""]
     lines += [
         "Evaluation (accuracy of 2048 rows: batches of 2048 before; after, 64 for conv models; "
         "no autograd); GFLOP/s = forward FLOPs"
     ]
     lines += step_table(steps, "eval") + [""]
-    one = steps[min(steps)]
-    mlp = next(r for r in one["rows"] if r["model"] == "mlp" and r["dataset"] == "mnist")
-    share = 3 * mlp["fwd_mflop"] * mlp["train_after"] / 1e3 / one["peak"]
-    exact = share * mlp["exact_train_mflop"] / (3 * mlp["fwd_mflop"])
-    convs = [r for r in one["rows"] if r["model"] != "mlp"]
-    ratios = {f"{r['model']}/{r['dataset']}": r["train_after"] / r["train_before"] for r in convs}
-    low = min(ratios, key=ratios.get)
-    lines += [
-        f"- mlp training step (mnist, 1 thread): {100 * share:.1f} % of the matmul peak (3 x forward; "
-        f"{100 * exact:.1f} % by the exact count), target >= 50 %: {'met' if share >= 0.5 else 'NOT met'}",
-        f"- conv models, training samples/s after/before (1 thread): {min(ratios.values()):.2f}x ({low}) to "
-        f"{max(ratios.values()):.2f}x; >= 1.5x: {sum(v >= 1.5 for v in ratios.values())} of {len(ratios)}",
-    ]
+    lines += step_verdicts(steps[min(steps)])
     if cell:
         mean = {v: statistics.mean(cell["seconds"][v]) for v in VARIANTS}
         speedup = mean["before"] / mean["after"]
@@ -370,7 +404,8 @@ def report(steps: dict, cell: dict | None, stacked: dict | None, seeds: int) -> 
             f"1 worker): {mean['before']:.2f} s -> {mean['after']:.2f} s a run, "
             f"{3600 / mean['before']:.0f} -> {3600 / mean['after']:.0f} runs/hour per core "
             f"({speedup:.2f}x), target >= 1.5x: {'met' if speedup >= 1.5 else 'NOT met'}; final ALMA "
-            f"after vs before: largest change {cell['alma_max_delta']:.4f} over {cell['runs']} runs",
+            f"after vs before: largest change {cell['alma_max_delta']:.4f} over {cell['runs']} runs; "
+            f"repeats of a run gave {'the same' if cell['repeatable'] else 'DIFFERENT'} numbers",
             "",
             "Where a round's client time goes (plain loop over the client steps, knfu cell, seconds per "
             "round of 10 clients):",
@@ -402,6 +437,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS.names(), default=MODELS.names())
     parser.add_argument("--reps", type=int, default=5, help="Timings per variant (best counts).")
     parser.add_argument("--seeds", type=int, default=2, help="Seeds of the sweep cell (0: skip the cell).")
+    parser.add_argument("--cell-reps", type=int, default=2, help="Timings of each cell run per variant.")
     parser.add_argument("--stack", type=int, default=8, help="Seeds vmapped together (0: skip).")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.txt"))
     parser.add_argument("--one", choices=["steps", "cell", "stack"], help=argparse.SUPPRESS)
@@ -419,7 +455,9 @@ def main() -> None:
     cell = None
     if args.seeds:
         cell = measure_in_fresh_process(
-            __file__, ["--one", "cell", "--seeds", str(args.seeds), *common], "cell"
+            __file__,
+            ["--one", "cell", "--seeds", str(args.seeds), "--cell-reps", str(args.cell_reps), *common],
+            "cell",
         )
     stacked = None
     if args.stack:
