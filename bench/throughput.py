@@ -2,6 +2,7 @@
 machine's measured peak.
 
     python bench/throughput.py [--data-dir DIR] [--threads 1 2] [--models ...] [--reps 5] [--seeds 2]
+        [--parts DIR]  # keep each part's figures there; rerunning measures only the missing parts
 
 Per model of the zoo, on MNIST-shaped (1x28x28) and CIFAR-shaped (3x32x32) inputs, 10 classes:
 samples/s and GFLOP/s of the training step (fedkd.training.local_train at batch 32: forward,
@@ -440,30 +441,33 @@ def main() -> None:
     parser.add_argument("--cell-reps", type=int, default=2, help="Timings of each cell run per variant.")
     parser.add_argument("--stack", type=int, default=8, help="Seeds vmapped together (0: skip).")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.txt"))
+    parser.add_argument(
+        "--parts", help="Keep each part's measurement in this folder; a part found there is not rerun."
+    )
     parser.add_argument("--one", choices=["steps", "cell", "stack"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
     common = ["--data-dir", args.data_dir, "--reps", str(args.reps), "--models", *args.models]
-    steps = {
-        t: measure_in_fresh_process(
-            __file__, ["--one", "steps", "--threads", str(t), *common], f"steps, {t} threads"
-        )
-        for t in args.threads
-    }
-    cell = None
+
+    def part(name: str, extra: list[str]) -> dict:
+        """One part in a fresh process; with --parts, kept there and not measured again."""
+        kept = Path(args.parts) / f"{name}.json" if args.parts else None
+        if kept and kept.exists():
+            return json.loads(kept.read_text())
+        result = measure_in_fresh_process(__file__, [*extra, *common], name)
+        if kept:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps(result))
+        return result
+
+    steps = {t: part(f"steps-{t}", ["--one", "steps", "--threads", str(t)]) for t in args.threads}
+    cell = stacked = None
     if args.seeds:
-        cell = measure_in_fresh_process(
-            __file__,
-            ["--one", "cell", "--seeds", str(args.seeds), "--cell-reps", str(args.cell_reps), *common],
-            "cell",
-        )
-    stacked = None
+        cell = part("cell", ["--one", "cell", "--seeds", str(args.seeds), "--cell-reps", str(args.cell_reps)])
     if args.stack:
-        stacked = measure_in_fresh_process(
-            __file__, ["--one", "stack", "--stack", str(args.stack), *common], "vmap"
-        )
+        stacked = part("stack", ["--one", "stack", "--stack", str(args.stack)])
     text = "\n".join(report(steps, cell, stacked, args.seeds))
     print(text)
     Path(args.out).write_text(text + "\n")
