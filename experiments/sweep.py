@@ -122,8 +122,7 @@ def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[Planne
         axes = {**grid_row, **zip_row}
         cfg = base.with_overrides({**overrides, **axes})
         if tuned is not None:
-            _check_seed(tuned, cfg.run.seed)
-            _check_base(tuned, cfg, axes)
+            tuned.check_run(cfg, axes, NON_IDENTITY_KEYS)
             chosen = tuned.settings_for(cfg.fusion.algorithm, cell_of(axes))
             cfg = base.with_overrides({**chosen, **overrides, **axes})
         cfg = validate_config(cfg)
@@ -143,29 +142,6 @@ def _checked_tuned(sweep: Sweep) -> Tuned:
             "that is tuned or an axis, not both"
         )
     return tuned
-
-
-def _check_base(tuned: Tuned, cfg: ExperimentConfig, axes: dict[str, Any]) -> None:
-    """Tuned settings hold for the base they were tuned on: a run that differs from it in any key
-    but its seed, its cell's axes, how it executes and the tuned keys themselves is refused."""
-    if tuned.base is None:  # written by hand, or before the base was recorded: nothing to check
-        return
-    tuning = ExperimentConfig().with_overrides(tuned.base).to_run_config()
-    skip = {*NON_IDENTITY_KEYS, "seed", "algorithm", *axes, *tuned.keys()}
-    for key, value in cfg.to_run_config().items():
-        if key not in skip and value != tuning[key]:
-            raise ConfigError(
-                f"{key}={value!r}, but {str(tuned.path)!r} was tuned with {key}={tuning[key]!r}; allowed: "
-                "the base the settings were tuned on (or tune again)"
-            )
-
-
-def _check_seed(tuned: Tuned, seed: int) -> None:
-    if seed in tuned.tune_seeds:
-        raise ConfigError(
-            f"seed={seed} was a tuning seed of {str(tuned.path)!r}; allowed: seeds it was not tuned on "
-            f"(not {', '.join(map(str, tuned.tune_seeds))})"
-        )
 
 
 # -- the results table -------------------------------------------------------------------------

@@ -53,6 +53,26 @@ class Tuned:
     tune_seeds: list[int]
     base: dict[str, Any] | None = None  # the tuning base: keys off their defaults (None: not recorded)
 
+    def check_run(self, cfg: ExperimentConfig, axes: Mapping[str, Any], executes: tuple[str, ...]) -> None:
+        """Refuse a run these settings do not hold for: one on a tuning seed, or one whose config
+        differs from the tuning base in any key but its seed, its cell's axes, how it executes
+        (``executes``) and the tuned keys themselves."""
+        if cfg.run.seed in self.tune_seeds:
+            raise ConfigError(
+                f"seed={cfg.run.seed} was a tuning seed of {str(self.path)!r}; allowed: seeds it was not "
+                f"tuned on (not {', '.join(map(str, self.tune_seeds))})"
+            )
+        if self.base is None:  # written by hand, or before the base was recorded: nothing to check
+            return
+        tuning = ExperimentConfig().with_overrides(self.base).to_run_config()
+        skip = {*executes, "seed", "algorithm", *axes, *self.keys()}
+        for key, value in cfg.to_run_config().items():
+            if key not in skip and value != tuning[key]:
+                raise ConfigError(
+                    f"{key}={value!r}, but {str(self.path)!r} was tuned with {key}={tuning[key]!r}; "
+                    "allowed: the base the settings were tuned on (or tune again)"
+                )
+
     def keys(self) -> set[str]:
         return {key for entry in self.entries for key in entry.settings}
 
