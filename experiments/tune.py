@@ -4,7 +4,8 @@
 One study per algorithm and cell (the sweep's axes but seed and algorithm). A trial runs the
 cell's config with the suggested settings on each tuning seed (1000, 1001, ...: disjoint from the
 evaluation seeds) through the sweep's own runner (``experiments.sweep.execute``) and scores the
-mean of the final round's ``val_alma``; nothing else a run records is read, test metrics
+mean of the last evaluated rounds' ``val_alma``; trial 0 runs the base config's own values.
+Nothing else a run records is read, test metrics
 included. Trials of a study run one after another (TPE's next suggestion depends on the ones
 before); ``--workers`` runs studies side by side. Studies live in an Optuna journal in the output
 folder and each trial's sampler is seeded from the run seed, the study and the trial's position,
@@ -18,6 +19,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from experiments.sweep import (
     share_cores,
     sweep_lock,
 )
-from experiments.tune_space import space_of, suggest
+from experiments.tune_space import base_point, space_of, suggest
 from experiments.tuned import TUNE_SEEDS_FROM, TunedEntry, write_tuned
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.orphans import die_with_parent
@@ -51,7 +53,8 @@ from fedkd.results_files import load_results
 from fedkd.seeding import derive_seed
 from fedkd.validation import validate_config
 
-VAL_KEY = "val_alma"  # the one thing a trial's score reads: the final round's validation ALMA
+VAL_KEY = "val_alma"  # the one thing a trial's score reads: validation ALMA of the last rounds
+VAL_ROUNDS = 5  # evaluated rounds at the end whose val_alma is averaged: less noise than the last alone
 JOURNAL_FILE = "optuna.journal"
 TUNED_FILE = "tuned.toml"
 TRIALS_FILE = "trials.csv"
@@ -165,6 +168,10 @@ def run_study(study: Study, out: Path, trials: int, seeds: list[int], workers: i
     while (position := len(_scored(handle))) < trials:
         root = study.config.run.seed
         handle.sampler = optuna.samplers.TPESampler(seed=derive_seed(root, "tune", study.name, position))
+        if position == 0:  # the base config itself: tuning must beat it on validation to replace it
+            with warnings.catch_warnings():  # PartialFixedSampler is "experimental" since optuna 2.4
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                handle.sampler = optuna.samplers.PartialFixedSampler(base_point(space, flat), handle.sampler)
         trial = handle.ask()
         settings = suggest(space, trial, flat)
         trial.set_user_attr("position", position)
@@ -200,18 +207,19 @@ def score_trial(
 
 
 def validation_alma(row: dict[str, Any], out: Path) -> float:
-    """The final evaluated round's ``val_alma`` of a finished run's row (and nothing else). A run
-    that finished without one has no validation split: every trial would be the same, so stop."""
+    """Mean ``val_alma`` over the last ``VAL_ROUNDS`` evaluated rounds of a finished run's row (and
+    nothing else). A run that finished without one has no validation split: every trial would be
+    the same, so stop."""
     if row.get("status") != "ok":
         raise TrialFailed(f"run {row.get('id')} failed: {row.get('error')}")
     rounds = [r for r in load_results(out / row["results"])["rounds"] if r.get("evaluated", True)]
-    value = rounds[-1].get(VAL_KEY) if rounds else None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    values = [r.get(VAL_KEY) for r in rounds[-VAL_ROUNDS:]]
+    if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         raise ConfigError(
-            f"run {out / row['results']} records no finite {VAL_KEY} in its final round, so it has no "
+            f"run {out / row['results']} records no finite {VAL_KEY} in its last rounds, so it has no "
             "validation split to tune on; allowed: val-fraction > 0"
         )
-    return float(value)
+    return sum(values) / len(values)
 
 
 def write_outputs(studies: list[Study], out: Path, trials: int, seeds: list[int]) -> list[str]:
@@ -271,7 +279,8 @@ def _about(study: Study, trials: int, seeds: list[int]) -> dict[str, Any]:
     return {
         "trials": trials,
         "tune-seeds": seeds,
-        "objective": f"{VAL_KEY} of the final round, mean over the tuning seeds (maximised)",
+        "objective": f"{VAL_KEY} of the last {VAL_ROUNDS} evaluated rounds, mean over them and the tuning "
+        "seeds (maximised); trial 0 is the base config",
         "sampler": f"optuna {optuna.__version__} TPE, seeded per trial from seed {study.config.run.seed}",
         "base": base,
     }

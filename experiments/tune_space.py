@@ -47,6 +47,11 @@ class FloatRange:
     def describe(self) -> str:
         return f"{'log-uniform' if self.log else 'uniform'} {self.low:g} .. {self.high:g}"
 
+    def base(self, flat: Mapping[str, Any]) -> dict[str, Any]:
+        value = flat.get(self.key)
+        in_range = isinstance(value, (int, float)) and self.low <= value <= self.high
+        return {self.key: float(value)} if in_range else {}
+
 
 @dataclass(frozen=True)
 class IntRange:
@@ -61,6 +66,12 @@ class IntRange:
 
     def describe(self) -> str:
         return f"integers {self.low} .. {self.high}" + (f" - {self.below}" if self.below else "")
+
+    def base(self, flat: Mapping[str, Any]) -> dict[str, Any]:
+        high = (flat[self.high] if isinstance(self.high, str) else self.high) - self.below
+        value = flat.get(self.key)
+        in_range = isinstance(value, int) and self.low <= value <= max(self.low, high)
+        return {self.key: value} if in_range else {}
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,12 @@ class Choice:
 
     def describe(self) -> str:
         return "one of " + ", ".join(_show(option) for option in self.options)
+
+    def base(self, flat: Mapping[str, Any]) -> dict[str, Any]:
+        value = flat.get(self.key)
+        if value not in self.options:
+            return {}
+        return {self.key: value} | base_point(tuple(self.then.get(value, ())), flat)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,10 @@ class EpochSplit:
             f"integers 1 .. {self.key} + {self.rest} of the base config; {self.rest} takes the rest "
             "(the sum, the private passes per round, is not tuned)"
         )
+
+    def base(self, flat: Mapping[str, Any]) -> dict[str, Any]:
+        first = int(flat[self.key])
+        return {self.key: first} if first >= 1 else {}
 
 
 Param = FloatRange | IntRange | Choice | EpochSplit
@@ -164,6 +185,16 @@ def suggest(space: tuple[Param, ...], trial: Suggests, flat: Mapping[str, Any]) 
     for param in space:
         chosen |= param.suggest(trial, flat)
     return chosen
+
+
+def base_point(space: tuple[Param, ...], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The base config's own values as Optuna parameters (trial 0 of every study runs them, so a
+    tuned setting must beat the defaults on validation to replace them). A value outside its
+    range is left out (the sampler draws it)."""
+    point: dict[str, Any] = {}
+    for param in space:
+        point |= param.base(flat)
+    return point
 
 
 def keys_of(space: tuple[Param, ...]) -> list[str]:

@@ -4,7 +4,7 @@
 [tune]                       # how they were chosen (only tune-seeds is read back)
 trials = 20
 tune-seeds = [1000]
-objective = "val_alma of the final round, mean over the tuning seeds"
+objective = "val_alma of the last 5 evaluated rounds, mean over them and the tuning seeds"
 
 [[tuned]]
 algorithm = "knfu"
