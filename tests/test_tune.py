@@ -133,7 +133,13 @@ def test_every_method_and_cell_gets_the_same_trials_on_tuning_seeds(tmp_path):
 def test_trial_zero_is_the_base_config(tmp_path):
     """Every study's trial 0 runs the base config's own values (so tuned settings must beat the
     defaults on validation); later trials are sampled."""
-    base = {**TINY, "learning-rate": 0.002, "temperature": 3.0, "neighbour-rule": "top-m", "neighbour-top-m": 2}
+    base = {
+        **TINY,
+        "learning-rate": 0.002,
+        "temperature": 3.0,
+        "neighbour-rule": "top-m",
+        "neighbour-top-m": 2,
+    }
     sweep = Sweep("t", base, {"alpha": [0.3]}, {"algorithm": ["local", "knfu"]})
     tune_into(tmp_path, sweep, 3, fake_run)
     table = trials_table(tmp_path)
@@ -142,7 +148,11 @@ def test_trial_zero_is_the_base_config(tmp_path):
         assert (float(row["learning-rate"]) == 0.002) is first
         assert (row["local-epochs"], row["revisit-epochs"]) == ("2", "1") or not first
     knfu = next(r for r in table if r["algorithm"] == "knfu" and r["trial"] == "0")
-    assert (float(knfu["temperature"]), knfu["neighbour-rule"], knfu["neighbour-top-m"]) == (3.0, "top-m", "2")
+    assert (float(knfu["temperature"]), knfu["neighbour-rule"], knfu["neighbour-top-m"]) == (
+        3.0,
+        "top-m",
+        "2",
+    )
     assert knfu["include-self"] == str(ExperimentConfig().fusion.include_self)
 
 
