@@ -11,7 +11,6 @@ there is skipped, so running the same command again resumes.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import itertools
 import json
@@ -19,7 +18,7 @@ import os
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,25 +26,14 @@ from typing import Any
 from experiments.tuned import Tuned, load_tuned
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.config_files import read_toml
+from fedkd.folder_lock import SWEEP_LOCK, folder_lock
 from fedkd.orphans import die_with_parent
 from fedkd.results import json_safe
 from fedkd.results_files import read_json_lines
+from fedkd.run_identity import NON_IDENTITY_KEYS
 from fedkd.validation import validate_config
 
 RUNS_FILE = "runs.jsonl"
-LOCK_FILE = ".sweep.lock"
-# Keys that change where or how a run executes (on CPU), never its numbers: not part of its identity.
-NON_IDENTITY_KEYS = (
-    "out-dir",
-    "engine",
-    "client-threads",
-    "data-dir",
-    "min-nodes-wait",
-    "workers",
-    "worker-pool",
-    "offload-idle",
-    "ray-address",
-)
 
 
 @dataclass(frozen=True)
@@ -220,25 +208,9 @@ def run_sweep(
         yield from _run_unlocked(planned, out, workers, retry_failed)
 
 
-@contextmanager
-def sweep_lock(out: Path) -> Iterator[None]:
-    """One sweep per folder: a second one would duplicate rows. The OS drops the lock when the
-    holder dies, so a killed sweep never leaves a stale lock behind."""
-    handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole sweep
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another sweep is writing to {out}; wait for it or use another --out"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+def sweep_lock(out: Path) -> AbstractContextManager[None]:
+    """One sweep per folder: a second one would duplicate rows (fedkd/folder_lock.py)."""
+    return folder_lock(out, SWEEP_LOCK, "fedkd sweep")
 
 
 def share_cores(run: PlannedRun, sweep_workers: int) -> PlannedRun:
