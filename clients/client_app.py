@@ -12,8 +12,6 @@ compressing after the noise is post-processing, so it costs no privacy, and no u
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -22,6 +20,7 @@ from clients.compression_mod import make_compression_mod
 from clients.privacy_mod import make_privacy_mod
 from clients.records import partition_id, soft_record
 from fedkd.atomic import atomic_write
+from fedkd.checkpoints import latest, tagged
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import transfer_row_count
@@ -52,27 +51,27 @@ def resolve_node_config(cfg: ExperimentConfig, context: Context) -> ExperimentCo
     return cfg.with_overrides({"data-dir": str(data_dir)}) if data_dir else cfg
 
 
-def _checkpoint_file(settings: ConfigRecord, pid: int) -> Path | None:
-    folder = str(settings.get("checkpoint-dir", ""))
-    return Path(folder) / f"client-{pid}.pt" if folder else None
+def _client_stem(pid: int) -> str:
+    return f"client-{pid}"
 
 
 def _load_state(context: Context, settings: ConfigRecord, pid: int) -> StateDict | None:
-    """The model in context.state; on a resumed run, the client's last checkpoint before that."""
+    """The model in context.state; on a resumed run, the client's newest checkpoint of a recorded
+    round (fedkd/checkpoints.py)."""
     if MODEL_KEY in context.state:
         return context.state[MODEL_KEY].to_torch_state_dict()
-    checkpoint = _checkpoint_file(settings, pid)
-    if int(settings.get("resume-round", 0)) > 0 and checkpoint is not None and checkpoint.exists():
-        return torch.load(checkpoint, weights_only=True)
-    return None
+    folder, recorded = str(settings.get("checkpoint-dir", "")), int(settings.get("resume-round", 0))
+    checkpoint = latest(folder, _client_stem(pid), ".pt", recorded) if folder and recorded > 0 else None
+    return torch.load(checkpoint, weights_only=True) if checkpoint is not None else None
 
 
 def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid: int) -> None:
-    """Keep the model in context.state and, when the server asks, in an atomic checkpoint file
-    (the end-of-round state a resumed run starts from)."""
+    """Keep the model in context.state and, when the server asks, in a checkpoint tagged with the
+    round it completes (current only once the server has recorded that round)."""
     context.state[MODEL_KEY] = ArrayRecord(state)
-    checkpoint = _checkpoint_file(settings, pid)
-    if checkpoint is not None:
+    folder = str(settings.get("checkpoint-dir", ""))
+    if folder:
+        checkpoint = tagged(folder, _client_stem(pid), int(settings["server-round"]), ".pt")
         atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
 
 

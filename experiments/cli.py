@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -97,31 +98,47 @@ def run(
 ) -> None:
     """Run one federated experiment."""
     from experiments.engines import run_experiment
-    from experiments.run_setup import build_config, describe_federation, resumable_run, where_it_lands
-    from fedkd.results import default_out_dir, final_line, prepare_out_dir, round_line
+    from experiments.run_setup import (
+        build_config,
+        describe_federation,
+        owned_out_dir,
+        requested_overrides,
+        resumable_run,
+        where_it_lands,
+    )
+    from fedkd.folder_lock import folder_lock
+    from fedkd.results import default_out_dir, final_line, round_line
     from server.progress import configure_progress
 
-    resume = None
-    if resume_dir:
-        cfg, resume = resumable_run(resume_dir)
-        click.echo(f"resuming {resume_dir} after round {len(resume['rounds'])} of {cfg.run.rounds}")
-    else:
-        cfg = build_config(config_file, shorthands, sets, out)
-    if cfg.run.out_dir and not dry_run and resume is None:
-        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, before the split is built
-    for line in describe_federation(cfg):
-        click.echo(line)
-    if dry_run:
-        click.echo("dry run: config and split are valid; nothing was trained")
-        return
-    if not cfg.run.out_dir:  # every run lands somewhere (a fresh folder, once the split is valid)
-        cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
-        prepare_out_dir(cfg.run.out_dir, overwrite=False)
-    for line in where_it_lands(cfg):
-        click.echo(line)
-    configure_progress("auto")  # a bar per phase on a terminal, plain lines for long phases elsewhere
-    start = time.perf_counter()
-    results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
+    with ExitStack() as owned:  # the run folder is this process's until the command ends
+        resume = None
+        if resume_dir:
+            if out is not None or overwrite:
+                flag = "--out" if out is not None else "--overwrite"
+                raise ConfigError(
+                    f"{flag} with --resume: a resumed run stays in its own folder; allowed: drop {flag}"
+                )
+            if not dry_run and Path(resume_dir).is_dir():
+                owned.enter_context(folder_lock(resume_dir))  # before reading: no live run writes it
+            cfg, resume = resumable_run(resume_dir, requested_overrides(config_file, shorthands, sets))
+            click.echo(f"resuming {resume_dir} after round {len(resume['rounds'])} of {cfg.run.rounds}")
+        else:
+            cfg = build_config(config_file, shorthands, sets, out)
+            if cfg.run.out_dir and not dry_run:
+                owned.enter_context(owned_out_dir(cfg.run.out_dir, overwrite))
+        for line in describe_federation(cfg):
+            click.echo(line)
+        if dry_run:
+            click.echo("dry run: config and split are valid; nothing was trained")
+            return
+        if not cfg.run.out_dir:  # every run lands somewhere (a fresh folder, once the split is valid)
+            cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
+            owned.enter_context(owned_out_dir(cfg.run.out_dir, overwrite=False))
+        for line in where_it_lands(cfg):
+            click.echo(line)
+        configure_progress("auto")  # a bar per phase on a terminal, plain lines for long phases elsewhere
+        start = time.perf_counter()
+        results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     final = results.payload["final"]
     if results.payload.get("stopped"):
         click.echo(results.payload["stopped"])

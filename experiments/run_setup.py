@@ -7,18 +7,24 @@ described here too, so data problems surface before an engine starts. The click 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fedkd.budget import compute_budget
+from fedkd.checkpoints import CHECKPOINTS, check_resumable
 from fedkd.config import ExperimentConfig, log_targets
 from fedkd.config_files import load_config_file
 from fedkd.data.federation import federation
 from fedkd.data.partition import class_histogram
 from fedkd.errors import ConfigError
+from fedkd.folder_lock import folder_lock
 from fedkd.models import architecture_for, build_model, count_parameters
 from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
-from fedkd.results_files import RESULTS_FILE, load_results, saved_run_config
+from fedkd.results import prepare_out_dir
+from fedkd.results_files import RESULTS_FILE, ROUNDS_FILE, load_results, saved_run_config
+from fedkd.run_identity import RESUME_FREE_KEYS
 from fedkd.run_logs import CLIENTS_CSV, ROUNDS_CSV
 from fedkd.tensorboard_log import TENSORBOARD_DIR
 from fedkd.validation import validate_config
@@ -106,8 +112,32 @@ def where_it_lands(cfg: ExperimentConfig) -> list[str]:
     return lines
 
 
-def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The config and results (rounds included) of an unfinished run in ``folder``."""
+@contextmanager
+def owned_out_dir(out_dir: str, overwrite: bool) -> Iterator[Path]:
+    """The run folder, owned by this process until the block ends (fedkd/folder_lock.py): a
+    folder it can write, held by no live run, holding no results unless ``overwrite``."""
+    path = prepare_out_dir(out_dir)  # a bad --out fails now, before the split is built
+    with folder_lock(path):
+        yield prepare_out_dir(path, overwrite)  # checked under the lock: no run can start in between
+
+
+def requested_overrides(
+    config_file: str | None, shorthands: dict[str, Any], sets: tuple[str, ...]
+) -> dict[str, Any]:
+    """What the command line asks to change, in build_config's precedence (no defaults)."""
+    asked = load_config_file(config_file) if config_file else {}
+    asked.update({SHORTHANDS[k]: v for k, v in shorthands.items() if v is not None})
+    asked.update(parse_set_options(sets))
+    return asked
+
+
+def resumable_run(
+    folder: str, asked: dict[str, Any] | None = None
+) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The config and results (rounds included) of an unfinished run in ``folder``, checked
+    against its checkpoints (fedkd/checkpoints.py). ``asked``: changes from the command line;
+    only those that leave the rounds done as they are apply (more rounds, where it executes),
+    any other is refused in one line, never ignored."""
     path = Path(folder) / RESULTS_FILE
     try:
         payload = load_results(path)
@@ -116,8 +146,36 @@ def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
         raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
     if payload.get("status") == "completed":
         raise ConfigError(f"--resume {folder!r}: that run is already completed; nothing to resume")
-    cfg = ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())})
-    return validate_config(cfg), payload
+    rounds = payload["rounds"]
+    if [r.get("round") for r in rounds] != list(range(1, len(rounds) + 1)):
+        raise ConfigError(
+            f"--resume {folder!r}: {payload.get('rounds_file', ROUNDS_FILE)} does not hold rounds 1..n in "
+            "order (a damaged line before its last); allowed: start the run again"
+        )
+    saved = validate_config(
+        ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())})
+    )
+    cfg = validate_config(saved.with_overrides(asked or {}))
+    before, after = saved.to_run_config(), cfg.to_run_config()
+    changed = sorted(k for k in after if after[k] != before[k])
+    refused = [k for k in changed if k not in RESUME_FREE_KEYS or k == "out-dir"]
+    if refused:
+        shown = ", ".join(f"{k}={after[k]!r} (the run has {before[k]!r})" for k in refused)
+        free = ", ".join(k for k in RESUME_FREE_KEYS if k != "out-dir")
+        raise ConfigError(
+            f"--resume {folder!r}: {shown} would change the rounds already done; "
+            f"allowed with --resume: {free}"
+        )
+    if cfg.run.rounds <= len(rounds):
+        done = len(rounds)
+        raise ConfigError(
+            f"--resume {folder!r}: rounds={cfg.run.rounds}, but {done} are done; allowed: rounds > {done}"
+        )
+    check_resumable(Path(folder) / CHECKPOINTS, cfg, len(rounds), folder)
+    final = payload.get("final")
+    if isinstance(final, dict) and int(final.get("round") or 0) > len(rounds):  # a round whose line was lost
+        payload["final"] = None
+    return cfg, payload
 
 
 def read_run(results_file: str) -> dict[str, Any]:

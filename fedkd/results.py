@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import platform
+import tempfile
 import time
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -67,10 +68,9 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"out-dir {str(path)!r} cannot be created: {exc.strerror or exc}") from None
-    probe = path / ".fedkd-write-probe"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
+    try:  # a probe of its own: runs started side by side must not remove each other's
+        with tempfile.TemporaryFile(dir=path):
+            pass
     except OSError as exc:
         raise ConfigError(f"out-dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
     if not overwrite and (path / RESULTS_FILE).exists():

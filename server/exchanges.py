@@ -11,7 +11,6 @@ with the clients' predictions: FedDF) and ``nothing`` (local learning only).
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedkd.atomic import atomic_write
+from fedkd.checkpoints import latest, tagged
 from fedkd.config import ExperimentConfig
 from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
 from fedkd.fusion import FUSIONS
@@ -39,8 +39,8 @@ from fedkd.protocol import (
     sparse_arrays,
 )
 
-SERVER_CHECKPOINT = "server-weights.pt"
-STATE_CHECKPOINT = "server-state.npz"  # an algorithm's server state (KT-pFL's coefficient matrix)
+SERVER_CHECKPOINT = ("server-weights", ".pt")  # tagged with the round (fedkd/checkpoints.py)
+STATE_CHECKPOINT = ("server-state", ".npz")  # an algorithm's server state (KT-pFL's coefficient matrix)
 
 
 def target_record(target: np.ndarray) -> ArrayRecord:
@@ -64,11 +64,11 @@ class Exchange:
     def confirm(self, completed: list[int]) -> None:
         """The clients whose distil reply came back this round."""
 
-    def save(self, folder: str) -> None:
-        """Server-side state a resumed run needs, into ``folder``."""
+    def save(self, folder: str, server_round: int) -> None:
+        """Server-side state a resumed run needs, after ``server_round``, into ``folder``."""
 
-    def load(self, folder: str) -> None:
-        """Restore what ``save`` wrote."""
+    def load(self, folder: str, recorded: int) -> None:
+        """Restore what ``save`` wrote after the last recorded round."""
 
 
 class PredictionExchange(Exchange):
@@ -88,14 +88,14 @@ class PredictionExchange(Exchange):
         rows, classes = self._shape(server_round)
         return checked_sparse_soft(dense_soft(arrays, rows, classes, self.cfg.fusion), (rows, classes))
 
-    def save(self, folder: str) -> None:
+    def save(self, folder: str, server_round: int) -> None:
         if self.state:
-            path = Path(folder) / STATE_CHECKPOINT
+            path = tagged(folder, STATE_CHECKPOINT[0], server_round, STATE_CHECKPOINT[1])
             atomic_write(path, lambda handle: np.savez(handle, **self.state), binary=True)
 
-    def load(self, folder: str) -> None:
-        path = Path(folder) / STATE_CHECKPOINT
-        if path.exists():
+    def load(self, folder: str, recorded: int) -> None:
+        path = latest(folder, *STATE_CHECKPOINT, recorded)
+        if path is not None:
             with np.load(path) as saved:
                 self.state = {name: saved[name] for name in saved.files}
 
@@ -174,20 +174,19 @@ class WeightExchange(Exchange):
         """The clients whose distil reply came back hold the latest average."""
         self.holders = self.pending & set(completed)
 
-    def save(self, folder: str) -> None:
+    def save(self, folder: str, server_round: int) -> None:
         """The latest averages and who holds them, atomically (a resumed run continues from them)."""
         if self.latest:
             state = {
                 "latest": {arch: record.to_torch_state_dict() for arch, record in self.latest.items()},
                 "holders": sorted(self.holders),
             }
-            atomic_write(
-                Path(folder) / SERVER_CHECKPOINT, lambda handle: torch.save(state, handle), binary=True
-            )
+            path = tagged(folder, SERVER_CHECKPOINT[0], server_round, SERVER_CHECKPOINT[1])
+            atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
 
-    def load(self, folder: str) -> None:
-        path = Path(folder) / SERVER_CHECKPOINT
-        if path.exists():
+    def load(self, folder: str, recorded: int) -> None:
+        path = latest(folder, *SERVER_CHECKPOINT, recorded)
+        if path is not None:
             state = torch.load(path, weights_only=True)
             self.latest = {arch: ArrayRecord(saved) for arch, saved in state["latest"].items()}
             self.holders = set(state["holders"])

@@ -17,7 +17,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedkd.budget import compute_budget
+from fedkd.checkpoints import CHECKPOINTS, prepare_resume, start_fresh
 from fedkd.config import ExperimentConfig
+from fedkd.folder_lock import folder_lock
 from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
 from fedkd.protocol import UNPROTECTED
 from fedkd.results import (
@@ -36,7 +38,6 @@ from server.progress import RoundProgress
 from server.strategy import KnowledgeFusionStrategy
 
 log = logging.getLogger("flwr.fedkd")
-CHECKPOINTS = "checkpoints"  # inside out-dir: one file per client, rewritten atomically each round
 
 
 def run_federation(
@@ -64,12 +65,30 @@ def run_federation(
     nodes = wait_for_nodes(grid, cfg.data.num_clients, cfg.run.min_nodes_wait)
     if default_out and not cfg.run.out_dir:  # reserved only once the nodes are there
         cfg = cfg.with_overrides({"out-dir": str(default_out_dir(cfg).resolve())})
-    path = prepare_out_dir(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
+    if not cfg.run.out_dir:
+        return _run_owned(cfg, grid, nodes, on_round, resume, seeded_noise, announce, progress)
+    with folder_lock(prepare_out_dir(cfg.run.out_dir)):  # the folder is this run's until it ends
+        return _run_owned(cfg, grid, nodes, on_round, resume, seeded_noise, announce, progress)
+
+
+def _run_owned(
+    cfg: ExperimentConfig,
+    grid: Grid,
+    nodes: list[int],
+    on_round: Callable[[dict[str, Any]], None] | None,
+    resume: dict[str, Any] | None,
+    seeded_noise: bool,
+    announce: bool,
+    progress: str | None,
+) -> RunResults:
+    path = Path(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
     if announce and path is not None:
         log.info("results: %s", path)
     checkpoints = str(Path(cfg.run.out_dir) / CHECKPOINTS) if cfg.run.out_dir else ""
-    if checkpoints and resume is None:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # a fresh run never starts from old models
+    if checkpoints and not (resume and resume["rounds"]):
+        start_fresh(checkpoints, cfg)  # a fresh run never starts from old models
+    elif checkpoints:
+        prepare_resume(checkpoints, len(resume["rounds"]))  # drops a lost round's files
     if path is not None:
         write_config_toml(path.parent, cfg)
     done = list(resume["rounds"]) if resume else []

@@ -20,6 +20,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedkd.checkpoints import switch
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import mean_self_weight, positions
@@ -68,7 +69,7 @@ class KnowledgeFusionStrategy:
         # at start_round and tells clients to pick up their checkpoints
         self.checkpoint_dir, self.start_round = checkpoint_dir, start_round
         if checkpoint_dir and start_round > 1:
-            self.exchange.load(checkpoint_dir)
+            self.exchange.load(checkpoint_dir, start_round - 1)
 
     @property
     def pid_of_node(self) -> dict[int, int]:
@@ -97,11 +98,13 @@ class KnowledgeFusionStrategy:
                 log.warning(self.stopped)
                 break
             record = self.run_round(grid, participants, server_round)
-            if self.checkpoint_dir:
-                self.exchange.save(self.checkpoint_dir)
+            if self.checkpoint_dir:  # tagged with the round: not current until it is recorded
+                self.exchange.save(self.checkpoint_dir, server_round)
             history.append(record)
             if self.on_round is not None:
                 self.on_round(record)
+            if self.checkpoint_dir:  # recorded: the files of this round are now the current ones
+                switch(self.checkpoint_dir, server_round)
         return history
 
     def hello(self, grid: Grid, nodes: list[int]) -> dict[int, int]:
