@@ -144,8 +144,8 @@ def resumable_run(
         flat = saved_run_config(payload)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
-    if payload.get("status") == "completed":
-        raise ConfigError(f"--resume {folder!r}: that run is already completed; nothing to resume")
+    if payload.get("status") in ("completed", "stopped"):  # a run that ended keeps no checkpoints
+        raise ConfigError(f"--resume {folder!r}: that run is already {payload['status']}; nothing to resume")
     rounds = payload["rounds"]
     if [r.get("round") for r in rounds] != list(range(1, len(rounds) + 1)):
         raise ConfigError(
