@@ -40,7 +40,13 @@ def owner_pid(lock_file: Path) -> str:
 
 
 def _acquire(lock_file: Path, what: str) -> IO[str]:
-    handle = open(lock_file, "a+")  # noqa: SIM115 - held until released
+    try:
+        handle = open(lock_file, "a+")  # noqa: SIM115 - held until released
+    except OSError as exc:
+        raise ConfigError(
+            f"{lock_file.parent} cannot be locked for this {what}: {exc.strerror or exc}; "
+            "allowed: a folder this user can write"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

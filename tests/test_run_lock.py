@@ -131,3 +131,11 @@ def test_sweeps_use_the_same_lock(tmp_path):
         result = CliRunner().invoke(main, ["sweep", str(SMOKE), "--out", str(out)])
         assert result.exit_code == 2 and f"fedkd sweep (PID {owner.pid})" in result.output
     assert not (out / "runs.jsonl").exists()
+
+
+def test_a_folder_that_cannot_hold_the_lock_is_one_line(tmp_path):
+    _live_run_folder(tmp_path)
+    (tmp_path / RUN_LOCK).mkdir()  # any OSError opening the lock file (as root, chmod blocks nothing)
+    result = CliRunner().invoke(main, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "cannot be locked for this fedkd run" in result.output
+    assert len(result.output.strip().splitlines()) == 1
