@@ -234,3 +234,16 @@ def test_resume_refuses_a_completed_run_or_a_folder_without_results(tmp_path):
     assert done.exit_code == 2 and "already completed" in done.output
     empty = CliRunner().invoke(main, ["run", "--resume", str(tmp_path)])
     assert empty.exit_code == 2 and "no readable fedkd results.json" in empty.output
+
+
+@pytest.mark.slow
+def test_a_run_cut_in_process_resumes_on_ray_bit_for_bit(tmp_path, tmp_path_factory):
+    """Ray's clients pick up the same tagged checkpoints (engine is one of the keys a resume may change)."""
+    reference = _reference("knfu", tmp_path_factory)
+    folder = tmp_path / "cut"
+    cut = tiny_config(rounds=4, **{**ALGORITHMS["knfu"], "out-dir": str(folder)})
+    with pytest.raises(KeyboardInterrupt):
+        run_inprocess(cut, client_app=CutClient(cut, "train.distill", "after"))
+    resumed = _resume(folder, "--set", "engine=ray")
+    assert resumed["run_config"]["engine"] == "ray"
+    assert _numbers(resumed["rounds"]) == reference
