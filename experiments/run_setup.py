@@ -166,10 +166,10 @@ def resumable_run(
             f"--resume {folder!r}: {shown} would change the rounds already done; "
             f"allowed with --resume: {free}"
         )
-    if cfg.run.rounds <= len(rounds):
+    if cfg.run.rounds < len(rounds):
         done = len(rounds)
         raise ConfigError(
-            f"--resume {folder!r}: rounds={cfg.run.rounds}, but {done} are done; allowed: rounds > {done}"
+            f"--resume {folder!r}: rounds={cfg.run.rounds}, but {done} are done; allowed: rounds >= {done}"
         )
     check_resumable(Path(folder) / CHECKPOINTS, cfg, len(rounds), folder)
     final = payload.get("final")

@@ -8,6 +8,8 @@ import threading
 import pytest
 from click.testing import CliRunner
 from flwr.app import Message
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from clients.client_app import make_client_app
 from clients.records import partition_id
@@ -58,13 +60,13 @@ class CutClient:
     """fedkd's ClientApp, cut (Ctrl-C) in a client: before or after its handler, or mid-way
     through its training loop (a step taken, the model changed)."""
 
-    def __init__(self, cfg, phase: str, when: str) -> None:
-        self.app, self.phase, self.when = make_client_app(cfg), phase, when
+    def __init__(self, cfg, phase: str, when: str, rnd: int = CUT_ROUND, pid: int = CUT_PID) -> None:
+        self.app, self.phase, self.when, self.rnd, self.pid = make_client_app(cfg), phase, when, rnd, pid
 
     def __call__(self, msg: Message, context) -> Message:
         settings = msg.content["config"] if "config" in msg.content else {}
         here = (msg.metadata.message_type, settings.get("server-round"))
-        target = here == (self.phase, CUT_ROUND) and partition_id(context) == CUT_PID
+        target = here == (self.phase, self.rnd) and partition_id(context) == self.pid
         if target and self.when == "before":
             raise KeyboardInterrupt
         _phase.current = here if target else None
@@ -105,22 +107,22 @@ def _cut_mid_loop(monkeypatch) -> None:
     monkeypatch.setattr(client_steps, "evaluate_client", cut_before_scoring)
 
 
-def _cut_server(monkeypatch, point: str) -> None:
+def _cut_server(monkeypatch, point: str, rnd: int = CUT_ROUND) -> None:
     """Cut on the server: in fusion, or around recording the round and switching checkpoints."""
     if point == "fusion":
         real_combine = KnowledgeFusionStrategy._combine
 
-        def combine(self, out, participants, rnd):
-            if rnd == CUT_ROUND:
+        def combine(self, out, participants, server_round):
+            if server_round == rnd:
                 raise KeyboardInterrupt
-            return real_combine(self, out, participants, rnd)
+            return real_combine(self, out, participants, server_round)
 
         monkeypatch.setattr(KnowledgeFusionStrategy, "_combine", combine)
     elif point in ("before-record", "torn-record", "recorded"):
         real_append = results_module.append_json_line
 
         def append(path, record):
-            if record["round"] != CUT_ROUND:
+            if record["round"] != rnd:
                 return real_append(path, record)
             if point == "torn-record":  # a kill mid-write: half the line reaches the disk
                 line = json_line(record)
@@ -135,7 +137,7 @@ def _cut_server(monkeypatch, point: str) -> None:
         real_retire = checkpoints.retire_older
 
         def retire(folder, recorded):
-            if recorded == CUT_ROUND:
+            if recorded == rnd:
                 raise KeyboardInterrupt
             return real_retire(folder, recorded)
 
@@ -172,26 +174,43 @@ def _reference(name, tmp_path_factory):
     return _references[name]
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
-@pytest.mark.parametrize("phase,when", CUTS, ids=[f"{p}-{w}" for p, w in CUTS])
-def test_a_cut_anywhere_in_a_round_resumes_bit_for_bit(
-    tmp_path, tmp_path_factory, monkeypatch, algorithm, phase, when
-):
-    reference = _reference(algorithm, tmp_path_factory)
-    folder = tmp_path / "cut"
+def _cut_and_resume(folder, algorithm, phase, when, rnd=CUT_ROUND, pid=CUT_PID):
+    """Run ``algorithm`` for 4 rounds, cut it at (phase, when) of round ``rnd``, resume it with
+    the CLI; returns the rounds kept by the cut and the resumed run's numbers."""
     cut = tiny_config(rounds=4, **{**ALGORITHMS[algorithm], "out-dir": str(folder)})
-    client_app = CutClient(cut, phase, when) if phase != "server" else make_client_app(cut)
-    with monkeypatch.context() as patch:
+    client_app = CutClient(cut, phase, when, rnd, pid) if phase != "server" else make_client_app(cut)
+    with pytest.MonkeyPatch.context() as patch:
         _cut_mid_loop(patch)
         if phase == "server":
-            _cut_server(patch, when)
+            _cut_server(patch, when, rnd)
         with pytest.raises(KeyboardInterrupt):
             run_inprocess(cut, client_app=client_app)
     assert load_results(folder)["status"] == "interrupted"
-    (folder / "checkpoints" / ".client-0.r3.pt.left-by-a-kill.tmp").write_bytes(b"half")
+    (folder / "checkpoints" / f".client-0.r{rnd}.pt.left-by-a-kill.tmp").write_bytes(b"half")
     kept = len(load_results(folder)["rounds"])
+    return kept, _numbers(_resume(folder)["rounds"])
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("phase,when", CUTS, ids=[f"{p}-{w}" for p, w in CUTS])
+def test_a_cut_anywhere_in_a_round_resumes_bit_for_bit(tmp_path, tmp_path_factory, algorithm, phase, when):
+    reference = _reference(algorithm, tmp_path_factory)
+    kept, resumed = _cut_and_resume(tmp_path / "cut", algorithm, phase, when)
     assert kept == (CUT_ROUND if when in ("recorded", "switching") else CUT_ROUND - 1)
-    assert _numbers(_resume(folder)["rounds"]) == reference
+    assert resumed == reference
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.sampled_from(CUTS), rnd=st.integers(1, 4), pid=st.integers(0, 2))
+@example(cut=("server", "recorded"), rnd=4, pid=0)  # every round recorded: the resume only finishes
+@example(cut=("train.local", "before"), rnd=1, pid=2)  # nothing recorded: it starts over
+@example(cut=("train.distill", "after"), rnd=2, pid=0)
+def test_a_cut_in_any_round_of_any_client_resumes_bit_for_bit(tmp_path_factory, cut, rnd, pid):
+    """The table above cuts client 1 in round 3; here the first, the last, any client."""
+    phase, when = cut
+    kept, resumed = _cut_and_resume(tmp_path_factory.mktemp("cut") / "run", "knfu", phase, when, rnd, pid)
+    assert kept == (rnd if when in ("recorded", "switching") else rnd - 1)
+    assert resumed == _reference("knfu", tmp_path_factory)
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,7 @@ def test_every_key_given_with_resume_applies_only_where_the_rounds_done_stay_val
     [
         (["--algorithm", "fedmd"], "algorithm='fedmd' (the run has 'knfu')"),
         (["--set", "beta=5"], "beta=5.0"),
-        (["--set", "rounds=2"], "rounds=2, but 2 are done"),
+        (["--set", "rounds=1"], "rounds=1, but 2 are done"),
         (["--out", "elsewhere"], "--out with --resume"),
         (["--overwrite"], "--overwrite with --resume"),
     ],
