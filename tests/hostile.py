@@ -20,7 +20,7 @@ Act = Callable[[Message, Message, list[Message]], Message | str | None]
 
 
 class Hostile:
-    """Partitions ``bad`` answer ``phase`` messages (every phase when None) through ``act``."""
+    """Partitions ``bad`` answer ``phase`` messages (every round's phases when None) through ``act``."""
 
     def __init__(self, cfg, act: Act, bad: tuple[int, ...] = (1,), phase: str | None = None) -> None:
         self.app, self.act, self.bad, self.phase = make_client_app(cfg), act, bad, phase
@@ -31,7 +31,11 @@ class Hostile:
     def __call__(self, msg: Message, context) -> Message:
         reply = self.app(msg, context)
         pid, kind = int(context.node_config["partition-id"]), msg.metadata.message_type
-        if pid not in self.bad or (self.phase or kind) != kind or kind == "query.hello":
+        if (
+            pid not in self.bad
+            or (self.phase or kind) != kind
+            or (self.phase is None and kind == "query.hello")
+        ):
             if pid in self.bad:
                 self.history[pid].append(reply)
             return reply

@@ -154,6 +154,14 @@ def test_a_duplicate_counts_once_and_the_first_reply_stands():
         assert record["private_samples"][1] == reported[record["round"]]
 
 
+def test_a_hello_delivered_twice_keeps_its_node():
+    """A second copy of a hello is not a second node claiming the partition."""
+    cfg = tiny_config(**{"num-clients": 3, "rounds": 1})
+    results = run_hostile(cfg, Hostile(cfg, lambda r, m, h: "duplicate", (1,), "query.hello"))
+    assert 1 in results.payload["environment"]["client_devices"]
+    assert 1 in results.rounds[0]["client_acc"]
+
+
 def test_npy_bytes_are_read_only_when_they_hold_exactly_what_the_record_claims():
     good = np.arange(6, dtype=np.float32).reshape(2, 3)
     buffer = io.BytesIO()
