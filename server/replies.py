@@ -55,14 +55,19 @@ class PhaseRequests:
     answered: set[str] = field(default_factory=set)
 
     def bind(self, reply: Message) -> None:
-        """Refuse a reply that answers no message of this phase, comes from another node than
-        the one asked, or answers a message already answered."""
-        asked = {m.metadata.message_id: m.metadata.dst_node_id for m in self.messages}
-        to = reply.metadata.reply_to_message_id
+        """Refuse a reply that answers no message of this phase, names another round or phase
+        than its message, comes from another node than the one asked, or answers a message
+        already answered."""
+        asked = {m.metadata.message_id: m.metadata for m in self.messages}
+        to, meta = reply.metadata.reply_to_message_id, reply.metadata
         if to not in asked:
             raise ProtocolError("reply answers no message of this phase (a replay from an earlier round?)")
-        if reply.metadata.src_node_id != asked[to]:
-            raise ProtocolError(f"reply to node {asked[to]}'s message came from another node")
+        if (meta.group_id, meta.message_type) != (asked[to].group_id, asked[to].message_type):
+            raise ProtocolError(
+                f"reply names round {meta.group_id!r} {meta.message_type!r}, not its message's"
+            )
+        if meta.src_node_id != asked[to].dst_node_id:
+            raise ProtocolError(f"reply to node {asked[to].dst_node_id}'s message came from another node")
         if to in self.answered:
             raise ProtocolError("duplicate reply: the first one stands")
         self.answered.add(to)

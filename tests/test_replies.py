@@ -48,6 +48,11 @@ def _replay(reply: Message, msg: Message, history: list[Message]) -> Message | N
     return next(r for r in history if r.metadata.message_type == msg.metadata.message_type)
 
 
+def _regroup(reply: Message, msg: Message, history: list[Message]) -> Message:
+    reply.metadata.group_id = str(int(msg.metadata.group_id) + 1)
+    return reply
+
+
 def _torch_stype(arr: Array) -> Array:
     return Array(dtype=arr.dtype, shape=tuple(arr.shape), stype="torch.Tensor", data=arr.data)
 
@@ -113,6 +118,8 @@ SHAPES = {
         (1,),
         "num-examples",
     ),
+    "count as a 400-digit integer": ("knfu", _metric(**{"compute-seconds": 10**400}), LOCAL, (1,), "finite"),
+    "reply naming another round": ("knfu", _regroup, DISTILL, (1,), "not its message's"),
     "count beyond 2^53": ("knfu", _metric(**{"private-samples": 1e300}), DISTILL, (1,), "private-samples"),
     "local reply of round 1 replayed in round 2": ("knfu", _replay, LOCAL, (1,), "replay"),
     "distil reply of round 1 replayed in round 2": ("knfu", _replay, DISTILL, (1,), "replay"),
