@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SType
 
-from fedkd.protocol import ProtocolError, array_from_npy, error_summary
+from fedkd.protocol import METRICS_KEY, ProtocolError, array_from_npy, error_summary
 
 Upload = Callable[[Message, int], Any]  # (reply, server round) -> the checked upload
 
@@ -53,19 +53,20 @@ class PhaseRequests:
 
     messages: list[Message]
     answered: set[str] = field(default_factory=set)
+    asked: dict[str, Any] = field(default_factory=dict)  # message id -> its metadata, once pushed
 
     def bind(self, reply: Message) -> None:
         """Refuse a reply that answers no message of this phase, names another round or phase
         than its message, comes from another node than the one asked, or answers a message
         already answered."""
-        asked = {m.metadata.message_id: m.metadata for m in self.messages}
-        to, meta = reply.metadata.reply_to_message_id, reply.metadata
+        if not self.asked:
+            self.asked.update({m.metadata.message_id: m.metadata for m in self.messages})
+        asked, to, meta = self.asked, reply.metadata.reply_to_message_id, reply.metadata
         if to not in asked:
             raise ProtocolError("reply answers no message of this phase (a replay from an earlier round?)")
         if (meta.group_id, meta.message_type) != (asked[to].group_id, asked[to].message_type):
-            raise ProtocolError(
-                f"reply names round {meta.group_id!r} {meta.message_type!r}, not its message's"
-            )
+            named = f"{str(meta.message_type)[:40]!r} of round {str(meta.group_id)[:20]!r}"
+            raise ProtocolError(f"reply names {named}, not its message's")
         if meta.src_node_id != asked[to].dst_node_id:
             raise ProtocolError(f"reply to node {asked[to].dst_node_id}'s message came from another node")
         if to in self.answered:
@@ -126,7 +127,7 @@ def record_of(reply: Message, key: str, kind: type, what: str) -> Any:
 
 
 def metrics_of(reply: Message) -> MetricRecord:
-    return record_of(reply, "metrics", MetricRecord, "metrics")
+    return record_of(reply, METRICS_KEY, MetricRecord, "metrics")
 
 
 def config_of(reply: Message, key: str, what: str) -> ConfigRecord:
@@ -141,7 +142,7 @@ def arrays_of(
     record = record_of(reply, key, ArrayRecord, what)
     unknown = sorted(set(record) - set(spec))
     if unknown:
-        raise ProtocolError(f"the {what} record holds unknown arrays {unknown[:3]}")
+        raise ProtocolError(f"the {what} record holds unknown arrays {[u[:30] for u in unknown[:3]]}")
     out = {}
     for name, array in record.items():
         dtypes, shape = spec[name]
