@@ -20,10 +20,11 @@ Act = Callable[[Message, Message, list[Message]], Message | str | None]
 
 
 class Hostile:
-    """Partitions ``bad`` answer ``phase`` messages (every round's phases when None) through ``act``."""
+    """Partitions ``bad`` answer the messages of ``phases`` (all, the hello included, when None)
+    through ``act``."""
 
-    def __init__(self, cfg, act: Act, bad: tuple[int, ...] = (1,), phase: str | None = None) -> None:
-        self.app, self.act, self.bad, self.phase = make_client_app(cfg), act, bad, phase
+    def __init__(self, cfg, act: Act, bad: tuple[int, ...] = (1,), phases: tuple[str, ...] | None = None):
+        self.app, self.act, self.bad, self.phases = make_client_app(cfg), act, bad, phases
         self.history: dict[int, list[Message]] = {pid: [] for pid in bad}
         self.tampered: list[tuple[int, int, str]] = []  # (partition, round, phase) forged or doubled
         self.doubled: set[str] = set()  # ids of the messages whose reply goes out twice
@@ -31,11 +32,7 @@ class Hostile:
     def __call__(self, msg: Message, context) -> Message:
         reply = self.app(msg, context)
         pid, kind = int(context.node_config["partition-id"]), msg.metadata.message_type
-        if (
-            pid not in self.bad
-            or (self.phase or kind) != kind
-            or (self.phase is None and kind == "query.hello")
-        ):
+        if pid not in self.bad or kind not in (self.phases or (kind,)):
             if pid in self.bad:
                 self.history[pid].append(reply)
             return reply

@@ -14,7 +14,7 @@ from fedkd.protocol import KNOWLEDGE_KEY, METRICS_KEY, WEIGHTS_KEY, ProtocolErro
 from tests.conftest import tiny_config
 from tests.hostile import Hostile, refused, run_hostile
 
-LOCAL, DISTILL = "train.local", "train.distill"
+LOCAL, DISTILL, HELLO = ("train.local",), ("train.distill",), ("query.hello",)
 
 
 def _swap(key: str, record) -> callable:
@@ -70,7 +70,7 @@ def _strings(arr: Array) -> Array:
     return Array(arr.numpy().astype(str))
 
 
-# name -> (algorithm, act, phase, partitions, words of the recorded reason)
+# name -> (algorithm, act, phases, partitions, words of the recorded reason)
 SHAPES = {
     "knowledge as a MetricRecord": (
         "knfu",
@@ -130,9 +130,9 @@ SHAPES = {
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_a_hostile_reply_is_refused_and_recorded_and_the_run_completes(shape):
-    algorithm, act, phase, bad, words = SHAPES[shape]
+    algorithm, act, phases, bad, words = SHAPES[shape]
     cfg = tiny_config(algorithm=algorithm, models="mlp", **{"num-clients": 4})
-    hostile = Hostile(cfg, act, bad, phase)
+    hostile = Hostile(cfg, act, bad, phases)
     results = run_hostile(cfg, hostile)
     assert len(results.rounds) == cfg.run.rounds and hostile.tampered
     reasons = refused(results)
@@ -153,7 +153,7 @@ def test_a_duplicate_counts_once_and_the_first_reply_stands():
         reported[rnd] = reported.get(rnd, 0.0) + reply.content[METRICS_KEY]["private-samples"]
         return "duplicate"
 
-    hostile = Hostile(cfg, double, (1,))
+    hostile = Hostile(cfg, double, (1,), LOCAL + DISTILL)
     results = run_hostile(cfg, hostile)
     assert set(refused(results)) == set(hostile.tampered) and len(hostile.tampered) == 2 * cfg.run.rounds
     for record in results.rounds:
@@ -164,7 +164,7 @@ def test_a_duplicate_counts_once_and_the_first_reply_stands():
 def test_a_hello_delivered_twice_keeps_its_node():
     """A second copy of a hello is not a second node claiming the partition."""
     cfg = tiny_config(**{"num-clients": 3, "rounds": 1})
-    results = run_hostile(cfg, Hostile(cfg, lambda r, m, h: "duplicate", (1,), "query.hello"))
+    results = run_hostile(cfg, Hostile(cfg, lambda r, m, h: "duplicate", (1,), HELLO))
     assert 1 in results.payload["environment"]["client_devices"]
     assert 1 in results.rounds[0]["client_acc"]
 

@@ -1,6 +1,7 @@
 """Generated hostile replies against the real round loop (in-process, digits): whatever one client
 sends (record kinds, array bytes, dtypes, shapes, metric values, duplicates, replays), the run
-completes, every bad reply is recorded as refused and the honest clients are scored."""
+completes, every bad reply is recorded as refused (a bad hello leaves its node out of the run) and
+the honest clients are scored."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedkd.protocol import KNOWLEDGE_KEY, MAX_COUNT, METRIC_RANGES, METRICS_KEY, WEIGHTS_KEY
+from fedkd.protocol import INFO_KEY, KNOWLEDGE_KEY, MAX_COUNT, METRIC_RANGES, METRICS_KEY, WEIGHTS_KEY
 from tests.conftest import tiny_config
 from tests.hostile import Hostile, refused, run_hostile
 
@@ -29,9 +30,13 @@ def _bad_value(key: str) -> st.SearchStrategy:
     return st.one_of(outside, big, st.integers(-(2**40), -1), st.lists(st.floats(0, 1), max_size=3))
 
 
-METRIC_FORGERY = st.sampled_from([*METRIC_RANGES, "partition-id"]).flatmap(
-    lambda key: st.tuples(st.just("metric"), st.just(key), _bad_value(key))
-)
+def _metric_forgery(keys: list[str]) -> st.SearchStrategy:
+    return st.sampled_from(keys).flatmap(
+        lambda key: st.tuples(st.just("metric"), st.just(key), _bad_value(key))
+    )
+
+
+METRIC_FORGERY = _metric_forgery([*METRIC_RANGES, "partition-id"])
 RECORD_FORGERY = st.tuples(
     st.just("record"), st.integers(0, 5), st.sampled_from(["metric", "config", "array", "missing"])
 )
@@ -52,6 +57,15 @@ ARRAY_FORGERY = st.tuples(
 COMMON = [st.none(), st.just(("duplicate",)), st.integers(0, 9).map(lambda i: ("replay", i))]
 LOCAL_ACT = st.one_of(*COMMON, METRIC_FORGERY, RECORD_FORGERY, ARRAY_FORGERY)
 DISTILL_ACT = st.one_of(*COMMON, METRIC_FORGERY, RECORD_FORGERY)
+# another node's partition id in a hello leaves both nodes out (by design): not generated here
+HELLO_ACT = st.one_of(
+    st.none(), st.just(("duplicate",)), _metric_forgery(list(METRIC_RANGES)), RECORD_FORGERY
+)
+READS = {
+    "train.local": (METRICS_KEY,),
+    "train.distill": (METRICS_KEY,),
+    "query.hello": (METRICS_KEY, INFO_KEY),
+}
 
 
 def _forge_array(arr: Array, how: tuple) -> Array:
@@ -74,9 +88,8 @@ def _apply(act: tuple, reply: Message, msg: Message, history: list[Message], alg
     if act[0] == "metric":
         reply.content[METRICS_KEY] = MetricRecord({**reply.content[METRICS_KEY], act[1]: act[2]})
         return reply
-    read = (
-        (*UPLOADS[algorithm], METRICS_KEY) if msg.metadata.message_type == "train.local" else (METRICS_KEY,)
-    )
+    kind = msg.metadata.message_type
+    read = (*UPLOADS[algorithm], *READS[kind]) if kind == "train.local" else READS[kind]
     if act[0] == "record":
         key = read[act[1] % len(read)]
         if act[2] == "missing":
@@ -100,21 +113,26 @@ def _apply(act: tuple, reply: Message, msg: Message, history: list[Message], alg
     algorithm=st.sampled_from(sorted(UPLOADS)),
     local=st.lists(LOCAL_ACT, min_size=2, max_size=2),
     distill=st.lists(DISTILL_ACT, min_size=2, max_size=2),
+    hello=HELLO_ACT,
 )
-def test_whatever_a_client_replies_the_run_completes_and_records_each_bad_reply(algorithm, local, distill):
+def test_whatever_a_client_replies_the_run_completes_and_records_each_bad_reply(
+    algorithm, local, distill, hello
+):
     cfg = tiny_config(algorithm=algorithm, models="mlp", **{"num-clients": 3})
-    acts = {"train.local": local, "train.distill": distill}
+    acts = {"train.local": local, "train.distill": distill, "query.hello": [hello]}
 
     def act(reply: Message, msg: Message, history: list[Message]):
-        planned = acts[msg.metadata.message_type][int(msg.metadata.group_id) - 1]
+        planned = acts[msg.metadata.message_type][max(0, int(msg.metadata.group_id) - 1)]
         return None if planned is None else _apply(planned, reply, msg, history, algorithm)
 
     hostile = Hostile(cfg, act)
     results = run_hostile(cfg, hostile)
     assert len(results.rounds) == cfg.run.rounds
+    left_out = hello is not None and hello[0] != "duplicate"  # a bad hello: the node takes no part
+    assert (1 in results.payload["environment"]["client_devices"]) is not left_out
     reasons = refused(results)
     for key in hostile.tampered:
-        assert key in reasons, (key, reasons)
+        assert key in reasons or key[1:] == (0, "query.hello"), (key, reasons)
     assert {partition for partition, _, _ in reasons} <= {1}  # nobody else is ever refused
     for record in results.rounds:
         assert {0, 2} <= set(record["client_acc"])
