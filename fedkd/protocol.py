@@ -228,7 +228,7 @@ def array_from_npy(
     if dtype not in dtypes:
         raise ProtocolError(f"dtype {dtype[:20]!r}; allowed: {', '.join(sorted(dtypes))}")
     if not all(isinstance(n, int) and n >= 0 for n in shape) or math.prod(shape) > most:
-        raise ProtocolError(f"shape {shape} holds more than {most} entries or is malformed")
+        raise ProtocolError(f"shape {str(shape)[:60]} holds more than {most} entries or is malformed")
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -241,7 +241,8 @@ def array_from_npy(
     except ValueError as why:
         raise ProtocolError(f"bytes are not a plain npy array ({error_summary(str(why))[:60]})") from None
     if tuple(stored) != tuple(shape) or kind != np.dtype(dtype):
-        raise ProtocolError(f"bytes hold {kind} {tuple(stored)}, the record says {dtype} {shape}")
+        held = f"{str(kind)[:20]} {str(tuple(stored))[:60]}"
+        raise ProtocolError(f"bytes hold {held}, the record says {dtype} {shape}")
     body = data[stream.tell() :]
     if len(body) != kind.itemsize * math.prod(shape):
         raise ProtocolError(f"{len(body)} data bytes, {kind.itemsize * math.prod(shape)} expected")
