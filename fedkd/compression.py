@@ -32,7 +32,8 @@ TOPK_INDEX = "topk-index"
 TOPK_VALUE = "topk-value"
 QUANT = "quant"
 ROWS = "rows"
-ARRAY_NAMES = (SOFT, TOPK_INDEX, TOPK_VALUE, QUANT, ROWS)
+ARRAY_DTYPES = {SOFT: "float32", TOPK_INDEX: "uint8", TOPK_VALUE: "float32", QUANT: "uint8", ROWS: "uint8"}
+ARRAY_NAMES = tuple(ARRAY_DTYPES)
 _SUM_TOLERANCE = 1e-3
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
 from fedkd.errors import ConfigError
 from fedkd.registry import Registry
 from fedkd.seeding import derive_seed
@@ -186,3 +187,10 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_layers(name: str, dataset: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Layer name -> (shape, dtype name) of architecture ``name`` on ``dataset``: what its weights
+    look like on the wire, known without data (the server checks weight uploads against it)."""
+    model = build_model(name, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], seed=0)
+    return {key: (tuple(value.shape), str(value.numpy().dtype)) for key, value in model.state_dict().items()}

@@ -8,8 +8,9 @@ server then drops that reply for the round and records the reason, it never cras
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,11 @@ INFO_KEY = "info"
 SOFT = compression.SOFT  # the array inside KNOWLEDGE_KEY / TARGET_KEY records
 ROWS = compression.ROWS  # packed (N_t,) bool: which rows a sparse upload or target holds
 
-# metric keys and their allowed ranges (inclusive)
+# metric keys and their allowed ranges (inclusive). A count is at most 2^53 (integers are exact in
+# float64 up to there), so a sum over any number of clients stays finite and exact enough.
+MAX_COUNT = float(2**53)
 ACCURACY = (0.0, 1.0)
-COUNT = (0.0, math.inf)
+COUNT = (0.0, MAX_COUNT)
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "local-acc": ACCURACY,
     "global-acc": ACCURACY,
@@ -101,29 +104,50 @@ def partition_id_of(metrics: Mapping[str, Any], num_clients: int) -> int:
     if "partition-id" not in metrics:
         raise ProtocolError("reply has no partition id")
     value = metrics["partition-id"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ProtocolError(f"partition id {value!r} is not a finite number")
-    if float(value) != int(value) or not 0 <= int(value) < num_clients:
-        raise ProtocolError(f"unknown partition id {value!r}")
-    return int(value)
+    number = _finite(value)
+    if number is None:
+        raise ProtocolError(f"partition id {_short(value)} is not a finite number")
+    if number != int(number) or not 0 <= int(number) < num_clients:
+        raise ProtocolError(f"unknown partition id {_short(value)}")
+    return int(number)
 
 
-def checked_metrics(metrics: Mapping[str, Any], required: tuple[str, ...] = ()) -> dict[str, float]:
-    """The known metrics as floats, each finite and in its range; ``required`` must be there."""
+def checked_metrics(
+    metrics: Mapping[str, Any],
+    required: tuple[str, ...] = (),
+    limits: Mapping[str, tuple[float, float]] | None = None,
+) -> dict[str, float]:
+    """The known metrics as floats, each finite and in its range (``limits`` narrows ranges to what
+    the data allows); ``required`` must be there."""
     missing = [key for key in required if key not in metrics]
     if missing:
         raise ProtocolError(f"reply has no {missing[0]!r} metric")
     out: dict[str, float] = {}
-    for key, (low, high) in METRIC_RANGES.items():
+    for key, (low, high) in {**METRIC_RANGES, **(limits or {})}.items():
         if key not in metrics:
             continue
-        value = metrics[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ProtocolError(f"metric {key} = {value!r} is not a finite number")
+        value = _finite(metrics[key])
+        if value is None:
+            raise ProtocolError(f"metric {key} = {_short(metrics[key])} is not a finite number")
         if not low <= value <= high:
             raise ProtocolError(f"metric {key} = {value!r} is outside {low:g}..{high:g}")
-        out[key] = float(value)
+        out[key] = value
     return out
+
+
+def _finite(value: Any) -> float | None:
+    """A metric value as a finite float; None for anything else (bools, lists, text, huge ints)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    return repr(value)[:40]
 
 
 def checked_soft(soft: np.ndarray, expected_shape: tuple[int, int]) -> np.ndarray:
@@ -193,3 +217,33 @@ def dense_soft(arrays: Mapping[str, np.ndarray], rows: int, classes: int, fusion
     soft = np.full((rows, classes), np.nan)
     soft[mask] = values
     return soft
+
+
+def array_from_npy(
+    data: bytes, dtype: str, shape: tuple[int, ...], dtypes: Collection[str], most: int
+) -> np.ndarray:
+    """One array as it travels (npy bytes, and the dtype and shape its record claims) -> the array,
+    only when the bytes hold exactly that: an allowed dtype, at most ``most`` entries, a plain npy
+    header (never a pickle or a zip) and no byte more or less than the entries need."""
+    if dtype not in dtypes:
+        raise ProtocolError(f"dtype {dtype[:20]!r}; allowed: {', '.join(sorted(dtypes))}")
+    if not all(isinstance(n, int) and n >= 0 for n in shape) or math.prod(shape) > most:
+        raise ProtocolError(f"shape {str(shape)[:60]} holds more than {most} entries or is malformed")
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            stored, fortran, kind = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            stored, fortran, kind = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"npy version {version}")
+    except ValueError as why:
+        raise ProtocolError(f"bytes are not a plain npy array ({error_summary(str(why))[:60]})") from None
+    if tuple(stored) != tuple(shape) or kind != np.dtype(dtype):
+        held = f"{str(kind)[:20]} {str(tuple(stored))[:60]}"
+        raise ProtocolError(f"bytes hold {held}, the record says {dtype} {shape}")
+    body = data[stream.tell() :]
+    if len(body) != kind.itemsize * math.prod(shape):
+        raise ProtocolError(f"{len(body)} data bytes, {kind.itemsize * math.prod(shape)} expected")
+    return np.frombuffer(body, dtype=kind).reshape(shape, order="F" if fortran else "C")

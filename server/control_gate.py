@@ -11,7 +11,9 @@ Runtime: loopback and the SuperLink's own bind address, always and only (Flower'
 runner on the same host). Loopback means any local user or process on the server host: the gate
 keeps out the network, not local accounts. Remote operators reach the Control API through an SSH
 tunnel (``ssh -L 8000:127.0.0.1:8000 server``), which arrives from loopback, or from networks
-named with ``--control-from`` (list 127.0.0.1/32 too to keep loopback).
+named with ``--control-from`` (list 127.0.0.1/32 too to keep loopback). The gate decides on the
+TCP peer address alone: uvicorn's proxy headers are switched off, so no ``X-Forwarded-For``,
+``Forwarded`` or ``X-Real-IP`` header changes who a caller is.
 
 Run as ``python -m server.control_gate [--control-from CIDR ...] -- <flower-superlink args>``;
 ``fedkd deploy superlink`` does this for you.
@@ -20,6 +22,7 @@ Run as ``python -m server.control_gate [--control-from CIDR ...] -- <flower-supe
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import os
 import sys
@@ -116,20 +119,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(
             2, "fedkd: FLWR_INTERNAL_GRPC_CONTROL_API=1 opens an ungated gRPC Control API; unset it\n"
         )
-    # uvicorn trusts X-Forwarded-For from these peers; '*' would let anyone claim to be loopback
-    os.environ["FORWARDED_ALLOW_IPS"] = "127.0.0.1"
-
     import flwr.superlink.main as superlink_main
-    from flwr.superlink.cli.flower_superlink import flower_superlink
 
-    create_app = superlink_main.create_app
+    cli = importlib.import_module("flwr.superlink.cli.flower_superlink")  # the module, not its function
+    create_app, serve = superlink_main.create_app, cli.uvicorn.run
 
     def gated_create_app(*a, **kw):  # Flower imports create_app from this module at call time
         return ControlGate(create_app(*a, **kw), control, runtime)
 
-    superlink_main.create_app = gated_create_app
+    def serve_peer_addresses(*a, **kw):
+        # uvicorn's proxy-header middleware would put whatever X-Forwarded-For a trusted peer
+        # (127.0.0.1 by default) sends in place of the TCP peer the gate decides on: it stays off
+        return serve(*a, **{**kw, "proxy_headers": False})
+
+    superlink_main.create_app, cli.uvicorn.run = gated_create_app, serve_peer_addresses
     sys.argv = ["flower-superlink", *flower_args]
-    flower_superlink()
+    cli.flower_superlink()
 
 
 def _own_address(flower_args: list[str]) -> list[str]:

@@ -20,10 +20,11 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedkd.atomic import atomic_write
 from fedkd.checkpoints import latest, tagged
+from fedkd.compression import ARRAY_DTYPES
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
+from fedkd.data.sources import NUM_CLASSES, TRAIN_SIZES
 from fedkd.fusion import FUSIONS
-from fedkd.models import architecture_for, build_model
+from fedkd.models import architecture_for, model_layers
 from fedkd.protocol import (
     KNOWLEDGE_KEY,
     METRICS_KEY,
@@ -38,6 +39,7 @@ from fedkd.protocol import (
     partition_id_of,
     sparse_arrays,
 )
+from server.replies import arrays_of, metrics_of
 
 SERVER_CHECKPOINT = ("server-weights", ".pt")  # tagged with the round (fedkd/checkpoints.py)
 STATE_CHECKPOINT = ("server-state", ".npz")  # an algorithm's server state (KT-pFL's coefficient matrix)
@@ -80,12 +82,11 @@ class PredictionExchange(Exchange):
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
         """The decoded upload: (N_t, C) float64, all-NaN rows where a sparse upload holds none."""
-        if KNOWLEDGE_KEY not in reply.content:
-            raise ProtocolError("reply carries no soft predictions")
-        arrays = {name: arr.numpy() for name, arr in reply.content[KNOWLEDGE_KEY].items()}
+        rows, classes = self._shape(server_round)
+        spec = {name: ({dtype}, rows * classes) for name, dtype in ARRAY_DTYPES.items()}
+        arrays = arrays_of(reply, KNOWLEDGE_KEY, "soft predictions", spec)
         if ROWS in arrays and not self.fusion.sparse:
             raise ProtocolError(f"reply withholds rows, but {self.cfg.fusion.algorithm} needs every row")
-        rows, classes = self._shape(server_round)
         return checked_sparse_soft(dense_soft(arrays, rows, classes, self.cfg.fusion), (rows, classes))
 
     def save(self, folder: str, server_round: int) -> None:
@@ -138,12 +139,9 @@ class NoExchange(Exchange):
 
 
 def model_shapes(cfg: ExperimentConfig, arch: str | None = None) -> dict[str, tuple[int, ...]]:
-    """Layer names and shapes of one architecture (default: client 0's), from the config alone:
-    the server holds no private data."""
+    """Layer names and shapes of one architecture (default: client 0's), from the config alone."""
     arch = arch or architecture_for(cfg.model.models, 0, cfg.data.num_clients)
-    dataset = cfg.data.dataset
-    model = build_model(arch, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], cfg.run.seed)
-    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    return {name: shape for name, (shape, _) in model_layers(arch, cfg.data.dataset).items()}
 
 
 class WeightExchange(Exchange):
@@ -155,7 +153,9 @@ class WeightExchange(Exchange):
         self.strategy = FedAvg()
         self.latest: dict[str, ArrayRecord] = {}  # architecture -> its last averaged model
         archs = {self.arch(pid) for pid in range(cfg.data.num_clients)}
-        self.shapes = {arch: model_shapes(cfg, arch) for arch in sorted(archs)}  # what uploads look like
+        self.layers = {arch: model_layers(arch, cfg.data.dataset) for arch in archs}  # what uploads hold
+        whole, cap = TRAIN_SIZES[cfg.data.dataset], cfg.data.max_client_samples
+        self.limits = {"num-examples": (1.0, min(cap, whole) if cap > 0 else whole)}  # no client holds more
         self.pending: set[int] = set()  # sent the latest average in this round's distil phase
         self.holders: set[int] = set()  # known to hold the latest average of their architecture
 
@@ -192,30 +192,22 @@ class WeightExchange(Exchange):
             self.holders = set(state["holders"])
 
     def accept(self, reply: Message, server_round: int) -> tuple[ArrayRecord, float]:
-        if WEIGHTS_KEY not in reply.content:
-            raise ProtocolError("reply carries no model weights")
-        pid = partition_id_of(reply.content[METRICS_KEY], self.cfg.data.num_clients)  # checked already
-        record = reply.content[WEIGHTS_KEY]
-        checked_weights({name: arr.numpy() for name, arr in record.items()}, self.shapes[self.arch(pid)])
-        size = checked_metrics(reply.content[METRICS_KEY], ("num-examples",))["num-examples"]
-        if size <= 0:
-            raise ProtocolError("reply reports num-examples = 0: nothing to weight its model by")
-        return record, size
+        """The checked weights (exactly the federation's layers, shapes and dtypes, finite) and
+        the client's num-examples, which weights them: at most what the data allows, so that
+        the sum over clients cannot overflow and no claim outweighs the data."""
+        pid = partition_id_of(metrics_of(reply), self.cfg.data.num_clients)  # checked already
+        layers = self.layers[self.arch(pid)]
+        spec = {name: ({dtype}, shape) for name, (shape, dtype) in layers.items()}
+        arrays = arrays_of(reply, WEIGHTS_KEY, "model weights", spec)
+        checked_weights(arrays, {name: shape for name, (shape, _) in layers.items()})
+        size = checked_metrics(metrics_of(reply), ("num-examples",), self.limits)["num-examples"]
+        return ArrayRecord({name: Array(np.array(arr)) for name, arr in arrays.items()}), size
 
     def _average(self, pids: list[int], accepted: dict[int, Any], replies: dict[int, Message]) -> ArrayRecord:
         # Flower's FedAvg sees clean replies: the checked weights and their example count only
-        clean = [
-            Message(
-                RecordDict(
-                    {
-                        WEIGHTS_KEY: accepted[p][0],
-                        METRICS_KEY: MetricRecord({"num-examples": accepted[p][1]}),
-                    }
-                ),
-                reply_to=replies[p],
-            )
-            for p in pids
-        ]
+        sizes = {p: MetricRecord({"num-examples": accepted[p][1]}) for p in pids}
+        records = [RecordDict({WEIGHTS_KEY: accepted[p][0], METRICS_KEY: sizes[p]}) for p in pids]
+        clean = [Message(record, reply_to=replies[p]) for record, p in zip(records, pids, strict=True)]
         try:
             averaged, _ = self.strategy.aggregate_train(server_round=0, replies=clean)
         except Exception as exc:  # noqa: BLE001 - any refusal by Flower drops this round's fusion

@@ -12,16 +12,9 @@ import logging
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedkd.protocol import (
-    HELLO,
-    INFO_KEY,
-    METRICS_KEY,
-    ProtocolError,
-    checked_metrics,
-    error_summary,
-    partition_id_of,
-)
+from fedkd.protocol import HELLO, INFO_KEY, ProtocolError, checked_metrics, partition_id_of
 from server.progress import RoundProgress, collect_replies
+from server.replies import Decoded, PhaseRequests, config_of, decode_reply, metrics_of
 
 log = logging.getLogger("flwr.fedkd")
 
@@ -41,14 +34,10 @@ class NodeRoster:
         self.excluded: set[int] = set()  # nodes that claimed a partition id another node claimed
         self.client_devices: dict[int, str] = {}  # partition id -> device (the hello's answer)
 
-    def identify(self, reply: Message, required: tuple[str, ...] = ()) -> tuple[int, dict[str, float]]:
+    def read(self, reply: Message, required: tuple[str, ...] = ()) -> tuple[int, dict[str, float]]:
         """The reply's partition id and checked metrics (fedkd/protocol.py); a node keeps the
-        partition id it first gave, and no two nodes share one."""
-        if reply.has_error():
-            raise ProtocolError(f"client error: {error_summary(reply.error.reason)}")
-        if METRICS_KEY not in reply.content:
-            raise ProtocolError("reply has no metrics record")
-        raw = reply.content[METRICS_KEY]
+        partition id it first gave, and no two nodes share one. Registers nothing (``register``)."""
+        raw = metrics_of(reply)
         pid = partition_id_of(raw, self.num_clients)
         metrics = checked_metrics(raw, required)
         node = reply.metadata.src_node_id
@@ -57,10 +46,13 @@ class NodeRoster:
             owner = next((n for n, p in self.pid_of_node.items() if p == pid), None)
             if owner is not None or node in self.excluded:
                 raise DuplicatePartition(pid, owner)
-            self.pid_of_node[node] = pid
         elif known != pid:
             raise ProtocolError(f"node changed partition id from {known} to {pid}")
         return pid, metrics
+
+    def register(self, node: int, pid: int) -> None:
+        """A node whose reply was accepted holds ``pid`` from now on."""
+        self.pid_of_node.setdefault(node, pid)
 
     def settle(self, claims: dict[int, list[int]]) -> dict[int, int]:
         """pid -> node for the partitions exactly one node claimed; every claimant of a shared
@@ -88,20 +80,23 @@ def hello(
     messages = [Message(RecordDict(), dst_node_id=node, message_type=HELLO, group_id="0") for node in nodes]
     with progress.phase("starting clients", len(messages)) as phase:
         replies = collect_replies(grid, messages, timeout, phase)
+    requests = PhaseRequests(messages)
     claims: dict[int, list[int]] = {}  # partition id -> nodes claiming it
     for reply in replies:
-        node = reply.metadata.src_node_id
-        try:
-            if not reply.has_error() and (
-                INFO_KEY not in reply.content or "device" not in reply.content[INFO_KEY]
-            ):
-                raise ProtocolError("hello reply says nothing of its device")
-            pid, _ = roster.identify(reply)
-            roster.client_devices[pid] = str(reply.content[INFO_KEY]["device"])
-        except DuplicatePartition as why:
-            pid = why.pid
-        except ProtocolError as why:
-            log.warning("node %s left out: %s", node, why)
-            continue
-        claims.setdefault(pid, []).append(node)
+        result = decode_reply(reply, requests, roster, 0, upload=_device)
+        if isinstance(result, Decoded):
+            roster.client_devices[result.pid] = result.upload
+            claims.setdefault(result.pid, []).append(result.node)
+        elif result.claimed is not None:
+            claims.setdefault(result.claimed, []).append(result.node)
+        else:
+            log.warning("node %s left out: %s", result.node, result.reason)
     return roster.settle(claims)
+
+
+def _device(reply: Message, server_round: int) -> str:
+    """What a hello reply says the client computes on."""
+    device = config_of(reply, INFO_KEY, "device info").get("device")
+    if not isinstance(device, str) or not 0 < len(device) <= 100:
+        raise ProtocolError("hello reply says nothing of its device")
+    return device

@@ -25,11 +25,12 @@ from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import mean_self_weight, positions
 from fedkd.privacy import PrivacyLedger, release_rows
-from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError
+from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError, checked_metrics
 from fedkd.seeding import numpy_rng
 from server.exchanges import exchange_for
 from server.nodes import wait_for_nodes
 from server.progress import RoundProgress, collect_replies
+from server.replies import PhaseRequests, Rejected, decode_reply, metrics_of
 from server.roster import NodeRoster, hello
 from server.round_state import Evaluation, RoundOutcome, payload_bytes
 
@@ -190,13 +191,8 @@ class KnowledgeFusionStrategy:
             node = msg.metadata.dst_node_id
             if node not in answered:
                 phase = msg.metadata.message_type
-                self._reject(
-                    out,
-                    node,
-                    phase,
-                    f"no reply within reply-timeout={self.cfg.run.reply_timeout:g} s",
-                    int(msg.metadata.group_id),
-                )
+                why = f"no reply within reply-timeout={self.cfg.run.reply_timeout:g} s"
+                self._reject(out, Rejected(node, why), phase, int(msg.metadata.group_id))
         return replies
 
     def _local_phase(self, grid: Grid, nodes: list[int], server_round: int, out: RoundOutcome) -> None:
@@ -216,15 +212,17 @@ class KnowledgeFusionStrategy:
             for node in nodes
         ]
         label = f"round {server_round}/{self.cfg.run.rounds} local training"
+        requests = PhaseRequests(messages)
         for reply in self._send(grid, messages, out, label):
-            node = reply.metadata.src_node_id
-            try:
-                pid, _ = self._identify(reply, out)
-                out.node_of[pid] = node
-                out.accepted[pid] = self.exchange.accept(reply, server_round)
-                out.replies[pid] = reply
-            except ProtocolError as why:
-                self._reject(out, node, TRAIN_LOCAL, str(why), server_round)
+            result = decode_reply(reply, requests, self.roster, server_round, upload=self.exchange.accept)
+            if result.pid is not None:  # readable claims count even when the upload is refused
+                out.tally(result.pid, result.metrics)
+            if isinstance(result, Rejected):
+                self._reject(out, result, TRAIN_LOCAL, server_round)
+                continue
+            out.node_of[result.pid] = result.node
+            out.accepted[result.pid] = result.upload
+            out.replies[result.pid] = reply
 
     def _combine(self, out: RoundOutcome, participants: list[int], rnd: int) -> tuple[dict, np.ndarray]:
         """Targets per client, and the weights over ``participants`` (row = student): 100 x 100
@@ -264,36 +262,36 @@ class KnowledgeFusionStrategy:
         label = f"round {server_round}/{self.cfg.run.rounds} " + (
             "distillation + evaluation" if evaluation.evaluated else "distillation"
         )
+        requests = PhaseRequests(messages)
+        required = EVALUATION_METRICS if evaluation.evaluated else ()
         for reply in self._send(grid, messages, out, label):
-            try:
-                pid, metrics = self._identify(reply, out, EVALUATION_METRICS if evaluation.evaluated else ())
-                if evaluation.evaluated:
-                    if metrics["local-test-size"] < 1:
-                        raise ProtocolError("reply reports an empty local test split")
-                    evaluation.add(pid, metrics)
-                evaluation.completed.append(pid)
-                if metrics.get("rolled-back", 0.0):
-                    out.rolled_back.append(pid)
-            except ProtocolError as why:
-                self._reject(out, reply.metadata.src_node_id, TRAIN_DISTILL, str(why), server_round)
+            result = decode_reply(reply, requests, self.roster, server_round, required, self._scores)
+            if result.pid is not None:  # readable claims count even when the upload is refused
+                out.tally(result.pid, result.metrics)
+            if isinstance(result, Rejected):
+                self._reject(out, result, TRAIN_DISTILL, server_round)
+                continue
+            if evaluation.evaluated:
+                evaluation.add(result.pid, result.metrics)
+            evaluation.completed.append(result.pid)
+            if result.metrics.get("rolled-back", 0.0):
+                out.rolled_back.append(result.pid)
         # replies arrive in any order: sort so that sums (ALMA) are bit-identical across engines
         evaluation.sort()
         return evaluation
 
     # -- validation -----------------------------------------------------------------------
-    def _identify(
-        self, reply: Message, out: RoundOutcome, required: tuple[str, ...] = ()
-    ) -> tuple[int, dict[str, float]]:
-        """The reply's partition id and checked metrics (server/roster.py); adds its compute
-        time and sample counts to the round's."""
-        pid, metrics = self.roster.identify(reply, required)
-        out.tally(pid, metrics)
-        return pid, metrics
+    @staticmethod
+    def _scores(reply: Message, server_round: int) -> None:
+        """A distil reply that reports scores must have scored something."""
+        if checked_metrics(metrics_of(reply)).get("local-test-size", 1.0) < 1:
+            raise ProtocolError("reply reports an empty local test split")
 
-    def _reject(self, out: RoundOutcome, node: int, phase: str, reason: str, server_round: int) -> None:
-        pid = self.pid_of_node.get(node)
-        if phase == TRAIN_LOCAL and pid is not None:
-            out.node_of.pop(pid, None)  # dropped for the whole round: no distil, no score
+    def _reject(self, out: RoundOutcome, rejected: Rejected, phase: str, server_round: int) -> None:
+        """Record a refused reply (a node whose reply was accepted keeps it: a duplicate or a
+        replay never undoes the reply it copies)."""
+        node, reason = rejected.node, rejected.reason
+        pid = self.pid_of_node.get(node, rejected.pid)
         out.failed.append({"node_id": node, "partition_id": pid, "phase": phase, "reason": reason})
         log.warning(
             "round %d: dropped %s reply of node %s (partition %s): %s", server_round, phase, node, pid, reason

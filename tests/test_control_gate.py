@@ -90,7 +90,7 @@ def test_main_installs_the_gate_around_flowers_app_with_loopback_and_extra_netwo
     flower_superlink = importlib.import_module("flwr.superlink.cli.flower_superlink")  # the module
 
     served = {}
-    monkeypatch.setattr(flower_superlink.uvicorn, "run", lambda app, **kw: served.setdefault("app", app))
+    monkeypatch.setattr(flower_superlink.uvicorn, "run", lambda app, **kw: served.update(app=app, kw=kw))
     monkeypatch.setattr(superlink_main, "create_app", superlink_main.create_app)  # undone after the test
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     args = ["--control-from", "10.0.0.0/8", "--", "--insecure", "--host", "127.0.0.1", "--port", "1"]
@@ -101,9 +101,7 @@ def test_main_installs_the_gate_around_flowers_app_with_loopback_and_extra_netwo
     assert peer_allowed("10.9.9.9", gate.control) and not peer_allowed("127.0.0.1", gate.control)
     assert not peer_allowed("192.0.2.1", gate.control)
     assert peer_allowed("127.0.0.1", gate.runtime) and not peer_allowed("10.9.9.9", gate.runtime)
-    import os
-
-    assert os.environ["FORWARDED_ALLOW_IPS"] == "127.0.0.1"  # no X-Forwarded-For spoofing
+    assert served["kw"]["proxy_headers"] is False  # the peer address is the TCP peer's
 
 
 def test_an_ungated_grpc_control_api_is_refused(monkeypatch):
@@ -111,3 +109,72 @@ def test_an_ungated_grpc_control_api_is_refused(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         main(["--", "--insecure"])
     assert stop.value.code == 2
+
+
+SPOOFS = [
+    {"x-forwarded-for": "10.9.9.9"},
+    {"x-forwarded-for": "10.9.9.9, 127.0.0.1"},
+    {"x-forwarded-for": "10.9.9.9", "x-forwarded-proto": "https", "x-forwarded-host": "10.9.9.9"},
+    {"forwarded": "for=10.9.9.9;proto=https"},
+    {"forwarded": 'for="[::ffff:10.9.9.9]"'},
+    {"x-real-ip": "10.9.9.9"},
+    {"x-client-ip": "10.9.9.9", "true-client-ip": "10.9.9.9", "cf-connecting-ip": "10.9.9.9"},
+    {"x-original-forwarded-for": "10.9.9.9", "x-cluster-client-ip": "10.9.9.9", "client-ip": "10.9.9.9"},
+]
+
+
+@pytest.mark.parametrize("headers", SPOOFS, ids=lambda h: ",".join(h))
+def test_forwarded_headers_never_change_who_the_caller_is(monkeypatch, tmp_path, headers):
+    """The app exactly as uvicorn would serve it (main's options, uvicorn's own Config): a local
+    caller claiming an allowed network in any forwarding header is still a local caller, refused
+    when --control-from leaves loopback out; a real caller from that network gets through."""
+    import importlib
+
+    import flwr.superlink.main as superlink_main
+    import uvicorn
+
+    cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
+    served = {}
+    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kw: served.update(app=app, kw=kw))
+    monkeypatch.setattr(superlink_main, "create_app", superlink_main.create_app)
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    main(["--control-from", "10.9.9.0/24", "--", "--insecure", "--database", str(tmp_path / "state.db")])
+    reached = []
+
+    async def flower(scope, receive, send):  # stands in for Flower's app behind the gate
+        reached.append(scope["client"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    served["app"].app = flower
+    config = uvicorn.Config(served["app"], **{k: v for k, v in served["kw"].items() if k != "log_config"})
+    config.load()
+
+    def status(peer: str) -> int:
+        sent = []
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/control/list-runs",
+            "raw_path": b"/v1/control/list-runs",
+            "query_string": b"",
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+            "client": (peer, 50000),
+            "server": ("127.0.0.1", 9093),
+        }
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(config.loaded_app(scope, receive, send))
+        return sent[0]["status"]
+
+    assert status("127.0.0.1") == 403 and status("::1") == 403 and not reached
+    assert status("10.9.9.9") == 200 and reached == [("10.9.9.9", 50000)]

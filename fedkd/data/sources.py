@@ -51,6 +51,8 @@ INPUT_SHAPES = {
     "fashion-mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
 }
+# Images in each train split: no client trains on more (the server's bound on num-examples claims).
+TRAIN_SIZES = {"digits": 1437, "mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
 # What each label means, for figures and tables (digits and MNIST: the digit itself).
 CLASS_NAMES = {
     "digits": tuple(str(d) for d in range(10)),
