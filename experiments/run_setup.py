@@ -54,7 +54,7 @@ def build_config(
     """Defaults <- config file <- shorthand options <- --set pairs; then validate."""
     cfg = ExperimentConfig()
     if config_file:
-        cfg = cfg.with_overrides(load_config_file(config_file))
+        cfg = cfg.with_overrides(load_config_file(config_file), text=False)
     cfg = cfg.with_overrides({SHORTHANDS[k]: v for k, v in shorthands.items() if v is not None})
     cfg = cfg.with_overrides(parse_set_options(sets))
     if out is not None:
@@ -116,7 +116,7 @@ def resumable_run(folder: str) -> tuple[ExperimentConfig, dict[str, Any]]:
         raise ConfigError(f"--resume {folder!r}: no readable fedkd {RESULTS_FILE} there") from None
     if payload.get("status") == "completed":
         raise ConfigError(f"--resume {folder!r}: that run is already completed; nothing to resume")
-    cfg = ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())})
+    cfg = ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())}, text=False)
     return validate_config(cfg), payload
 
 

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
+from fedkd.config_types import coerce
 from fedkd.errors import ConfigError  # also imported from here by callers (re-export)
 
 # Allowed values of keys that are not chosen from a registry (the registries' keys are checked
-# by fedkd/validation.py, which may import them; this module imports nothing of fedkd's but errors).
+# by fedkd/validation.py, which may import them; this module imports only errors and config_types).
 ENGINES = ("ray", "inprocess")
 NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
 LOGS = ("csv", "tensorboard")  # `log` is none or a comma list of these
@@ -166,18 +167,18 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class RunConfig:
     rounds: int = 10  # federated rounds; allowed: >= 1
-    seed: int = 0  # seeds the split, every client's init and every random stream; allowed: an integer
+    seed: int = 0  # seeds the split, every client's init and every random stream; allowed: an integer >= 0
     eval_every: int = 1  # evaluate every N rounds (and always after the last one); allowed: >= 1
     engine: str = "ray"  # what runs `fedkd run` (flwr run ignores it)
     min_replies: int = 2  # valid uploads needed to fuse in a round; allowed: 1..num-clients
     # Share of clients asked to train each round (partial participation); allowed: 0 < value <= 1.
     fraction: float = 1.0
-    # Seconds to wait for replies in a phase; allowed: >= 0 (0: wait for all).
+    # Seconds to wait for replies in a phase; allowed: 0 .. the OS's longest timeout (0: wait for all).
     reply_timeout: float = 0.0
     # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: >= 0.
     client_gpus: float = 0.0
     # In-process engine: clients of a phase trained side by side by this many workers (numbers
-    # identical to one at a time); allowed: >= 0 (0: the cores this process may use).
+    # identical to one at a time); allowed: 0..num-clients (0: the cores this process may use).
     workers: int = 0
     # In-process engine: what the workers are; processes (separate Python processes, as Ray's
     # actors: small models, whose steps hold the GIL, run truly side by side) or threads (one
@@ -192,7 +193,7 @@ class RunConfig:
     # address, or empty (start a local Ray on this machine).
     ray_address: str = ""
     # Seconds the server waits for num-clients nodes to connect before it stops with an error
-    # (flwr run: SuperNodes); allowed: > 0.
+    # (flwr run: SuperNodes); allowed: > 0 .. the OS's longest timeout.
     min_nodes_wait: float = 30.0
     # Folder for results.json and config.toml; allowed: a path, or empty (fedkd run and flwr run:
     # runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS> in the working folder).
@@ -222,13 +223,16 @@ class ExperimentConfig:
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
-        """Build from flat keys (all optional; unknown keys are an error)."""
-        return cls().with_overrides(run_config)
+        """Build from flat typed keys (all optional; unknown keys are an error)."""
+        return cls().with_overrides(run_config, text=False)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
-        """Return a copy with flat-key overrides applied and their types coerced."""
+    def with_overrides(self, overrides: Mapping[str, Any], text: bool = True) -> ExperimentConfig:
+        """Return a copy with flat-key overrides applied and their types coerced. ``text=False``
+        (typed sources: TOML, JSON, Flower's run_config) refuses a string for a non-string key; two
+        spellings of one key (``num_clients``, ``num-clients``) in one mapping are refused."""
         index = _leaf_index()
         changes: dict[str, dict[str, Any]] = {}
+        spelled: dict[str, str] = {}
         for raw_key, value in overrides.items():
             key = str(raw_key).replace("_", "-")
             if key not in index:
@@ -237,8 +241,11 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"unknown config key {raw_key!r}; {hint}allowed: {', '.join(sorted(index))}"
                 )
+            if key in spelled:
+                raise ConfigError(f"{key} is given twice ({spelled[key]}, {raw_key}); allowed: one spelling")
+            spelled[key] = str(raw_key)
             section, name, kind = index[key]
-            changes.setdefault(section, {})[name] = _coerce(key, value, kind)
+            changes.setdefault(section, {})[name] = coerce(key, value, kind, text)
         parts = {s: replace(getattr(self, s), **c) for s, c in changes.items()}
         return replace(self, **parts)
 
@@ -260,31 +267,6 @@ def _leaf_index() -> dict[str, tuple[str, str, type]]:
 
 def config_keys() -> list[str]:
     return sorted(_leaf_index())
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    """Convert a value (from TOML, CLI text or run_config) to the field's type."""
-    if isinstance(value, str) and kind is not str:
-        text = value.strip()
-        if kind is bool:
-            if text.lower() in {"true", "1", "yes"}:
-                return True
-            if text.lower() in {"false", "0", "no"}:
-                return False
-            raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
-        try:
-            return kind(text)
-        except ValueError:
-            raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}") from None
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
-    if kind is int and (isinstance(value, bool) or not float(value).is_integer()):
-        raise ConfigError(f"{key}={value!r} is not an integer")
-    if kind in (int, float) and not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}={value!r} is not a number")
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f"{key}={value!r} is not a string")
-    return kind(value)
 
 
 def as_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

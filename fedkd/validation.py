@@ -9,8 +9,8 @@ from the registries, which import the config (a method would close an import loo
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
+import threading
 
 from fedkd.compression import COMPRESSIONS, QUANT_BITS
 from fedkd.config import (
@@ -22,6 +22,7 @@ from fedkd.config import (
     ExperimentConfig,
     log_targets,
 )
+from fedkd.config_types import check_type_range
 from fedkd.data.partition import PARTITIONERS
 from fedkd.data.sources import DATASETS, NUM_CLASSES
 from fedkd.errors import ConfigError
@@ -31,6 +32,8 @@ from fedkd.knowledge import DIVERGENCES
 from fedkd.models import parse_model_list
 
 MAX_CLIENT_THREADS = 256  # intra-op threads per client; more only exhausts memory
+MAX_WAIT_S = threading.TIMEOUT_MAX  # the longest wait the OS's lock timeouts take (~292 years on Linux)
+MIN_NOISE_MULTIPLIER = 1e-6  # below it epsilon is astronomically large and overflows the accountant
 
 
 def _require(ok: bool, message: str) -> None:
@@ -52,13 +55,15 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """Raise ConfigError on the first bad value; return ``cfg`` so calls chain."""
     d, t, f, r, pv = cfg.data, cfg.train, cfg.fusion, cfg.run, cfg.privacy
     for key, value in cfg.to_run_config().items():
-        if isinstance(value, float):
-            _require(math.isfinite(value), f"{key}={value} is invalid; allowed: a finite number")
+        check_type_range(key, value)  # every key, by its type; its own range below
     _choice("mechanism", pv.mechanism, ("none", "gaussian", "laplace"))
     _choice("noise-on", pv.noise_on, ("probabilities", "logits"))
     _choice("sensitivity-model", pv.sensitivity_model, ("client", "row"))
     _choice("accountant", pv.accountant, ("analytic", "rdp"))
-    _require(pv.noise_multiplier > 0, f"noise-multiplier={pv.noise_multiplier} is invalid; allowed: > 0")
+    _require(
+        pv.noise_multiplier >= MIN_NOISE_MULTIPLIER,
+        f"noise-multiplier={pv.noise_multiplier} is invalid; allowed: >= {MIN_NOISE_MULTIPLIER:g}",
+    )
     _choice("calibrate-from", pv.calibrate_from, ("noise-multiplier", "target-epsilon"))
     _require(pv.target_epsilon > 0, f"target-epsilon={pv.target_epsilon} is invalid; allowed: epsilon > 0")
     _require(0 < pv.delta < 1, f"delta={pv.delta} is invalid; allowed: 0 < delta < 1")
@@ -99,6 +104,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(d.matched_test_size >= 0, f"matched-test-size={d.matched_test_size}; allowed: >= 0 (0: none)")
     _choice("budget-match", t.budget_match, BUDGET_MATCHES)
     _require(r.rounds >= 1, f"rounds={r.rounds} is invalid; allowed: rounds >= 1")
+    _require(r.seed >= 0, f"seed={r.seed} is invalid; allowed: an integer >= 0")
     _require(
         1 <= r.min_replies <= d.num_clients,
         f"min-replies={r.min_replies} is invalid; allowed: 1..num-clients ({d.num_clients})",
@@ -124,14 +130,20 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         f"device={t.device!r} is invalid; allowed: auto, cpu, cuda, cuda:N",
     )
     _require(0 < r.fraction <= 1, f"fraction={r.fraction} is invalid; allowed: 0 < fraction <= 1")
-    _require(r.reply_timeout >= 0, f"reply-timeout={r.reply_timeout}; allowed: >= 0 (0: wait for all)")
-    _require(r.client_gpus >= 0, f"client-gpus={r.client_gpus}; allowed: >= 0")
-    _require(r.workers >= 0, f"workers={r.workers} is invalid; allowed: >= 0 (0: every available core)")
     _require(
-        r.workers <= MAX_CLIENT_THREADS, f"workers={r.workers} is invalid; allowed: 0..{MAX_CLIENT_THREADS}"
+        0 <= r.reply_timeout <= MAX_WAIT_S,
+        f"reply-timeout={r.reply_timeout} is invalid; allowed: 0 .. {MAX_WAIT_S:g} s (0: wait for all)",
+    )
+    _require(r.client_gpus >= 0, f"client-gpus={r.client_gpus}; allowed: >= 0")
+    _require(
+        0 <= r.workers <= d.num_clients,  # a phase asks at most num-clients clients: more only fork idle
+        f"workers={r.workers} is invalid; allowed: 0..num-clients ({d.num_clients}) (0: the available cores)",
     )
     _choice("worker-pool", r.worker_pool, WORKER_POOLS)
-    _require(r.min_nodes_wait > 0, f"min-nodes-wait={r.min_nodes_wait}; allowed: > 0 (seconds)")
+    _require(
+        0 < r.min_nodes_wait <= MAX_WAIT_S,
+        f"min-nodes-wait={r.min_nodes_wait} is invalid; allowed: > 0 .. {MAX_WAIT_S:g} s",
+    )
     _require(t.learning_rate > 0, f"learning-rate={t.learning_rate}; allowed: > 0")
     _require(t.temperature > 0, f"temperature={t.temperature}; allowed: > 0")
     _require(f.beta >= 0, f"beta={f.beta} is invalid; allowed: beta >= 0")
