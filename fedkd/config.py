@@ -175,7 +175,7 @@ class RunConfig:
     fraction: float = 1.0
     # Seconds to wait for replies in a phase; allowed: 0 .. the OS's longest timeout (0: wait for all).
     reply_timeout: float = 0.0
-    # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: >= 0.
+    # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: 0, or >= 0.0001.
     client_gpus: float = 0.0
     # In-process engine: clients of a phase trained side by side by this many workers (numbers
     # identical to one at a time); allowed: 0..num-clients (0: the cores this process may use).

@@ -9,6 +9,7 @@ from the registries, which import the config (a method would close an import loo
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import threading
 
@@ -30,9 +31,11 @@ from fedkd.fusion import FUSIONS
 from fedkd.fusion.ktpfl import SIMPLEX_MAPS, STEP_RULES
 from fedkd.knowledge import DIVERGENCES
 from fedkd.models import parse_model_list
+from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
 
 MAX_CLIENT_THREADS = 256  # intra-op threads per client; more only exhausts memory
 MAX_WAIT_S = threading.TIMEOUT_MAX  # the longest wait the OS's lock timeouts take (~292 years on Linux)
+RAY_RESOURCE_UNIT = 0.0001  # the smallest resource share Ray schedules (1 / RESOURCE_UNIT_SCALING)
 MIN_NOISE_MULTIPLIER = 1e-6  # below it epsilon is astronomically large and overflows the accountant
 
 
@@ -134,7 +137,10 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         0 <= r.reply_timeout <= MAX_WAIT_S,
         f"reply-timeout={r.reply_timeout} is invalid; allowed: 0 .. {MAX_WAIT_S:g} s (0: wait for all)",
     )
-    _require(r.client_gpus >= 0, f"client-gpus={r.client_gpus}; allowed: >= 0")
+    _require(
+        r.client_gpus == 0 or r.client_gpus >= RAY_RESOURCE_UNIT,
+        f"client-gpus={r.client_gpus} is invalid; allowed: 0, or >= {RAY_RESOURCE_UNIT} (Ray's precision)",
+    )
     _require(
         0 <= r.workers <= d.num_clients,  # a phase asks at most num-clients clients: more only fork idle
         f"workers={r.workers} is invalid; allowed: 0..num-clients ({d.num_clients}) (0: the available cores)",
@@ -198,7 +204,32 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _require(f.neighbour_top_m >= 1, f"neighbour-top-m={f.neighbour_top_m}; allowed: >= 1")
     _require(f.neighbour_threshold >= 0, f"neighbour-threshold={f.neighbour_threshold}; allowed: >= 0")
     _check_log(r.log)
+    _check_accounting(cfg)
     return cfg
+
+
+def _check_accounting(cfg: ExperimentConfig) -> None:
+    """Noise settings must leave the accountant a finite epsilon per release: dp-accounting fails
+    on extremes (a clip of 1e308, a target-epsilon of 1e300), otherwise only after round 1 ran."""
+    pv = cfg.privacy
+    if pv.mechanism == "none":
+        return
+    try:
+        rows = release_rows(cfg)
+        scale, epsilon = noise_scale(pv, rows), PrivacyLedger(pv, rows).epsilon_for(1)
+    except (ValueError, RuntimeError, ArithmeticError):
+        scale = epsilon = math.nan
+    given = (
+        f"noise-multiplier={pv.noise_multiplier:g}"
+        if pv.calibrate_from == "noise-multiplier"
+        else (f"target-epsilon={pv.target_epsilon:g}")
+    )
+    _require(
+        math.isfinite(scale) and scale > 0 and math.isfinite(epsilon),
+        f"mechanism={pv.mechanism} with {given}, clip={pv.clip:g}, delta={pv.delta:g} leaves no finite "
+        "epsilon per release (the accountant fails); allowed: settings closer to 1 (e.g. clip 1, "
+        "target-epsilon 0.1..100)",
+    )
 
 
 def _check_log(log: str) -> None:

@@ -156,6 +156,22 @@ def test_json_null_for_a_number_is_refused(tmp_path):
         (["--set", "partitioner=shard", "--set", "shards-per-client=1000"], "shards-per-client=1000"),
         (["--set", "partitioner=quantity-lognormal", "--set", "quantity-sigma=1000"], "quantity-sigma=1000"),
         (["--set", "noise-multiplier=1e-300"], "noise-multiplier=1e-300 is invalid; allowed: >="),
+        (
+            ["--set", "mechanism=gaussian", "--set", "clip=1e308"],
+            "mechanism=gaussian with noise-multiplier=1",
+        ),
+        (
+            [
+                "--set",
+                "mechanism=gaussian",
+                "--set",
+                "calibrate-from=target-epsilon",
+                "--set",
+                "target-epsilon=1e300",
+            ],
+            "target-epsilon=1e+300, clip=1, delta=1e-05 leaves no finite epsilon",
+        ),
+        (["--set", "client-gpus=0.00001"], "client-gpus=1e-05 is invalid; allowed: 0, or >= 0.0001"),
         (["--out", "runs/a\nb"], "out-dir="),
         (["--set", "data-dir=/tmp/\x1b[31m"], "data-dir="),
     ],
