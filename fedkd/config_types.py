@@ -1,13 +1,16 @@
-"""What a key's Python type allows, whatever the key: the conversion of TOML, CLI text and JSON
-values to the type, and the checks every value of that type gets (finite, within int64, no
-control characters). fedkd/validation.py adds each key's own range; both read the type from the
-key's field in fedkd/config.py, so a new key is checked by type the moment it exists.
+"""What a key allows, declared on its field: the conversion of TOML, CLI text and JSON values to
+the field's type, the checks every value of a type gets (finite, within int64, no control
+characters) and the key's own range (``allowed(default, ">= 2")`` in fedkd/config.py).
+fedkd/validation.py runs them for every field, then the checks that relate keys or need a registry.
 """
 
 from __future__ import annotations
 
 import math
+import operator
+import re
 import unicodedata
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedkd.errors import ConfigError
@@ -62,3 +65,46 @@ def check_type_range(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value} is invalid; allowed: {INT64[0]} .. {INT64[1]}")
     if isinstance(value, str) and any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ConfigError(f"{key}={value!r} is invalid; allowed: text without control characters")
+
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_FLIP = {"<": ">", "<=": ">="}
+_ONE_SIDE = re.compile(r"(>=|>|<=|<) (\S+)")
+_TWO_SIDES = re.compile(r"(\S+) (<=|<) value (<=|<) (\S+)")
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """A key's range, written as it is shown to users: ">= 2", "> 0", "0 < value <= 1"."""
+
+    spec: str
+    note: str = ""  # what a special value means, e.g. "0: no cap"
+
+    def __post_init__(self) -> None:
+        self.bounds()  # a malformed spec fails when config.py is imported, not when a user errs
+
+    def bounds(self) -> list[tuple[str, float]]:
+        """(operator, bound) pairs that a value must satisfy, value on the left."""
+        if match := _ONE_SIDE.fullmatch(self.spec):
+            return [(match[1], float(match[2]))]
+        if match := _TWO_SIDES.fullmatch(self.spec):
+            return [(_FLIP[match[2]], float(match[1])), (match[3], float(match[4]))]
+        raise ValueError(f"range {self.spec!r}: write '>= 2' or '0 < value <= 1'")
+
+    def admits(self, value: float) -> bool:
+        return all(_OPS[op](value, bound) for op, bound in self.bounds())
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.note})" if self.note else self.spec
+
+
+def allowed(default: Any, spec: str, note: str = "") -> Any:
+    """A dataclass field with its range: ``num_clients: int = allowed(10, ">= 2")``."""
+    return field(default=default, metadata={"allowed": Allowed(spec, note)})
+
+
+def check_range(key: str, value: Any, metadata: Any) -> None:
+    """The range declared on the key's field, if any."""
+    rule = metadata.get("allowed")
+    if rule is not None and not rule.admits(value):
+        raise ConfigError(f"{key}={value} is invalid; allowed: {rule.describe()}")
