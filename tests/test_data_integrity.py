@@ -162,3 +162,21 @@ def test_an_edited_mnist_file_fails_its_checksum(tmp_path, shared_data, name, ed
     path.with_suffix("").write_bytes(gzip.decompress((shared_data / "mnist" / name).read_bytes()))
     clear_dataset_cache()
     assert np.bincount(load_dataset("mnist", str(tmp_path)).test_y)[0] == 980
+
+
+def test_a_short_hub_download_is_an_error_and_never_cached(tmp_path, monkeypatch):
+    import datasets
+
+    def fake_hub(repo):
+        image = np.zeros((28, 28), dtype=np.uint8)
+        return {
+            split: {"image": [image] * 20, "label": list(range(9)) * 2 + [0, 1]}
+            for split in ("train", "test")
+        }
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    with pytest.raises(
+        DataError, match=r"^ylecun/mnist \(Hugging Face hub\): the mnist train split holds 20 images"
+    ):
+        load_dataset("mnist", str(tmp_path / "empty"), download=True)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
