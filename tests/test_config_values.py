@@ -224,3 +224,11 @@ def test_a_value_outside_a_keys_declared_range_is_refused_in_its_words(key, data
         match=f"^{key}={re.escape(str(value))} is invalid; allowed: {re.escape(rule.describe())}$",
     ):
         validate_config(cfg)
+
+
+def test_a_control_character_in_a_sweep_out_folder_is_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(tomli_w.dumps({"name": "s", "base": {"rounds": 0}}))  # runs nothing either way
+    result = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "a\nb")])
+    assert result.exit_code == 2 and "is invalid; allowed: text without control characters" in result.stderr
+    assert list(tmp_path.iterdir()) == [path]
