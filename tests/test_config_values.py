@@ -164,6 +164,7 @@ def test_json_null_for_a_number_is_refused(tmp_path):
         ),
         (["--num-clients", "4", "--set", "workers=64"], "workers=64 is invalid; allowed: 0..num-clients (4)"),
         (["--set", "partitioner=shard", "--set", "shards-per-client=1000"], "shards-per-client=1000"),
+        (["--set", "transfer-size=1000000"], "transfer-size=1000000 leaves too little of the 1437 digits"),
         (["--set", "partitioner=quantity-lognormal", "--set", "quantity-sigma=1000"], "quantity-sigma=1000"),
         (["--set", "noise-multiplier=1e-300"], "noise-multiplier=1e-300 is invalid; allowed: >="),
         (

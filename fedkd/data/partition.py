@@ -172,6 +172,11 @@ def federated_split(
     """
     n = len(labels)
     if external_transfer_pool is None:
+        if cfg.transfer_size > n - 4:  # two clients of two samples each must remain
+            raise ConfigError(
+                f"transfer-size={cfg.transfer_size} leaves too little of the {n} {cfg.dataset} training "
+                f"samples for any federation; allowed: at most {max(0, n - 2 * cfg.num_clients)}"
+            )
         order = numpy_rng(seed, "transfer").permutation(n)
         transfer, pool = np.sort(order[: cfg.transfer_size]), order[cfg.transfer_size :]
     else:
