@@ -196,7 +196,10 @@ def sweep(
     from experiments.run_setup import parse_set_options
     from experiments.sweep import RUNS_FILE, expand, load_sweep, pending_runs, run_sweep
     from experiments.sweep_ray import run_sweep_on_ray
+    from fedkd.config_types import check_type_range
 
+    if out is not None:
+        check_type_range("--out", out)  # a control character would reach every run's config.toml
     spec = load_sweep(resolve_sweep_file(sweep_file))
     spec = spec if tuned is None else replace(spec, tuned=tuned)
     planned = expand(spec, parse_set_options(sets))

@@ -48,11 +48,12 @@ def task_identity(run_id: int) -> Iterator[None]:
 
 
 def inprocess_workers(cfg: ExperimentConfig) -> int:
-    """``workers``, or (0) the cores this process may use, shared by ``client-threads``."""
+    """``workers``, or (0) the cores this process may use, shared by ``client-threads``; never more
+    than num-clients, the most clients a phase asks (validate_config caps ``workers`` the same)."""
     if cfg.run.workers:
         return cfg.run.workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // cfg.train.client_threads)
+    return max(1, min(cfg.data.num_clients, cores // cfg.train.client_threads))
 
 
 @contextmanager

@@ -60,7 +60,7 @@ def build_config(
     """Defaults <- config file <- shorthand options <- --set pairs; then validate."""
     cfg = ExperimentConfig()
     if config_file:
-        cfg = cfg.with_overrides(load_config_file(config_file))
+        cfg = cfg.with_overrides(load_config_file(config_file), text=False)
     cfg = cfg.with_overrides({SHORTHANDS[k]: v for k, v in shorthands.items() if v is not None})
     cfg = cfg.with_overrides(parse_set_options(sets))
     if out is not None:
@@ -153,7 +153,7 @@ def resumable_run(
             "order (a damaged line before its last); allowed: start the run again"
         )
     saved = validate_config(
-        ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())})
+        ExperimentConfig().with_overrides({**flat, "out-dir": str(Path(folder).resolve())}, text=False)
     )
     cfg = validate_config(saved.with_overrides(asked or {}))
     before, after = saved.to_run_config(), cfg.to_run_config()

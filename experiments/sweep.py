@@ -80,8 +80,14 @@ def load_sweep(path: str | Path) -> Sweep:
     both = set(grid) & set(zipped)
     if both:
         raise ConfigError(f"sweep file {path}: key {sorted(both)[0]!r} is in both [grid] and [zip]")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip() or "/" in name or not name.isprintable():
+        raise ConfigError(
+            f"sweep file {path}: name={name!r} is invalid; allowed: a string, the sweep folder's name "
+            "(no '/', no control characters)"
+        )
     tuned = str(path.parent / tuned) if tuned else ""  # relative to the sweep file
-    return Sweep(raw.get("name", path.stem), raw.get("base", {}), grid, zipped, tuned)
+    return Sweep(name, raw.get("base", {}), grid, zipped, tuned)
 
 
 def run_id_of(cfg: ExperimentConfig) -> str:
@@ -97,7 +103,7 @@ def cell_of(axes: dict[str, Any]) -> dict[str, Any]:
 
 def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
     """Every configuration of the sweep, validated, in a deterministic order."""
-    base = ExperimentConfig().with_overrides(sweep.base)
+    base = ExperimentConfig().with_overrides(sweep.base, text=False)
     overrides = overrides or {}
     tuned = _checked_tuned(sweep) if sweep.tuned else None
     grid_rows = [
@@ -108,11 +114,15 @@ def expand(sweep: Sweep, overrides: dict[str, Any] | None = None) -> list[Planne
     planned, seen = [], set()
     for grid_row, zip_row in itertools.product(grid_rows, zip_rows):
         axes = {**grid_row, **zip_row}
-        cfg = base.with_overrides({**overrides, **axes})
+        cfg = base.with_overrides(overrides).with_overrides(axes, text=False)  # --set is text
         if tuned is not None:
             tuned.check_run(cfg, axes, NON_IDENTITY_KEYS)
             chosen = tuned.settings_for(cfg.fusion.algorithm, cell_of(axes))
-            cfg = base.with_overrides({**chosen, **overrides, **axes})
+            cfg = (
+                base.with_overrides(chosen, text=False)
+                .with_overrides(overrides)
+                .with_overrides(axes, text=False)
+            )
         cfg = validate_config(cfg)
         run_id = run_id_of(cfg)
         if run_id not in seen:
@@ -219,7 +229,9 @@ def share_cores(run: PlannedRun, sweep_workers: int) -> PlannedRun:
     if run.config.run.workers:
         return run
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    share = max(1, cores // max(1, sweep_workers) // run.config.train.client_threads)
+    share = max(
+        1, min(run.config.data.num_clients, cores // max(1, sweep_workers) // run.config.train.client_threads)
+    )
     return PlannedRun(run.run_id, run.axes, run.config.with_overrides({"workers": share}))
 
 

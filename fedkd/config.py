@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
+from fedkd.config_types import Allowed, allowed, coerce
 from fedkd.errors import ConfigError  # also imported from here by callers (re-export)
 
 # Allowed values of keys that are not chosen from a registry (the registries' keys are checked
-# by fedkd/validation.py, which may import them; this module imports nothing of fedkd's but errors).
+# by fedkd/validation.py, which may import them; this module imports only errors and config_types).
 ENGINES = ("ray", "inprocess")
 NEIGHBOUR_RULES = ("mean-threshold", "fixed-threshold", "top-m")
 LOGS = ("csv", "tensorboard")  # `log` is none or a comma list of these
 WORKER_POOLS = ("processes", "threads")  # the in-process engine's workers
 BUDGET_MATCHES = ("steps", "passes")  # what every algorithm gets the same of per round
+# Seconds: the longest timeout the OS's locks take (threading.TIMEOUT_MAX, ~292 years on Linux).
+_WAIT_FROM_0, _WAIT_ABOVE_0 = (f"0 {op} value <= {threading.TIMEOUT_MAX:.6g}" for op in ("<=", "<"))
 
 
 def log_targets(log: str) -> list[str]:
@@ -32,9 +36,10 @@ def log_targets(log: str) -> list[str]:
     return sorted(asked)
 
 
-# Every field carries a comment saying what the value means and what is allowed: `fedkd keys
-# --toml` and each run's config.toml print it beside the key (fedkd/config_doc.py reads it from
-# here). Keys with a fixed set of names (dataset, algorithm, ...) get that list from their registry.
+# Every field carries a comment saying what the value means, and a number its range
+# (``allowed(default, ">= 2")``, checked by fedkd/validation.py): `fedkd keys --toml` and each
+# run's config.toml print both beside the key (fedkd/config_doc.py reads the comment from here).
+# Keys with a fixed set of names (dataset, algorithm, ...) get that list from their registry.
 
 
 @dataclass(frozen=True)
@@ -42,29 +47,30 @@ class DataConfig:
     dataset: str = "digits"  # dataset of the private data (digits is embedded; the others: data-dir)
     data_dir: str = ""  # folder with the dataset files; allowed: a path, or empty ($FEDKD_DATA_DIR)
     download: bool = False  # fetch from the Hugging Face hub when files are missing; allowed: true, false
-    num_clients: int = 10  # clients, one private partition each; allowed: >= 2 (and what the data allows)
+    num_clients: int = allowed(10, ">= 2", "and what the data allows")  # clients, one private partition each
     partitioner: str = "dirichlet"  # how the private data is split over the clients
-    alpha: float = 0.5  # Dirichlet concentration (partitioner dirichlet; lower: more skew); allowed: > 0
-    classes_per_client: int = 2  # classes per client (partitioner pathological); allowed: >= 1
-    shards_per_client: int = 2  # label-sorted shards per client (partitioner shard); allowed: >= 1
-    quantity_sigma: float = 1.0  # spread of client sizes (partitioner quantity-lognormal); allowed: > 0
-    min_partition_size: int = 25  # samples per client partition (train + local test), at least; allowed: >= 2
-    # Cap on each client's private train split (samples); allowed: >= 0 (0: no cap).
-    max_client_samples: int = 0
-    # Share of each (capped) partition held out as its local test split; allowed: 0 < value < 1.
-    local_test_fraction: float = 0.2
-    min_local_test_size: int = 5  # samples; a smaller local test split is a config error; allowed: >= 1
+    alpha: float = allowed(0.5, "> 0")  # Dirichlet concentration (partitioner dirichlet; lower: more skew)
+    classes_per_client: int = allowed(2, ">= 1")  # classes per client (partitioner pathological)
+    # Label-sorted shards per client (partitioner shard; each shard holds a sample at least).
+    shards_per_client: int = allowed(2, ">= 1")
+    quantity_sigma: float = allowed(1.0, "> 0")  # spread of client sizes (partitioner quantity-lognormal)
+    min_partition_size: int = allowed(
+        25, ">= 2"
+    )  # samples per client partition (train + local test), at least
+    max_client_samples: int = allowed(0, ">= 0", "0: no cap")  # cap on each client's private train split
+    # Share of each (capped) partition held out as its local test split.
+    local_test_fraction: float = allowed(0.2, "0 < value < 1")
+    min_local_test_size: int = allowed(5, ">= 1")  # samples; a smaller local test split is a config error
     # Share of each client's (capped) private train split held out as its validation split, on
-    # which hyperparameters and the reported round are chosen (never on test); allowed:
-    # 0 <= value < 1 (0: no validation split).
-    val_fraction: float = 0.1
+    # which hyperparameters and the reported round are chosen (never on test).
+    val_fraction: float = allowed(0.1, "0 <= value < 1", "0: no validation split")
     # Per client: a sample of the dataset's test split drawn with the client's training label mix,
     # scored every evaluated round (the headline ALMA: far more precise than the small local test
-    # split); allowed: >= 0 (0: none; the headline is then the local test split).
-    matched_test_size: int = 500
-    # Fixed random subset of the test split for global accuracy (samples); allowed: >= 0 (0: all of it).
-    global_test_size: int = 500
-    transfer_size: int = 200  # samples in the shared (unlabelled) transfer set; allowed: >= 1
+    # split).
+    matched_test_size: int = allowed(500, ">= 0", "0: none; the headline is then the local test split")
+    # Fixed random subset of the test split for global accuracy (samples).
+    global_test_size: int = allowed(500, ">= 0", "0: all of it")
+    transfer_size: int = allowed(200, ">= 1")  # samples in the shared (unlabelled) transfer set
     # Dataset the transfer set is drawn from (same image shape as dataset); "": held out from the
     # training data.
     transfer_dataset: str = ""
@@ -78,22 +84,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    local_epochs: int = 3  # passes over the private train split per round, before distilling; allowed: >= 1
+    local_epochs: int = allowed(3, ">= 1")  # passes over the private train split per round, before distilling
     # What every algorithm gets the same of per round: steps (optimiser steps: a client that
     # distils less than distill-epochs over the whole transfer set, local included, spends the
     # difference on private data) or passes (the same private epochs; distillation is extra, as
     # most papers run it); allowed: steps, passes.
     budget_match: str = "steps"
-    batch_size: int = 32  # samples per optimiser step; allowed: >= 1
-    learning_rate: float = 0.003  # Adam's learning rate (a fresh optimiser per phase); allowed: > 0
-    temperature: float = 3.0  # softmax temperature of soft predictions and of the KD loss; allowed: > 0
-    distill_epochs: int = 2  # passes over the transfer set per round, distilling; allowed: >= 0
-    revisit_epochs: int = 1  # passes over the private train split after distilling; allowed: >= 0
+    batch_size: int = allowed(32, ">= 1")  # samples per optimiser step
+    learning_rate: float = allowed(0.003, "> 0")  # Adam's learning rate (a fresh optimiser per phase)
+    temperature: float = allowed(3.0, "> 0")  # softmax temperature of soft predictions and of the KD loss
+    distill_epochs: int = allowed(2, ">= 0")  # passes over the transfer set per round, distilling
+    revisit_epochs: int = allowed(1, ">= 0")  # passes over the private train split after distilling
     # Supervised epochs on the *labelled* transfer set before round 1, for every client and
-    # every algorithm (FedMD's transfer-learning phase); allowed: >= 0 (0: the transfer set stays
-    # unlabelled).
-    pretrain_epochs: int = 0
-    client_threads: int = 1  # torch threads per client (Ray: CPUs per virtual client); allowed: 1..256
+    # every algorithm (FedMD's transfer-learning phase).
+    pretrain_epochs: int = allowed(0, ">= 0", "0: the transfer set stays unlabelled")
+    # Torch threads per client (Ray: CPUs per virtual client).
+    client_threads: int = allowed(1, "1 <= value <= 256")
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     mixed_precision: bool = False  # bfloat16 autocast on CUDA; allowed: true, false
 
@@ -103,82 +109,85 @@ class FusionConfig:
     algorithm: str = "knfu"  # how the clients' knowledge is combined each round
     divergence: str = "kl"  # KnFu: divergence between two clients' EPDs (kl, js) or predictions (cosine)
     neighbour_rule: str = "mean-threshold"  # KnFu: which clients count as semantic neighbours
-    # KnFu, neighbour-rule fixed-threshold: largest divergence of a neighbour; allowed: >= 0.
-    neighbour_threshold: float = 0.1
-    neighbour_top_m: int = 3  # KnFu, neighbour-rule top-m: closest clients kept; allowed: >= 1
-    beta: float = 10.0  # KnFu: weights = softmax(-beta * divergence); allowed: >= 0
+    # KnFu, neighbour-rule fixed-threshold: largest divergence of a neighbour.
+    neighbour_threshold: float = allowed(0.1, ">= 0")
+    neighbour_top_m: int = allowed(3, ">= 1")  # KnFu, neighbour-rule top-m: closest clients kept
+    beta: float = allowed(10.0, ">= 0")  # KnFu: weights = softmax(-beta * divergence)
     include_self: bool = True  # KnFu: a client is its own neighbour (divergence 0); allowed: true, false
-    dsfl_temperature: float = 0.1  # DS-FL entropy reduction (lower: sharper); allowed: > 0
-    # FedMD: transfer rows drawn afresh each round for consensus/digest; allowed: 0 (all) ..
-    # transfer-size.
-    fedmd_subset: int = 0
+    dsfl_temperature: float = allowed(0.1, "> 0")  # DS-FL entropy reduction (lower: sharper)
+    # FedMD: transfer rows drawn afresh each round for consensus/digest.
+    fedmd_subset: int = allowed(0, ">= 0", "0: all; at most transfer-size")
     # FedMD (not fedmd-nopretrain): epochs of its transfer-learning phase, supervised on the
-    # labelled transfer set before a client's first round, on top of pretrain-epochs; allowed: >= 0.
-    fedmd_pretrain_epochs: int = 20
-    # knfu-guard: share of private data held out for the guard; allowed: 0 < value < 1.
-    guard_fraction: float = 0.1
-    # knfu-guard: allowed drop in guard accuracy before rollback; allowed: >= 0.
-    guard_tolerance: float = 0.0
+    # labelled transfer set before a client's first round, on top of pretrain-epochs.
+    fedmd_pretrain_epochs: int = allowed(20, ">= 0")
+    guard_fraction: float = allowed(0.1, "0 < value < 1")  # knfu-guard: share of private data held out
+    guard_tolerance: float = allowed(
+        0.0, ">= 0"
+    )  # knfu-guard: allowed drop in guard accuracy before rollback
     # KT-pFL: step size on the knowledge-coefficient matrix C: adaptive (the reference code's: per
     # row, a power of 5 that puts the mean absolute step in [0.01, 0.05)) | fixed (ktpfl-step-size).
     ktpfl_step_rule: str = "adaptive"
-    # KT-pFL, ktpfl-step-rule fixed: step size of each gradient step on C; allowed: > 0.
-    ktpfl_step_size: float = 0.1
+    # KT-pFL, ktpfl-step-rule fixed: step size of each gradient step on C.
+    ktpfl_step_size: float = allowed(0.1, "> 0")
     # KT-pFL: how a row of C returns to the simplex after a step: softmax (the reference code's
     # softmax(5 c)) | projection (Euclidean projection onto the simplex).
     ktpfl_simplex: str = "softmax"
-    # KT-pFL: rho of the regulariser rho * ||C - 1/K||^2 (pulls C towards uniform); allowed: >= 0.
-    ktpfl_rho: float = 0.7
-    ktpfl_steps: int = 1  # KT-pFL: gradient steps on C per round (server side); allowed: >= 1
+    # KT-pFL: rho of the regulariser rho * ||C - 1/K||^2 (pulls C towards uniform).
+    ktpfl_rho: float = allowed(0.7, ">= 0")
+    ktpfl_steps: int = allowed(1, ">= 1")  # KT-pFL: gradient steps on C per round (server side)
     # FedDF: server distillation steps (mini-batches of batch-size transfer rows) per architecture
-    # and round; allowed: >= 0 (0: per-architecture FedAvg only).
-    feddf_server_steps: int = 100
+    # and round.
+    feddf_server_steps: int = allowed(100, ">= 0", "0: per-architecture FedAvg only")
     # Selective-FD, client side: the share of its own private samples (leave-one-out) a client's
     # density-ratio selector would pass; a transfer row is uploaded if its ratio is at least theirs
-    # at quantile 1 - this; allowed: 0 < value <= 1.
-    selective_quantile: float = 0.75
+    # at quantile 1 - this.
+    selective_quantile: float = allowed(0.75, "0 < value <= 1")
     # Selective-FD, client side: Gaussian kernel width of the density-ratio estimate, as a multiple
-    # of the median distance between private and transfer inputs; allowed: > 0.
-    selective_kernel_width: float = 1.0
+    # of the median distance between private and transfer inputs.
+    selective_kernel_width: float = allowed(1.0, "> 0")
     # Selective-FD, server side: rows whose ensemble prediction has normalised entropy (entropy /
-    # ln C) above this get no target; allowed: 0 < value <= 1 (1: keep every row).
-    selective_entropy: float = 0.9
+    # ln C) above this get no target.
+    selective_entropy: float = allowed(0.9, "0 < value <= 1", "1: keep every row")
     # Soft-prediction uploads, compressed client-side after any privacy noise: none | topk | quant.
     compression: str = "none"
-    compression_k: int = 2  # compression topk: largest entries kept per row; allowed: 1 .. classes - 1
-    compression_bits: int = 8  # compression quant: bits per entry; allowed: 8, 4, 2
+    # compression topk: largest entries kept per row.
+    compression_k: int = allowed(2, ">= 1", "and below the number of classes")
+    compression_bits: int = allowed(8, "2 <= value <= 8", "8, 4 or 2")  # compression quant: bits per entry
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
     mechanism: str = "none"  # none | gaussian | laplace (noise on soft targets, client-side)
     calibrate_from: str = "noise-multiplier"  # noise-multiplier | target-epsilon
-    noise_multiplier: float = 1.0  # per-entry noise scale / clip bound
-    target_epsilon: float = 1.0  # per-release epsilon (any > 0), when calibrate-from = target-epsilon
-    delta: float = 1e-5
-    clip: float = 1.0  # row norm bound (L2 for gaussian, L1 for laplace)
+    # Per-entry noise scale / clip bound (smaller than 1e-6 overflows the accountant).
+    noise_multiplier: float = allowed(1.0, ">= 1e-06")
+    # Per-release epsilon, when calibrate-from = target-epsilon.
+    target_epsilon: float = allowed(1.0, "> 0")
+    delta: float = allowed(1e-5, "0 < value < 1")  # delta of the (epsilon, delta) guarantee
+    clip: float = allowed(1.0, "> 0")  # row norm bound (L2 for gaussian, L1 for laplace)
     noise_on: str = "probabilities"  # probabilities | logits
     sensitivity_model: str = "client"  # client (whole release) | row (one transfer-set row)
-    max_epsilon: float = 0.0  # > 0: stop releasing before a client would exceed it
+    # Stop releasing before a client's epsilon would exceed this.
+    max_epsilon: float = allowed(0.0, ">= 0", "0: no limit")
     accountant: str = "analytic"  # analytic (exact Gaussian, Balle & Wang 2018) | rdp (Renyi DP, looser)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    rounds: int = 10  # federated rounds; allowed: >= 1
-    seed: int = 0  # seeds the split, every client's init and every random stream; allowed: an integer
-    eval_every: int = 1  # evaluate every N rounds (and always after the last one); allowed: >= 1
+    rounds: int = allowed(10, ">= 1")  # federated rounds
+    seed: int = allowed(0, ">= 0")  # seeds the split, every client's init and every random stream
+    eval_every: int = allowed(1, ">= 1")  # evaluate every N rounds (and always after the last one)
     engine: str = "ray"  # what runs `fedkd run` (flwr run ignores it)
-    min_replies: int = 2  # valid uploads needed to fuse in a round; allowed: 1..num-clients
-    # Share of clients asked to train each round (partial participation); allowed: 0 < value <= 1.
-    fraction: float = 1.0
-    # Seconds to wait for replies in a phase; allowed: >= 0 (0: wait for all).
-    reply_timeout: float = 0.0
-    # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU); allowed: >= 0.
-    client_gpus: float = 0.0
+    min_replies: int = allowed(2, ">= 1", "at most num-clients")  # valid uploads needed to fuse in a round
+    # Share of clients asked to train each round (partial participation).
+    fraction: float = allowed(1.0, "0 < value <= 1")
+    # Seconds to wait for replies in a phase (at most the OS's longest timeout).
+    reply_timeout: float = allowed(0.0, _WAIT_FROM_0, "0: wait for all")
+    # Ray simulation: GPUs per virtual client (0.25 = 4 clients per GPU; Ray's unit is 0.0001).
+    client_gpus: float = allowed(0.0, ">= 0", "0, or at least 0.0001")
     # In-process engine: clients of a phase trained side by side by this many workers (numbers
-    # identical to one at a time); allowed: >= 0 (0: the cores this process may use).
-    workers: int = 0
+    # identical to one at a time).
+    workers: int = allowed(0, ">= 0", "at most num-clients; 0: the cores this process may use")
     # In-process engine: what the workers are; processes (separate Python processes, as Ray's
     # actors: small models, whose steps hold the GIL, run truly side by side) or threads (one
     # process, one copy of the data: models whose kernels dominate, one GPU); allowed: processes,
@@ -192,8 +201,8 @@ class RunConfig:
     # address, or empty (start a local Ray on this machine).
     ray_address: str = ""
     # Seconds the server waits for num-clients nodes to connect before it stops with an error
-    # (flwr run: SuperNodes); allowed: > 0.
-    min_nodes_wait: float = 30.0
+    # (flwr run: SuperNodes; at most the OS's longest timeout).
+    min_nodes_wait: float = allowed(30.0, _WAIT_ABOVE_0)
     # Folder for results.json and config.toml; allowed: a path, or empty (fedkd run and flwr run:
     # runs/<algorithm>-<dataset>-<YYYYmmdd-HHMMSS> in the working folder).
     out_dir: str = ""
@@ -222,13 +231,16 @@ class ExperimentConfig:
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
-        """Build from flat keys (all optional; unknown keys are an error)."""
-        return cls().with_overrides(run_config)
+        """Build from flat typed keys (all optional; unknown keys are an error)."""
+        return cls().with_overrides(run_config, text=False)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
-        """Return a copy with flat-key overrides applied and their types coerced."""
+    def with_overrides(self, overrides: Mapping[str, Any], text: bool = True) -> ExperimentConfig:
+        """Return a copy with flat-key overrides applied and their types coerced. ``text=False``
+        (typed sources: TOML, JSON, Flower's run_config) refuses a string for a non-string key; two
+        spellings of one key (``num_clients``, ``num-clients``) in one mapping are refused."""
         index = _leaf_index()
         changes: dict[str, dict[str, Any]] = {}
+        spelled: dict[str, str] = {}
         for raw_key, value in overrides.items():
             key = str(raw_key).replace("_", "-")
             if key not in index:
@@ -237,8 +249,11 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"unknown config key {raw_key!r}; {hint}allowed: {', '.join(sorted(index))}"
                 )
+            if key in spelled:
+                raise ConfigError(f"{key} is given twice ({spelled[key]}, {raw_key}); allowed: one spelling")
+            spelled[key] = str(raw_key)
             section, name, kind = index[key]
-            changes.setdefault(section, {})[name] = _coerce(key, value, kind)
+            changes.setdefault(section, {})[name] = coerce(key, value, kind, text)
         parts = {s: replace(getattr(self, s), **c) for s, c in changes.items()}
         return replace(self, **parts)
 
@@ -258,33 +273,18 @@ def _leaf_index() -> dict[str, tuple[str, str, type]]:
     return index
 
 
+def key_ranges() -> dict[str, Allowed]:
+    """kebab-case key -> the range declared on its field (keys without one are absent)."""
+    return {
+        _key(leaf.name): leaf.metadata["allowed"]
+        for section in fields(ExperimentConfig)
+        for leaf in fields(get_type_hints(ExperimentConfig)[section.name])
+        if "allowed" in leaf.metadata
+    }
+
+
 def config_keys() -> list[str]:
     return sorted(_leaf_index())
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    """Convert a value (from TOML, CLI text or run_config) to the field's type."""
-    if isinstance(value, str) and kind is not str:
-        text = value.strip()
-        if kind is bool:
-            if text.lower() in {"true", "1", "yes"}:
-                return True
-            if text.lower() in {"false", "0", "no"}:
-                return False
-            raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
-        try:
-            return kind(text)
-        except ValueError:
-            raise ConfigError(f"{key}={value!r} is not a valid {kind.__name__}") from None
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
-    if kind is int and (isinstance(value, bool) or not float(value).is_integer()):
-        raise ConfigError(f"{key}={value!r} is not an integer")
-    if kind in (int, float) and not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}={value!r} is not a number")
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f"{key}={value!r} is not a string")
-    return kind(value)
 
 
 def as_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 The comments are the ones written beside each field in ``fedkd/config.py`` (read from its
 source, so there is one place to keep them); keys chosen from a registry get the registry's
-names appended, so a new algorithm or dataset shows up without editing a comment. The TOML is
+names appended, so a new algorithm or dataset shows up without editing a comment, and numeric
+keys the range declared on their field. The TOML is
 what ``fedkd keys --toml`` prints and what every run writes as ``config.toml`` beside its
 results: flat top-level keys that ``fedkd run --config`` reads back to the same config.
 """
@@ -20,22 +21,12 @@ from typing import get_type_hints
 import tomli_w
 
 from fedkd import config as config_module
-from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig
+from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig, key_ranges
 from fedkd.data.partition import PARTITIONERS
 from fedkd.data.sources import DATASETS
 from fedkd.fusion import FUSIONS
 from fedkd.knowledge import DIVERGENCES
 from fedkd.models import MODELS
-
-# PrivacyConfig belongs to the privacy work; until its field comments say what is allowed, the
-# rest of the sentence lives here (appended to the field's own comment).
-_ALLOWED_ELSEWHERE = {
-    "noise-multiplier": "allowed: > 0",
-    "target-epsilon": "allowed: > 0",
-    "delta": "delta of the (epsilon, delta) guarantee; allowed: 0 < delta < 1",
-    "clip": "allowed: > 0",
-    "max-epsilon": "allowed: >= 0 (0: no limit)",
-}
 
 
 def key_choices() -> dict[str, list[str]]:
@@ -90,13 +81,14 @@ def key_comments() -> dict[str, str]:
     """kebab-case key -> one line: what the value means and which values are allowed."""
     comments = field_comments()
     choices = key_choices()
+    ranges = key_ranges()
     described: dict[str, str] = {}
     for key in ExperimentConfig().to_run_config():
         parts = [comments.get(key, "")]
         if key in choices:
             parts.append(f"allowed: {', '.join(choices[key])}")
-        if key in _ALLOWED_ELSEWHERE:
-            parts.append(_ALLOWED_ELSEWHERE[key])
+        if key in ranges:
+            parts.append(f"allowed: {ranges[key].describe()}")
         described[key] = "; ".join(p for p in parts if p)
     return described
 

@@ -10,6 +10,7 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from experiments.engines import inprocess_workers, run_inprocess, task_identity
+from fedkd.errors import ConfigError
 from server.inprocess_grid import InProcessGrid
 from tests.conftest import tiny_config
 
@@ -67,9 +68,16 @@ def test_models_built_on_many_threads_at_once_get_their_seeded_init():
 
 
 def test_default_workers_follow_the_cores_and_client_threads():
-    assert inprocess_workers(tiny_config(workers=5)) == 5
+    assert inprocess_workers(tiny_config(workers=2)) == 2
     cores = inprocess_workers(tiny_config())
     assert cores >= 1 and inprocess_workers(tiny_config(**{"client-threads": 256})) == 1
+
+
+def test_workers_never_outnumber_the_clients(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert inprocess_workers(tiny_config()) == 3  # 64 cores, 3 clients: 3 workers, not 64
+    with pytest.raises(ConfigError, match=r"workers=4 is invalid; allowed: 0..num-clients \(3\)"):
+        tiny_config(workers=4)
 
 
 class Gate:

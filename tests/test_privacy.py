@@ -269,8 +269,8 @@ def test_run_reports_epsilon_and_stops_at_max_epsilon():
     "setting, fragment",
     [
         ("noise-multiplier=-1", "noise-multiplier=-1.0 is invalid"),
-        ("delta=1", "delta=1.0 is invalid; allowed: 0 < delta < 1"),
-        ("target-epsilon=0", "target-epsilon=0.0 is invalid; allowed: epsilon > 0"),
+        ("delta=1", "delta=1.0 is invalid; allowed: 0 < value < 1"),
+        ("target-epsilon=0", "target-epsilon=0.0 is invalid; allowed: > 0"),
         ("target-epsilon=-3", "target-epsilon=-3.0 is invalid"),
         ("mechanism=shot", "unknown mechanism 'shot'"),
     ],

@@ -12,6 +12,7 @@ from PIL import Image
 
 from fedkd.data import cifar
 from fedkd.data.errors import DataError
+from fedkd.data.integrity import EXPECTED, Expected
 from fedkd.data.sources import clear_dataset_cache, load_dataset
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -105,6 +106,12 @@ def test_missing_files_say_where_fedkd_looked(tmp_path, monkeypatch):
         load_dataset("cifar10", "")
 
 
+@pytest.fixture
+def synthetic_cifar(monkeypatch):
+    """Tiny CIFAR-like copies: 2 images per class and no checksum (not the published copy)."""
+    monkeypatch.setitem(EXPECTED, "cifar10", Expected((2,) * 10, (2,) * 10))
+
+
 def _synthetic_cifar(n_per_class=2):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(10 * n_per_class, 3, 32, 32), dtype=np.uint8)
@@ -112,7 +119,8 @@ def _synthetic_cifar(n_per_class=2):
     return x, y
 
 
-def test_cifar_pickles(tmp_path):
+def test_cifar_pickles(tmp_path, monkeypatch):
+    monkeypatch.setitem(EXPECTED, "cifar10", Expected((10,) * 10, (2,) * 10))  # 5 batches of 2 per class
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     x, y = _synthetic_cifar()
@@ -142,7 +150,9 @@ def _jpeg_archive(path, n_per_class=2):
         tar.add(staging / "test", arcname="test")
 
 
-def test_cifar_jpeg_archive_is_decoded_once_then_cached_in_the_cache_folder(tmp_path, monkeypatch):
+def test_cifar_jpeg_archive_is_decoded_once_then_cached_in_the_cache_folder(
+    tmp_path, monkeypatch, synthetic_cifar
+):
     monkeypatch.setenv("FEDKD_CACHE_DIR", str(tmp_path / "cache"))
     source = tmp_path / "data" / "cifar10-jpeg"
     source.mkdir(parents=True)
@@ -181,7 +191,7 @@ def test_cache_folder_is_fedkd_cache_dir_else_xdg_else_home(tmp_path, monkeypatc
     assert cache_path(source, "tag").parent == tmp_path / "mine"
 
 
-def test_an_unwritable_cache_folder_costs_speed_not_the_load(tmp_path, monkeypatch):
+def test_an_unwritable_cache_folder_costs_speed_not_the_load(tmp_path, monkeypatch, synthetic_cifar):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     monkeypatch.setenv("FEDKD_CACHE_DIR", str(blocker / "cache"))
@@ -191,7 +201,7 @@ def test_an_unwritable_cache_folder_costs_speed_not_the_load(tmp_path, monkeypat
     assert train_x.shape == (20, 3, 32, 32)
 
 
-def test_corrupt_cifar_archive_names_the_file(tmp_path, monkeypatch):
+def test_corrupt_cifar_archive_names_the_file(tmp_path, monkeypatch, synthetic_cifar):
     monkeypatch.setenv("FEDKD_CACHE_DIR", str(tmp_path / "cache"))
     archive = tmp_path / "cifar10-jpeg" / "cifar10-jpeg.tar.xz"
     archive.parent.mkdir()
@@ -229,7 +239,7 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_cifar_pickles_never_execute_code(tmp_path):
+def test_cifar_pickles_never_execute_code(tmp_path, synthetic_cifar):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     x, y = _synthetic_cifar()
@@ -251,9 +261,9 @@ def test_empty_or_mismatched_splits_are_data_errors():
     images = np.zeros((4, 1, 28, 28), dtype=np.uint8)
     labels = np.zeros(4, dtype=np.int64)
     with pytest.raises(DataError, match="train split holds no images"):
-        make_dataset("mnist", (images[:0], labels[:0]), (images, labels))
-    with pytest.raises(DataError, match="train images are"):
-        make_dataset("mnist", (images, labels), (np.zeros((4, 1, 32, 32), dtype=np.uint8), labels))
+        make_dataset("mnist", (images[:0], labels[:0]), (images, labels), "here")
+    with pytest.raises(DataError, match=r"here: mnist test images are \(1, 32, 32\); allowed: \(1, 28, 28\)"):
+        make_dataset("mnist", (images, labels), (np.zeros((4, 1, 32, 32), dtype=np.uint8), labels), "here")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not npz", "other keys", "other contents"])

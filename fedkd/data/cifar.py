@@ -11,6 +11,7 @@ import numpy as np
 
 from fedkd.data.cache import cache_path, load_cached, save_cached
 from fedkd.data.errors import DataError
+from fedkd.data.integrity import check_checksum, check_counts, check_labels, file_sha256
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 Split = tuple[np.ndarray, np.ndarray]
@@ -51,6 +52,7 @@ def load_pickles(folder: Path) -> tuple[Split, Split]:
             raise DataError(
                 f"{path}: expected (N, 3072) data with N labels, got {data.shape} and {len(labels)}"
             )
+        check_labels(labels, len(CLASSES), path)
         return data.reshape(-1, 3, 32, 32), labels
 
     parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
@@ -59,13 +61,22 @@ def load_pickles(folder: Path) -> tuple[Split, Split]:
 
 
 def load_jpeg_archive(archive: Path) -> tuple[Split, Split]:
-    """``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg`` in a tar(.xz); cached as arrays."""
+    """``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg`` in a tar(.xz); cached as arrays.
+
+    The archive's checksum is checked before the cache is read, and the decoded splits' counts
+    before the cache is written: a damaged archive is an error, never a smaller cached dataset."""
+    try:
+        check_checksum("cifar10", archive, file_sha256(archive))
+    except OSError as exc:
+        raise DataError(f"{archive}: cannot read the archive ({exc.strerror or exc})") from None
     cache = cache_path(archive, "cifar10-jpeg")
     cached = load_cached(cache)
     if cached is not None:
         return (cached["train_x"], cached["train_y"]), (cached["test_x"], cached["test_y"])
     splits = _decode_archive(archive)
     (train_x, train_y), (test_x, test_y) = splits
+    check_counts("cifar10", "train", train_y, archive)
+    check_counts("cifar10", "test", test_y, archive)
     save_cached(cache, {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y})
     return splits
 

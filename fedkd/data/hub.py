@@ -10,6 +10,7 @@ import numpy as np
 
 from fedkd.data.cache import cache_root, load_cached, save_cached
 from fedkd.data.errors import DataError
+from fedkd.data.integrity import check_counts
 
 HUB_NAMES = {
     "mnist": ("ylecun/mnist", "image"),
@@ -41,5 +42,7 @@ def fetch(name: str) -> tuple[Split, Split]:
             f"cannot download {repo} from the Hugging Face hub: {str(exc).splitlines()[0]}"
         ) from None
     train, test = _to_arrays(hf["train"], column), _to_arrays(hf["test"], column)
+    check_counts(name, "train", train[1], f"{repo} (Hugging Face hub)")  # before it is cached
+    check_counts(name, "test", test[1], f"{repo} (Hugging Face hub)")
     save_cached(cache, {"train_x": train[0], "train_y": train[1], "test_x": test[0], "test_y": test[1]})
     return train, test

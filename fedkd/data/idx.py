@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from fedkd.data.errors import DataError
+from fedkd.data.integrity import EXPECTED, check_checksum, check_labels
 
 _MAGIC = {2049: 1, 2051: 3}  # labels: 1 dim, images: 3 dims (N, H, W)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Return the uint8 array stored in an idx file; DataError if it is not exactly that."""
+def read_idx(path: Path) -> tuple[np.ndarray, str]:
+    """The uint8 array stored in an idx file and the sha256 of the file's (gunzipped) content;
+    DataError if it is not exactly that."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
@@ -36,20 +39,22 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(
             f"{path}: header says {dims} ({expected} bytes) but the file holds {len(raw) - header} bytes"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims), hashlib.sha256(raw).hexdigest()
 
 
-def load_idx_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 1, 28, 28) uint8, labels (N,) int64) for prefix 'train' or 't10k'."""
+def load_idx_split(folder: Path, prefix: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 1, 28, 28) uint8, labels (N,) int64) for prefix 'train' or 't10k' of source
+    ``name``; the format is checked first (the more telling error), then labels and checksums."""
     images_path = _find(folder, f"{prefix}-images-idx3-ubyte")
     labels_path = _find(folder, f"{prefix}-labels-idx1-ubyte")
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    (images, images_sha), (labels, labels_sha) = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1:
         raise DataError(f"{images_path}: expected images (N, H, W) and labels (N,)")
     if len(images) != len(labels):
         raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
-    if labels.max(initial=0) > 9:
-        raise DataError(f"{labels_path}: label {int(labels.max())} outside 0..9")
+    check_labels(labels, len(EXPECTED[name].train_counts), labels_path)
+    check_checksum(name, images_path, images_sha)
+    check_checksum(name, labels_path, labels_sha)
     return images[:, None].copy(), labels.astype(np.int64)
 
 

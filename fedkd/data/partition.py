@@ -68,6 +68,12 @@ def _pathological(cfg: DataConfig, seed: int, pool_size: int) -> object:
 def _shard(cfg: DataConfig, seed: int, pool_size: int) -> object:
     from flwr_datasets.partitioner import ShardPartitioner
 
+    most = pool_size // cfg.num_clients  # every shard needs a sample (else flwr-datasets divides by 0)
+    if cfg.shards_per_client > most:
+        raise ConfigError(
+            f"shards-per-client={cfg.shards_per_client} is too many for {cfg.num_clients} clients and "
+            f"{pool_size} pool samples; allowed: 1..{most}"
+        )
     return ShardPartitioner(
         num_partitions=cfg.num_clients,
         partition_by="label",
@@ -98,8 +104,15 @@ def lognormal_sizes(cfg: DataConfig, pool_size: int, seed: int) -> list[int]:
         raise ConfigError(
             f"num-clients={k} x min-partition-size={floor} exceeds the {pool_size} pool samples"
         )
-    weights = numpy_rng(seed, "sizes").lognormal(0.0, cfg.quantity_sigma, size=k)
-    extra = np.floor(weights / weights.sum() * (pool_size - k * floor)).astype(int)
+    with np.errstate(over="ignore"):
+        weights = numpy_rng(seed, "sizes").lognormal(0.0, cfg.quantity_sigma, size=k)
+        total = weights.sum()
+    if not np.isfinite(total):
+        raise ConfigError(
+            f"quantity-sigma={cfg.quantity_sigma} is too large: client sizes exp(sigma z) overflow for "
+            f"{k} clients; allowed: a smaller quantity-sigma (sizes this skewed leave clients empty anyway)"
+        )
+    extra = np.floor(weights / total * (pool_size - k * floor)).astype(int)
     return [int(floor + e) for e in extra]
 
 
@@ -159,6 +172,11 @@ def federated_split(
     """
     n = len(labels)
     if external_transfer_pool is None:
+        if cfg.transfer_size > n - 4:  # two clients of two samples each must remain
+            raise ConfigError(
+                f"transfer-size={cfg.transfer_size} leaves too little of the {n} {cfg.dataset} training "
+                f"samples for any federation; allowed: at most {max(0, n - 2 * cfg.num_clients)}"
+            )
         order = numpy_rng(seed, "transfer").permutation(n)
         transfer, pool = np.sort(order[: cfg.transfer_size]), order[cfg.transfer_size :]
     else:

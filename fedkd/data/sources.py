@@ -7,6 +7,7 @@ layouts; the Hugging Face hub is used only when ``download`` is set explicitly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 from fedkd.data import cifar, hub
 from fedkd.data.errors import DataError
 from fedkd.data.idx import has_idx_files, load_idx_split
+from fedkd.data.integrity import EXPECTED, check_checksum, check_counts
 from fedkd.registry import Registry
 
 DATA_DIR_ENV = "FEDKD_DATA_DIR"
@@ -44,7 +46,7 @@ Loader = Callable[[Path | None, bool], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 # Known without loading anything: the server validates replies against these.
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+NUM_CLASSES = {name: len(expected.train_counts) for name, expected in EXPECTED.items()}
 INPUT_SHAPES = {
     "digits": (1, 8, 8),
     "mnist": (1, 28, 28),
@@ -52,7 +54,7 @@ INPUT_SHAPES = {
     "cifar10": (3, 32, 32),
 }
 # Images in each train split: no client trains on more (the server's bound on num-examples claims).
-TRAIN_SIZES = {"digits": 1437, "mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
+TRAIN_SIZES = {name: sum(expected.train_counts) for name, expected in EXPECTED.items()}
 # What each label means, for figures and tables (digits and MNIST: the digit itself).
 CLASS_NAMES = {
     "digits": tuple(str(d) for d in range(10)),
@@ -98,21 +100,25 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def make_dataset(
-    name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+    name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], origin: Path | str
 ) -> Dataset:
+    """A checked Dataset: shapes, label range and the registered per-class counts of ``name``
+    (fedkd/data/integrity.py); ``origin`` (the file or folder read) is named in every error."""
     for split, (images, labels) in (("train", train), ("test", test)):
         if len(images) == 0:
-            raise DataError(f"{name}: the {split} split holds no images")
+            raise DataError(f"{origin}: the {name} {split} split holds no images")
         if len(images) != len(labels):
-            raise DataError(f"{name}: the {split} split has {len(images)} images but {len(labels)} labels")
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise DataError(
-            f"{name}: train images are {train[0].shape[1:]} but test images {test[0].shape[1:]}; "
-            "allowed: one shape"
-        )
+            raise DataError(
+                f"{origin}: the {name} {split} split has {len(images)} images but {len(labels)} labels"
+            )
+        if images.shape[1:] != INPUT_SHAPES[name]:
+            raise DataError(
+                f"{origin}: {name} {split} images are {images.shape[1:]}; allowed: {INPUT_SHAPES[name]}"
+            )
+    check_counts(name, "train", train[1], origin)
+    check_counts(name, "test", test[1], origin)
     mean, std = channel_stats(train[0])
-    classes = int(max(train[1].max(), test[1].max())) + 1
-    return Dataset(name, train[0], train[1], test[0], test[1], classes, mean, std)
+    return Dataset(name, train[0], train[1], test[0], test[1], NUM_CLASSES[name], mean, std)
 
 
 def resolve_data_dir(data_dir: str) -> Path | None:
@@ -142,10 +148,11 @@ def _load_digits(root: Path | None, download: bool) -> Dataset:
     bunch = load_digits()
     images = np.clip(bunch.images * 16.0, 0, 255).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
     labels = bunch.target.astype(np.int64)
+    check_checksum("digits", "load_digits", hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest())
     train_x, test_x, train_y, test_y = train_test_split(
         images, labels, test_size=0.2, stratify=labels, random_state=0
     )
-    return make_dataset("digits", (train_x, train_y), (test_x, test_y))
+    return make_dataset("digits", (train_x, train_y), (test_x, test_y), "sklearn load_digits")
 
 
 def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loader:
@@ -157,9 +164,10 @@ def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loa
             candidates.append(Path(system_dir))
         for folder in candidates:
             if has_idx_files(folder):
-                return make_dataset(name, load_idx_split(folder, "train"), load_idx_split(folder, "t10k"))
+                train, test = load_idx_split(folder, "train", name), load_idx_split(folder, "t10k", name)
+                return make_dataset(name, train, test, folder)
         if download:
-            return make_dataset(name, *hub.fetch(name))
+            return make_dataset(name, *hub.fetch(name), f"the Hugging Face hub copy of {name}")
         raise _not_found(name, candidates, "train-images-idx3-ubyte.gz and the three other idx files")
 
     return load
@@ -178,14 +186,14 @@ def _load_cifar10(root: Path | None, download: bool) -> Dataset:
         pickles = base / "cifar-10-batches-py"
         looked.append(pickles)
         if pickles.is_dir():
-            return make_dataset("cifar10", *cifar.load_pickles(pickles))
+            return make_dataset("cifar10", *cifar.load_pickles(pickles), pickles)
     for base in (root / "cifar10-jpeg", root / "cifar10", root) if root is not None else ():
         archive = base / "cifar10-jpeg.tar.xz"
         looked.append(archive)
         if archive.is_file():
-            return make_dataset("cifar10", *cifar.load_jpeg_archive(archive))
+            return make_dataset("cifar10", *cifar.load_jpeg_archive(archive), archive)
     if download:
-        return make_dataset("cifar10", *hub.fetch("cifar10"))
+        return make_dataset("cifar10", *hub.fetch("cifar10"), "the Hugging Face hub copy of cifar10")
     raise _not_found("cifar10", looked, "cifar-10-batches-py/ or cifar10-jpeg.tar.xz")
 
 
