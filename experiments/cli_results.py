@@ -15,6 +15,8 @@ import click
 from experiments.cli_options import SPLIT_OPTIONS, config_options
 from fedkd.errors import ConfigError
 
+REPORT_FORMATS = {"markdown": "results.md", "latex": "results.tex"}  # --format: the file it prints
+
 
 @click.command()
 @config_options(*SPLIT_OPTIONS)
@@ -61,6 +63,15 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     help="Equivalence margin in accuracy (0.01 = 1 point): a method whose paired difference to the "
     "reference is shown (TOST, Holm) to lie within +-margin is 'equivalent within +-margin'.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(REPORT_FORMATS)),
+    default="markdown",
+    show_default=True,
+    help="Tables to print: markdown (results.md) or latex (results.tex, booktabs). Both files, and "
+    "the CSVs, are always written.",
+)
 def report(
     sweep_dir: str,
     out: str | None,
@@ -69,6 +80,7 @@ def report(
     reference: str,
     columns: str,
     margin: str,
+    fmt: str,
 ) -> None:
     """Per-cell means with 95% CIs, Holm-adjusted paired comparisons with verdicts (higher,
     lower, equivalent within the margin, inconclusive), tables and figures of a sweep.
@@ -79,7 +91,7 @@ def report(
 
     axes = [c.strip() for c in columns.split(",") if c.strip()]
     path = write_report(sweep_dir, out, run_id, audit, reference, axes, equivalence_margin(margin))
-    click.echo((path.parent / "results.md").read_text(), nl=False)
+    click.echo((path.parent / REPORT_FORMATS[fmt]).read_text(), nl=False)
     click.echo(f"report: {path}")
 
 
