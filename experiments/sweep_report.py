@@ -38,6 +38,7 @@ from experiments.setting import setting_line
 from experiments.stats import mean_ci
 from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import methods_of, resolve_reference, results_tables, sorted_by_axes
+from fedkd.csv_cells import cell
 from fedkd.errors import ConfigError
 from fedkd.results_files import atomic_write_text, load_results
 
@@ -192,7 +193,7 @@ def csv_text(axes: list[str], table: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*axes, *SUMMARY_COLUMNS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(table)
+    writer.writerows({key: cell(value) for key, value in row.items()} for row in table)
     return buffer.getvalue()
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from fedkd.config import ExperimentConfig, log_targets
+from fedkd.csv_cells import cell
 from fedkd.models import architecture_for
 from fedkd.results_files import atomic_write_text
 from fedkd.tensorboard_log import TensorBoardLog
@@ -69,15 +69,6 @@ class RoundLog(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def cell(value: Any) -> str:
-    """CSV text of one value: floats in full (repr), booleans as true/false, missing as ''."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def round_row(record: dict[str, Any]) -> list[str]:
