@@ -23,6 +23,7 @@ from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
 from experiments.cli_tune import tune as tune_command
+from experiments.console import plain_unless_terminal, progress_bars_wanted
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
 
@@ -64,6 +65,7 @@ class _DropDeprecationNotices(logging.Filter):
 
 def configure_logging(verbose: bool) -> None:
     """fedkd logs through a child of Flower's logger, so `flwr run` streams it too."""
+    plain_unless_terminal()
     logging.getLogger("flwr.fedkd").setLevel(logging.DEBUG if verbose else logging.INFO)
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -202,17 +204,24 @@ def sweep(
         + (f"; tuned settings from {spec.tuned}" if spec.tuned else "")
     )
     failed = 0
-    with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
+    bars = progress_bars_wanted()  # elsewhere (a log file, CI) tqdm is silent and each run gets a line
+    with tqdm(
+        total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True, disable=not bars
+    ) as bar:
         rows = (
             run_sweep_on_ray(planned, out_dir, retry_failed, ray_address)
             if executor == "ray"
             else run_sweep(planned, out_dir, workers, retry_failed)
         )
+        finished = len(planned) - len(todo)
         for row in rows:
             bar.update(1)
+            finished += 1
             if row["status"] == "ok":
                 axes = " ".join(f"{k}={v}" for k, v in row["axes"].items())
                 bar.set_postfix_str(f"{axes}: ALMA {row['final']['alma']:.3f}")
+                if not bars:
+                    click.echo(f"[{finished}/{len(planned)}] {axes}: ALMA {row['final']['alma']:.3f}")
             else:
                 failed += 1
                 tqdm.write(f"failed: {row['axes']}: {row['error']}")
