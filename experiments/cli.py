@@ -80,7 +80,9 @@ def configure_logging(verbose: bool) -> None:
     type=str,
     help="Folder for results.json and config.toml [default: runs/<algorithm>-<dataset>-<time>].",
 )
-@click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Check the config, the split and --out as the run would; run nothing."
+)
 @click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
 @click.option(
     "--resume",
@@ -98,6 +100,7 @@ def run(
     **shorthands: Any,
 ) -> None:
     """Run one federated experiment."""
+    from experiments.dry_run import check_out_dir
     from experiments.engines import run_experiment
     from experiments.run_setup import build_config, describe_federation, resumable_run, where_it_lands
     from fedkd.results import default_out_dir, final_line, prepare_out_dir, round_line
@@ -109,8 +112,8 @@ def run(
         click.echo(f"resuming {resume_dir} after round {len(resume['rounds'])} of {cfg.run.rounds}")
     else:
         cfg = build_config(config_file, shorthands, sets, out)
-    if cfg.run.out_dir and not dry_run and resume is None:
-        prepare_out_dir(cfg.run.out_dir, overwrite)  # a bad --out fails now, before the split is built
+    if cfg.run.out_dir and resume is None:  # a bad --out fails now, before the split is built
+        (check_out_dir if dry_run else prepare_out_dir)(cfg.run.out_dir, overwrite)
     for line in describe_federation(cfg):
         click.echo(line)
     if dry_run:
