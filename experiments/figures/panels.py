@@ -94,7 +94,8 @@ def nan_mean_std(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def headline_key(rows: list[Row]) -> str:
     """The headline ALMA of the rounds, as in the tables (experiments/run_records.headline):
     label-mix-matched once any run records it, else own-split."""
-    matched = any(x.get("alma_matched") is not None for r in rows for x in r["history"]["rounds"])
+    rounds = (x for r in rows for x in r.get("history", {}).get("rounds", []))  # a row may carry only final
+    matched = any(x.get("alma_matched") is not None for x in rounds)
     return "alma_matched" if matched else "alma"
 
 
