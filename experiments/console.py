@@ -41,8 +41,10 @@ class ConsoleColour(logging.Filter):
 
 def plain_unless_terminal() -> None:
     """Install the colour rule on Flower's logger and fedkd's child of it (a logger's filters do
-    not see records propagated from its children)."""
+    not see records propagated from its children), and tell Ray to leave its prefixes plain."""
     for name in ("flwr", "flwr.fedkd"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, ConsoleColour) for f in logger.filters):
             logger.addFilter(ConsoleColour())
+    if not colour_wanted():  # Ray prefixes each line of its actors with a coloured "(pid=...)"
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from experiments.console import colour_wanted, plain_unless_terminal, progress_bars_wanted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,3 +78,21 @@ def test_piped_sweep_output_has_a_plain_line_per_run_and_no_bar(tmp_path):
     output = _piped(args, tmp_path)
     assert "[1/2] seed=" in output and "[2/2] seed=" in output  # a plain line per finished run
     assert "\x1b" not in output and "\r" not in output
+
+
+@pytest.mark.slow
+def test_piped_ray_run_is_plain_and_drops_the_actors_shutdown_notice(tmp_path):
+    args = [
+        "-m",
+        "experiments.cli",
+        "run",
+        "--num-clients",
+        "3",
+        "--rounds",
+        "1",
+        "--set",
+        "transfer-size=60",
+    ]
+    output = _piped([*args, "--set", "local-epochs=1", "--out", str(tmp_path / "run")], tmp_path)
+    assert "round   1/1 | ALMA" in output and "engine ray" in output
+    assert "\x1b" not in output and "\r" not in output and "Manually terminating" not in output
