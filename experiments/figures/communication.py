@@ -112,7 +112,7 @@ def alma_vs_bytes(rows: list[dict], axes: list[str], path: str | Path) -> Path |
     if not any(_bytes_per_round(r, total=True) > 0 for r in rows):
         return None
     if not varies([_bytes_per_round(r, total=True) for r in rows if _bytes_per_round(r, total=True) > 0]):
-        log.info("figure ALMA vs bytes skipped: every run that sends sends the same bytes per round")
+        log.warning("figure ALMA vs bytes skipped: every run that sends sends the same bytes per round")
         return None
     style = styles_for(algorithms(rows))
     grouped = panels(rows, axes, ("algorithm", "seed", *COMPRESSION_AXES))

@@ -71,7 +71,7 @@ def alma_per_round_figure(
     """Headline ALMA per evaluated round, mean and 95% t-band over seeds (the tables' interval),
     one panel per setting, one line per algorithm; None (with a note) for a single round."""
     if not varies([x["round"] for r in rows for x in evaluated_rounds(r["history"])]):
-        log.info("figure ALMA per round skipped: one evaluated round, so its x axis would not vary")
+        log.warning("figure ALMA per round skipped: one evaluated round, so its x axis would not vary")
         return None
     key = headline_key(rows)
     grouped = panels(rows, axes, ("algorithm", "seed"))
@@ -117,7 +117,7 @@ def alma_vs_steps_figure(
     one panel per cell, one line per algorithm: has each method plateaued, and at what compute?
     None (with a note) when the runs record no step counts."""
     if not any(round_steps(x) is not None for r in rows for x in r["history"]["rounds"]):
-        log.info("figure ALMA vs optimiser steps skipped: the runs record no step counts")
+        log.warning("figure ALMA vs optimiser steps skipped: the runs record no step counts")
         return None
     key = headline_key(rows)
     grouped = panels(rows, axes, ("algorithm", "seed"))
