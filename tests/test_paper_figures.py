@@ -91,6 +91,7 @@ def test_series_differ_in_colour_marker_and_line_style(tmp_path, monkeypatch):
     assert np.array_equal(lines[0].get_ydata(), lines[1].get_ydata())
     drawn = {(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines}
     assert len(drawn) == 2 and len({d[1] for d in drawn}) == 2 and len({d[2] for d in drawn}) == 2
+    assert all(line.get_markerfacecolor() == "none" for line in lines)  # hollow: the lower one shows
 
 
 def test_a_figure_whose_x_axis_does_not_vary_is_skipped_with_a_note(tmp_path, notes):

@@ -54,9 +54,16 @@ class Style:
     marker: str
     linestyle: str
 
-    def line(self) -> dict[str, str]:
-        """Keyword arguments for ``ax.plot`` / ``ax.errorbar``."""
-        return {"color": self.color, "marker": self.marker, "linestyle": self.linestyle}
+    def line(self) -> dict[str, Any]:
+        """Keyword arguments for ``ax.plot`` / ``ax.errorbar``: hollow markers, so that series on
+        the same points still show each marker's outline."""
+        return {
+            "color": self.color,
+            "marker": self.marker,
+            "linestyle": self.linestyle,
+            "markerfacecolor": "none",
+            "markersize": 7,
+        }
 
 
 def new_figure(width: float = 6.0, height: float = 4.0) -> tuple[Figure, Axes]:
