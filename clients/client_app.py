@@ -12,6 +12,8 @@ compressing after the noise is post-processing, so it costs no privacy, and no u
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -36,6 +38,17 @@ from fedkd.protocol import (
     dense_soft,
 )
 from fedkd.training import resolve_device
+
+
+class _DropActorShutdownNotice(logging.Filter):
+    """Flower's Ray actors log a WARNING ("Manually terminating ClientAppActor") each time a
+    simulation ends them: the expected end, not news. This module runs in every actor."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Manually terminating")
+
+
+logging.getLogger("flwr").addFilter(_DropActorShutdownNotice())
 
 
 def resolve_config(bound: ExperimentConfig | None, context: Context) -> ExperimentConfig:

@@ -24,6 +24,7 @@ from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
 from experiments.cli_tune import tune as tune_command
+from experiments.console import plain_unless_terminal, progress_bars_wanted
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
 
@@ -65,6 +66,7 @@ class _DropDeprecationNotices(logging.Filter):
 
 def configure_logging(verbose: bool) -> None:
     """fedkd logs through a child of Flower's logger, so `flwr run` streams it too."""
+    plain_unless_terminal()
     logging.getLogger("flwr.fedkd").setLevel(logging.DEBUG if verbose else logging.INFO)
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -79,7 +81,9 @@ def configure_logging(verbose: bool) -> None:
     type=str,
     help="Folder for results.json and config.toml [default: runs/<algorithm>-<dataset>-<time>].",
 )
-@click.option("--dry-run", is_flag=True, help="Check the config and print the split, run nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Check the config, the split and --out as the run would; run nothing."
+)
 @click.option("--overwrite", is_flag=True, help="Replace results.json already in the --out folder.")
 @click.option(
     "--resume",
@@ -97,6 +101,7 @@ def run(
     **shorthands: Any,
 ) -> None:
     """Run one federated experiment."""
+    from experiments.dry_run import check_out_dir
     from experiments.engines import run_experiment
     from experiments.run_setup import (
         build_config,
@@ -126,6 +131,8 @@ def run(
             cfg = build_config(config_file, shorthands, sets, out)
             if cfg.run.out_dir and not dry_run:
                 owned.enter_context(owned_out_dir(cfg.run.out_dir, overwrite))
+            elif cfg.run.out_dir:  # a bad --out fails the dry run as it would the run, creating nothing
+                check_out_dir(cfg.run.out_dir, overwrite)
         for line in describe_federation(cfg):
             click.echo(line)
         if dry_run:
@@ -222,17 +229,24 @@ def sweep(
         + (f"; tuned settings from {spec.tuned}" if spec.tuned else "")
     )
     failed = 0
-    with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
+    bars = progress_bars_wanted()  # elsewhere (a log file, CI) tqdm is silent and each run gets a line
+    with tqdm(
+        total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True, disable=not bars
+    ) as bar:
         rows = (
             run_sweep_on_ray(planned, out_dir, retry_failed, ray_address)
             if executor == "ray"
             else run_sweep(planned, out_dir, workers, retry_failed)
         )
+        finished = len(planned) - len(todo)
         for row in rows:
             bar.update(1)
+            finished += 1
             if row["status"] == "ok":
                 axes = " ".join(f"{k}={v}" for k, v in row["axes"].items())
                 bar.set_postfix_str(f"{axes}: ALMA {row['final']['alma']:.3f}")
+                if not bars:
+                    click.echo(f"[{finished}/{len(planned)}] {axes}: ALMA {row['final']['alma']:.3f}")
             else:
                 failed += 1
                 tqdm.write(f"failed: {row['axes']}: {row['error']}")

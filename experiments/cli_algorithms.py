@@ -1,5 +1,7 @@
 """`fedkd algorithms`: every fusion algorithm, what its clients upload, whether it personalises,
-its own config keys and its paper, read from the registry (a new algorithm lists itself)."""
+whether its uploads can be compressed, its own config keys and its paper, from the algorithms'
+cards (fedkd/fusion_cards.py: the flags the algorithms and validation use too). The cards are
+plain data, so the listing starts without numpy, torch or Flower."""
 
 from __future__ import annotations
 
@@ -9,27 +11,24 @@ HEADER = ("algorithm", "uploads", "personalised", "compressible", "paper")
 
 
 def algorithm_rows() -> list[tuple[str, ...]]:
-    """One row per registered algorithm (HEADER's columns), alphabetically."""
-    from fedkd.fusion import FUSIONS
+    """One row per algorithm (HEADER's columns), alphabetically."""
+    from fedkd.fusion_cards import CARDS
 
-    rows = []
-    for name in FUSIONS.names():
-        algorithm = FUSIONS.get(name)
-        rows.append(
-            (
-                name,
-                algorithm.upload_summary(),
-                "yes" if algorithm.personalised else "no",
-                "yes" if algorithm.uploads_predictions else "-",
-                algorithm.paper,
-            )
+    return [
+        (
+            name,
+            card.upload_summary(),
+            "yes" if card.personalised else "no",
+            "yes" if card.compressible else "-",
+            card.paper,
         )
-    return rows
+        for name, card in sorted(CARDS.items())
+    ]
 
 
 def listing(rows: list[tuple[str, ...]]) -> str:
     """Plain columns padded to the widest entry, then each algorithm's own config keys."""
-    from fedkd.fusion import FUSIONS
+    from fedkd.fusion_cards import CARDS
 
     widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
     lines = [
@@ -40,7 +39,7 @@ def listing(rows: list[tuple[str, ...]]) -> str:
         "",
         "settings (fedkd keys --toml explains each; compression keys apply to every compressible one):",
     ]
-    lines += [f"  {row[0]}: {', '.join(FUSIONS.get(row[0]).settings) or '-'}" for row in rows]
+    lines += [f"  {row[0]}: {', '.join(CARDS[row[0]].settings) or '-'}" for row in rows]
     return "\n".join(lines)
 
 

@@ -15,6 +15,15 @@ import click
 from experiments.cli_options import SPLIT_OPTIONS, config_options
 from fedkd.errors import ConfigError
 
+REPORT_FORMATS = {"markdown": "results.md", "latex": "results.tex"}  # --format: the file it prints
+DPI_OPTION = click.option(
+    "--dpi",
+    type=click.IntRange(min=50, max=1200),
+    default=300,
+    show_default=True,
+    help="Resolution of the PNG figures (the PDFs beside them are vector).",
+)
+
 
 @click.command()
 @config_options(*SPLIT_OPTIONS)
@@ -32,10 +41,7 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     hist = class_histogram(dataset.train_y, split, dataset.num_classes)
     for line in partition_table(hist, split):
         click.echo(line)
-    title = (
-        f"{dataset.name}: {cfg.data.partitioner} split, {cfg.data.num_clients} clients, seed {cfg.run.seed}"
-    )
-    click.echo(f"heatmap: {partition_figure(hist, Path(out) / 'partition.png', title, dataset.name)}")
+    click.echo(f"heatmap: {partition_figure(hist, Path(out) / 'partition.png', dataset.name)}")
 
 
 @click.command()
@@ -61,6 +67,16 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     help="Equivalence margin in accuracy (0.01 = 1 point): a method whose paired difference to the "
     "reference is shown (TOST, Holm) to lie within +-margin is 'equivalent within +-margin'.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(REPORT_FORMATS)),
+    default="markdown",
+    show_default=True,
+    help="Tables to print: markdown (results.md) or latex (results.tex, booktabs). Both files, and "
+    "the CSVs, are always written.",
+)
+@DPI_OPTION
 def report(
     sweep_dir: str,
     out: str | None,
@@ -69,17 +85,21 @@ def report(
     reference: str,
     columns: str,
     margin: str,
+    fmt: str,
+    dpi: int,
 ) -> None:
     """Per-cell means with 95% CIs, Holm-adjusted paired comparisons with verdicts (higher,
     lower, equivalent within the margin, inconclusive), tables and figures of a sweep.
 
     results.md holds the block the README pastes (pivot table + comparisons), runs.csv the
     per-run numbers it is computed from; a failed run is counted there and named in a warning."""
+    from experiments.figures.common import resolution
     from experiments.sweep_report import write_report
 
     axes = [c.strip() for c in columns.split(",") if c.strip()]
-    path = write_report(sweep_dir, out, run_id, audit, reference, axes, equivalence_margin(margin))
-    click.echo((path.parent / "results.md").read_text(), nl=False)
+    with resolution(dpi):
+        path = write_report(sweep_dir, out, run_id, audit, reference, axes, equivalence_margin(margin))
+    click.echo((path.parent / REPORT_FORMATS[fmt]).read_text(), nl=False)
     click.echo(f"report: {path}")
 
 
@@ -99,14 +119,17 @@ def equivalence_margin(text: str) -> float:
 @click.command()
 @click.argument("results_file")
 @click.option("--out", type=str, help="Folder for the figures [default: beside RESULTS_FILE].")
-def plot(results_file: str, out: str | None) -> None:
+@DPI_OPTION
+def plot(results_file: str, out: str | None, dpi: int) -> None:
     """Figures of one run (its results.json, with rounds.jsonl beside it)."""
+    from experiments.figures.common import resolution
     from experiments.figures.run import run_figures
     from experiments.run_setup import read_run
 
     history = read_run(results_file)
     try:
-        figures = run_figures(history, Path(out) if out else Path(results_file).parent)
+        with resolution(dpi):
+            figures = run_figures(history, Path(out) if out else Path(results_file).parent)
     except (KeyError, TypeError) as exc:
         raise ConfigError(
             f"{results_file!r} lacks what the figures need ({type(exc).__name__}: {exc}); "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fedkd.csv_cells import cell
 from fedkd.errors import ConfigError
 
 METRICS = ("alma", "alma_se", "global_acc", "self_weight")  # the final evaluated round's
@@ -75,14 +76,8 @@ def write_runs_csv(table: RunTable) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in table.records:
-        writer.writerow({k: _csv_value(record.get(k, OK if k == "status" else math.nan)) for k in fields})
+        writer.writerow({k: cell(record.get(k, OK if k == "status" else math.nan)) for k in fields})
     return buffer.getvalue()
-
-
-def _csv_value(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return str(value)
 
 
 def read_runs_csv(text: str) -> RunTable:

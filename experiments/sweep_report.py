@@ -21,6 +21,7 @@ from experiments.audit_table import audit_markdown
 from experiments.figures.communication import alma_vs_bytes
 from experiments.figures.privacy import privacy_tradeoff
 from experiments.figures.sweep import pick_fusion_run, sweep_figures
+from experiments.latex_tables import latex_tables
 from experiments.run_records import (
     COSTS,
     FAILED,
@@ -33,9 +34,11 @@ from experiments.run_records import (
     run_record,
     write_runs_csv,
 )
+from experiments.setting import setting_line
 from experiments.stats import mean_ci
 from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import methods_of, resolve_reference, results_tables, sorted_by_axes
+from fedkd.csv_cells import cell
 from fedkd.errors import ConfigError
 from fedkd.results_files import atomic_write_text, load_results
 
@@ -190,7 +193,7 @@ def csv_text(axes: list[str], table: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*axes, *SUMMARY_COLUMNS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(table)
+    writer.writerows({key: cell(value) for key, value in row.items()} for row in table)
     return buffer.getvalue()
 
 
@@ -207,7 +210,8 @@ def write_report(
     columns: list[str] | None = None,
     margin: float | None = None,
 ) -> Path:
-    """Write runs.csv, summary.md/.csv, results.md (the README block), figures and report.md into
+    """Write runs.csv, summary.md/.csv, results.md (the README block), results.tex (the same tables
+    as booktabs floats), figures and report.md into
     ``out`` (default: the sweep folder). Every table is computed from runs.csv as written, so
     the committed CSV regenerates the published tables exactly. ``margin``: of the equivalence
     verdicts (accuracy, 0.01 = 1 point). Failed runs are counted per cell and named in a warning."""
@@ -218,7 +222,9 @@ def write_report(
     table = read_runs_csv(runs_csv)
     columns = columns or default_columns(table.axes)
     has_reference = _has_reference(table, columns, reference)
-    blocks = results_tables(table, columns, reference, margin) if has_reference else ""
+    setting = setting_line([r.get("config", {}) for r in rows], [r["seed"] for r in table.records])
+    blocks = results_tables(table, columns, reference, margin, setting) if has_reference else ""
+    latex = latex_tables(table, columns, reference, margin, setting, sweep_dir.name) if has_reference else ""
     per_group = summary(table)
     done = [r for r in rows if "history" in r]
     chosen = next((r for r in done if r["id"] == run_id), None) if run_id else pick_fusion_run(done)
@@ -232,9 +238,12 @@ def write_report(
         blocks += "\n" + audit_markdown(audited)
     atomic_write_text(out / RUNS_CSV, runs_csv)
     key = headline(table)
-    atomic_write_text(out / "summary.md", markdown_table(table.axes, per_group, key) + "\n")
+    atomic_write_text(
+        out / "summary.md", setting + "\n\n" + markdown_table(table.axes, per_group, key) + "\n"
+    )
     atomic_write_text(out / "summary.csv", csv_text(table.axes, per_group))
     atomic_write_text(out / "results.md", blocks)
+    atomic_write_text(out / "results.tex", latex)
     failed = failed_note(table)
     if failed:
         log.warning("report: %s", failed)
@@ -242,6 +251,8 @@ def write_report(
         f"# Sweep report: {sweep_dir.name}",
         "",
         f"{len(done)} finished runs; statistics over seeds.",
+        "",
+        setting,
         "",
         *([f"**Warning**: {failed}.", ""] if failed else []),
     ]

@@ -193,10 +193,17 @@ def _caption(table: RunTable) -> str:
     )
 
 
-def results_tables(table: RunTable, columns: list[str], reference: str, margin: float | None = None) -> str:
+def results_tables(
+    table: RunTable,
+    columns: list[str],
+    reference: str,
+    margin: float | None = None,
+    setting: str | None = None,
+) -> str:
     """The block a README pastes: the headline pivot table (with global accuracy, the ALMA at the
     round chosen on validation and the optimiser steps where the runs record them) and the
-    comparisons against the reference, with equivalence verdicts when ``margin`` is given."""
+    comparisons against the reference, with equivalence verdicts when ``margin`` is given.
+    ``setting``: the sweep's fixed setting (experiments/setting.py), the block's first line."""
     rows = comparisons(table, columns, reference, margin)
     n_tests = len(rows)
     key = headline(table)
@@ -220,6 +227,7 @@ def results_tables(table: RunTable, columns: list[str], reference: str, margin: 
             " data + on the transfer set; the server's own steps per round in brackets where it trains:",
             steps_markdown(table, columns, reference),
         ]
+    parts = [setting, *parts] if setting else parts
     parts.append(
         f"Paired differences against {rows[0]['reference'] if rows else reference} (same seeds), "
         + f"Holm-adjusted over {n_tests} comparisons at family-wise alpha {ALPHA:g}"

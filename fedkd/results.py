@@ -163,6 +163,13 @@ def environment_info() -> dict[str, str | bool | int]:
     return info
 
 
+def earlier_wall_s(rounds: list[dict[str, Any]], final: dict[str, Any] | None) -> float:
+    """Wall seconds the earlier invocations of a resumed run spent up to its last kept round: the
+    total at their last evaluated round plus the kept rounds after it (0 for a fresh run)."""
+    after = sum(float(r.get("wall_s") or 0) for r in rounds if r["round"] > ((final or {}).get("round") or 0))
+    return float((final or {}).get("total_wall_s") or 0) + after
+
+
 class RunResults:
     """One run's results: results.json (summary) and rounds.jsonl (one line per round).
 
@@ -182,6 +189,7 @@ class RunResults:
         self.path = Path(path) if path else None
         self.started = time.perf_counter()
         self.rounds: list[dict[str, Any]] = list(rounds or [])
+        self.earlier_wall_s = earlier_wall_s(self.rounds, final)  # a resumed run's earlier invocations
         self.payload: dict[str, Any] = {
             "config": as_dict(cfg),  # nested by section, as report and plot readers expect
             "run_config": cfg.to_run_config(),  # flat kebab-case keys: `fedkd run --config` reads them
@@ -222,7 +230,7 @@ class RunResults:
                     "round",
                 )
             }
-            self.payload["final"]["total_wall_s"] = time.perf_counter() - self.started
+            self.payload["final"]["total_wall_s"] = self.earlier_wall_s + time.perf_counter() - self.started
         self.flush()
 
     def finish(self, status: str, reason: str | None = None) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from fedkd.config import ExperimentConfig, log_targets
+from fedkd.csv_cells import cell
 from fedkd.models import architecture_for
 from fedkd.results_files import atomic_write_text
 from fedkd.tensorboard_log import TensorBoardLog
@@ -52,6 +52,7 @@ CLIENT_COLUMNS = (
     "architecture",
     "participated",
     "local_acc",
+    "global_acc",
     "local_test_size",
     "matched_acc",
     "val_acc",
@@ -68,15 +69,6 @@ class RoundLog(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def cell(value: Any) -> str:
-    """CSV text of one value: floats in full (repr), booleans as true/false, missing as ''."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def round_row(record: dict[str, Any]) -> list[str]:
@@ -98,6 +90,7 @@ def client_rows(record: dict[str, Any], architectures: list[str]) -> list[list[s
             "architecture": arch,
             "participated": pid in asked,
             "local_acc": record["client_acc"].get(pid),
+            "global_acc": record.get("client_global_acc", {}).get(pid),
             "local_test_size": record["client_test_size"].get(pid),
             "private_samples": record["private_samples"].get(pid),
             "transfer_samples": record["transfer_samples"].get(pid),

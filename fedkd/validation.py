@@ -123,15 +123,10 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         f.compression_bits in QUANT_BITS,
         f"compression-bits={f.compression_bits} is invalid; allowed: {', '.join(map(str, QUANT_BITS))}",
     )
-    _require(
-        f.compression == "none" or algorithm.uploads_predictions,
-        f"compression={f.compression} compresses prediction uploads, but algorithm={f.algorithm} uploads "
-        f"{algorithm.upload_summary()}; allowed: compression=none with this algorithm",
-    )
-    _require(
-        f.compression == "none" or "weights" not in algorithm.uploads,
-        f"compression={f.compression} with algorithm={f.algorithm}: its teacher must be what the server "
-        "would compute from the uploaded models; allowed: compression=none with this algorithm",
+    _require(  # the rule `fedkd algorithms` prints as "compressible" (fedkd/fusion_cards.py)
+        f.compression == "none" or algorithm.card.compressible,
+        f"compression={f.compression} with algorithm={f.algorithm}: {algorithm.card.compression_refusal()}; "
+        "allowed: compression=none with this algorithm",
     )
     _check_log(r.log)
     _check_accounting(cfg)

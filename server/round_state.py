@@ -88,13 +88,15 @@ class Evaluation:
 
     def scores(self) -> dict[str, Any]:
         """The round record's scores: ALMA on the own splits (``alma*``) and on the matched test
-        samples (``alma_matched*``, the headline), validation ALMA, global accuracy, per client."""
+        samples (``alma_matched*``, the headline), validation ALMA, global accuracy (its mean, and
+        per client for analyses that would otherwise need a rerun), per client."""
         return {
             **alma(self.local_acc, self.test_sizes),
             **prefixed("alma_matched", alma(self.matched_acc, self.matched_sizes)),
             "val_alma": mean_finite(self.val_acc.values()),
             "global_acc": mean_finite(self.global_acc.values()),
             "client_acc": self.local_acc,
+            "client_global_acc": self.global_acc,  # each client's model on the global test set
             "client_test_size": self.test_sizes,
             "client_matched_acc": self.matched_acc,
             "client_val_acc": self.val_acc,

@@ -92,7 +92,9 @@ def test_malformed_compressed_uploads_are_protocol_errors(arrays, fragment):
 
 
 def test_compression_is_checked_where_configured():
-    with pytest.raises(ConfigError, match="compression=quant compresses prediction uploads"):
+    with pytest.raises(
+        ConfigError, match="compression=quant with algorithm=local: it uploads nothing, and compr"
+    ):
         tiny_config(algorithm="local", compression="quant")
     with pytest.raises(ConfigError, match="compression-bits=3"):
         tiny_config(compression="quant", **{"compression-bits": 3})

@@ -26,6 +26,7 @@ ROUND_KEYS = {
     "alma_matched_clients",
     "val_alma",
     "client_matched_acc",
+    "client_global_acc",
     "client_val_acc",
     "private_steps",
     "transfer_steps",

@@ -3,6 +3,7 @@ validation split, and the self-distillation control."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -54,6 +55,20 @@ def test_rounds_record_matched_and_validation_scores_per_client():
         assert set(data.matched_y.tolist()) <= set(data.train_y.tolist())
     # the matched sample is far larger than the own split: its SE is smaller
     assert record["alma_matched_se"] < record["alma_se"]
+
+
+def test_rounds_jsonl_keeps_each_clients_global_accuracy(tmp_path):
+    cfg = tiny_config(**{"out-dir": str(tmp_path), "rounds": 3, "eval-every": 2})
+    run_experiment(cfg)
+    lines = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    evaluated = [r for r in lines if r["evaluated"]]
+    assert [r["round"] for r in evaluated] == [2, 3]
+    for record in evaluated:
+        per_client = record["client_global_acc"]
+        assert sorted(map(int, per_client)) == sorted(record["participants"])
+        assert all(0.0 <= acc <= 1.0 for acc in per_client.values())
+        assert record["global_acc"] == pytest.approx(np.mean(list(per_client.values())))
+        assert per_client != record["client_acc"]  # the global test set, not the own split
 
 
 def test_without_matched_sample_or_validation_split_nothing_is_claimed():

@@ -43,7 +43,8 @@ def test_points_golden_mean_over_rounds_then_seeds():
     points = {(p["algorithm"], p["compression"]): p for p in comm_points(ROWS, total=False)}
     knfu = points[("knfu", "float32")]
     assert knfu["bytes"] == 2000.0  # seed 0: mean(1000, 3000) = 2000, seed 1: 2000
-    assert knfu["alma"] == pytest.approx(0.75) and knfu["alma_std"] == pytest.approx(0.05)
+    assert knfu["alma"] == pytest.approx(0.75)
+    assert knfu["alma_ci95"] == pytest.approx(12.706204736174698 * 0.05)  # the tables' t-interval
     assert knfu["runs"] == 2
     assert points[("knfu", "2-bit")]["bytes"] == 100.0 and points[("kt-pfl", "top-1")]["alma"] == 0.75
     assert points[("local", "float32")]["bytes"] == 0.0

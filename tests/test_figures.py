@@ -1,6 +1,6 @@
-"""Figures fit for a paper: integer client ticks, the round in one title, legends outside the
-data, accuracy not cut at 1, architectures in the legend, a kB axis that is linear unless the
-range needs a log one, class names on the partition heatmap."""
+"""Figures fit for a paper: no titles inside (the caption names the run and round), integer
+client ticks, legends outside the data, accuracy not cut at 1, architectures in the legend, a kB
+axis that is linear unless the range needs a log one, class names on the partition heatmap."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import experiments.figures.partition as partition_module
 import experiments.figures.run as run_module
 import experiments.figures.sweep as sweep_module
 import experiments.figures.weights as weights_module
+from experiments.figures.common import styles_for
 from fedkd.config import ExperimentConfig, as_dict
 
 K = 12  # clients: every id gets its own tick
@@ -58,14 +59,17 @@ def _outside(fig, ax) -> bool:
     return legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
 
 
+def _untitled(fig) -> bool:
+    return not fig._suptitle and not any(ax.get_title() for ax in fig.axes)
+
+
 def test_run_figures(drawn, tmp_path):
-    run_module.run_figures(_history(), tmp_path)
+    names = run_module.run_figures(_history(), tmp_path)
     weights = drawn["weights.png"].axes[0]
     assert [t.get_text() for t in weights.get_xticklabels()] == [str(i) for i in range(K)]
     assert [t.get_text() for t in weights.get_yticklabels()] == [str(i) for i in range(K)]
-    assert (
-        "round 3" in weights.get_title() and not drawn["weights.png"]._suptitle
-    )  # one title, with its round
+    assert all(_untitled(fig) for fig in drawn.values())  # captions are the paper's
+    assert any(name.startswith("weights (knfu on digits") and "round 3" in name for name in names)
     clients = drawn["client_accuracy.png"].axes[0]
     assert clients.get_ylim()[1] > 1.0  # the perfect client is not cut off
     labels = [t.get_text() for t in clients.get_legend().get_texts()]
@@ -78,7 +82,7 @@ def test_weights_of_a_partial_round_are_labelled_with_its_participants(drawn, tm
     from experiments.figures.weights import weights_figure
 
     record = {"round": 2, "weights": np.eye(3).tolist(), "participants": [1, 4, 7]}
-    weights_figure(record, tmp_path / "weights.png", "knfu")
+    weights_figure(record, tmp_path / "weights.png")
     ax = drawn["weights.png"].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "7"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "4", "7"]
@@ -99,7 +103,7 @@ def _row(algorithm: str, kb: float, alpha: float = 0.5) -> dict:
 )
 def test_sweep_bytes_axis_is_linear_unless_the_range_needs_log(drawn, tmp_path, kb, scale):
     rows = [_row(alg, value) for alg, value in kb.items()]
-    sweep_module.bytes_figure(rows, tmp_path / "bytes_per_round.png", {alg: "C0" for alg in kb})
+    sweep_module.bytes_figure(rows, tmp_path / "bytes_per_round.png", styles_for(list(kb)))
     ax = drawn["bytes_per_round.png"].axes[0]
     assert ax.get_yscale() == scale and ("log scale" in ax.get_ylabel()) == (scale == "log")
     assert "kB" in ax.get_ylabel() and _outside(drawn["bytes_per_round.png"], ax)
@@ -110,16 +114,17 @@ def test_sweep_bytes_axis_is_linear_unless_the_range_needs_log(drawn, tmp_path, 
         assert "local (sends nothing)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
-def test_sweep_weights_title_names_the_algorithm_once(drawn, tmp_path, monkeypatch):
+def test_sweep_weights_caption_names_the_algorithm_once(drawn, tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "run_partition_figure", lambda *args: tmp_path / "partition.png")
-    sweep_module.chosen_run_figures(_row("knfu", 10.0, alpha=0.1), tmp_path)
-    title = drawn["weights.png"].axes[0].get_title()
-    assert title.count("knfu") == 1 and "alpha=0.1" in title and "round 3" in title
+    names = sweep_module.chosen_run_figures(_row("knfu", 10.0, alpha=0.1), tmp_path)
+    caption = next(name for name in names if name.startswith("weights"))
+    assert caption.count("knfu") == 1 and "alpha=0.1" in caption and "round 3" in caption
+    assert _untitled(drawn["weights.png"])
 
 
 def test_partition_heatmap_names_the_classes(drawn, tmp_path):
     hist = np.arange(3 * 10).reshape(3, 10)
-    partition_module.partition_figure(hist, tmp_path / "partition.png", "split", "fashion-mnist")
+    partition_module.partition_figure(hist, tmp_path / "partition.png", "fashion-mnist")
     ax = drawn["partition.png"].axes[0]
     names = [t.get_text() for t in ax.get_xticklabels()]
     assert names[0] == "T-shirt/top" and names[-1] == "Ankle boot"
@@ -147,9 +152,8 @@ def test_alma_against_optimiser_steps_per_method(drawn, tmp_path):
         _stepped_row("knfu", 0, 9, 10, [0.7, 0.7, 0.7]),
         _stepped_row("knfu", 1, 9, 10, [0.7, 0.7, 0.7]),
     ]
-    colours = {"local": "C0", "knfu": "C1"}
     path = sweep_module.alma_vs_steps_figure(
-        rows, ["algorithm", "alpha", "seed"], tmp_path / "s.png", colours
+        rows, ["algorithm", "alpha", "seed"], tmp_path / "s.png", styles_for(["local", "knfu"])
     )
     ax = drawn["s.png"].axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}

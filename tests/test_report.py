@@ -148,7 +148,9 @@ def test_old_runs_leave_the_new_columns_blank(tmp_path):
         assert all(row[column] == "" for row in table), column
     assert all(row["status"] == "ok" for row in table)
     results = (tmp_path / "results.md").read_text()
-    assert results.startswith("Final ALMA, mean ± 95% CI") and "Optimiser steps" not in results
+    setting, tables = results.split("\n\n", 1)  # the sweep's setting line, then the old tables
+    assert setting.startswith("Setting: ") and tables.startswith("Final ALMA, mean ± 95% CI")
+    assert "Optimiser steps" not in results
     assert "no significant difference" in results or "higher" in results  # no margin: the old verdicts
     assert not (tmp_path / "figures" / "alma_vs_steps.png").exists()
 

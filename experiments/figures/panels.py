@@ -11,6 +11,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from experiments.figures.common import Style
+from experiments.stats import mean_ci
+
 Row = dict[str, Any]  # one line of runs.jsonl with its "history" (results and rounds)
 MAX_PANELS = 12
 
@@ -57,7 +60,15 @@ def grid(n: int) -> tuple[Figure, list[Axes]]:
 
 
 def panel_title(key: tuple) -> str:
-    return ", ".join(f"{k}={v}" for k, v in key) or "all runs"
+    """The setting a panel shows (``alpha=0.1``); empty for the one panel of a figure without
+    panels, which gets no title (the caption is the paper's)."""
+    return ", ".join(f"{k}={v}" for k, v in key)
+
+
+def label_panel(ax: Axes, key: tuple) -> None:
+    """Name the panel's setting above it, small, where there is one."""
+    if key:
+        ax.set_title(panel_title(key), fontsize=9)
 
 
 def round_matrix(
@@ -80,18 +91,39 @@ def nan_mean_std(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0)
 
 
+def headline_key(rows: list[Row]) -> str:
+    """The headline ALMA of the rounds, as in the tables (experiments/run_records.headline):
+    label-mix-matched once any run records it, else own-split."""
+    rounds = (x for r in rows for x in r.get("history", {}).get("rounds", []))  # a row may carry only final
+    matched = any(x.get("alma_matched") is not None for x in rounds)
+    return "alma_matched" if matched else "alma"
+
+
+def final_value(row: Row, key: str) -> float:
+    """``key`` at the run's final evaluated round: the number the tables average (as
+    experiments/run_records.run_record reads it: ``alma`` from the run's final record)."""
+    if key == "alma":
+        return float(row["final"]["alma"])
+    evaluated = [x for x in row["history"]["rounds"] if x.get("evaluated", True)]
+    final_round = row.get("final", {}).get("round")
+    last = next((x for x in reversed(evaluated) if x.get("round") == final_round), evaluated[-1])
+    value = last.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def final_alma_errorbar(
-    ax: Axes, rows: list[Row], x_of: Callable[[Row], float], label: str, colour: str
+    ax: Axes, rows: list[Row], x_of: Callable[[Row], float], label: str, style: Style
 ) -> None:
-    """Mean ± std over seeds of final ALMA at each x (x_of(row) gives a run's x)."""
+    """Mean and 95% t-interval over seeds of the final headline ALMA at each x (x_of(row) gives a
+    run's x): the numbers and intervals of the report's tables."""
+    key = headline_key(rows)
     xs = sorted({x_of(r) for r in rows})
-    finals = [[r["final"]["alma"] for r in rows if x_of(r) == x] for x in xs]
+    stats = [mean_ci([final_value(r, key) for r in rows if x_of(r) == x]) for x in xs]
     ax.errorbar(
         xs,
-        [np.mean(f) for f in finals],
-        yerr=[np.std(f) for f in finals],
-        marker="o",
+        [s[0] for s in stats],
+        yerr=[0.0 if np.isnan(s[2]) else s[2] for s in stats],
         capsize=3,
         label=label,
-        color=colour,
+        **style.line(),
     )

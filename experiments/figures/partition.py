@@ -22,7 +22,7 @@ def class_labels(dataset: str, count: int) -> list[str]:
     return list(names) if len(names) == count else [str(c) for c in range(count)]
 
 
-def partition_figure(hist: np.ndarray, path: str | Path, title: str, dataset: str = "") -> Path:
+def partition_figure(hist: np.ndarray, path: str | Path, dataset: str = "") -> Path:
     """Clients x classes sample counts. hist: (K, C) int; ``dataset`` names the classes."""
     k, c = hist.shape
     labels = class_labels(dataset, c)
@@ -33,7 +33,6 @@ def partition_figure(hist: np.ndarray, path: str | Path, title: str, dataset: st
     client_ticks(ax, k, "y")
     ax.set_xlabel("class")
     ax.set_ylabel("client (partition id)")
-    ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="private training samples")
     if k * c <= ANNOTATE_CELLS:
         _annotate(ax, hist)
@@ -52,5 +51,4 @@ def run_partition_figure(run_config: dict[str, Any], path: str | Path) -> Path:
     cfg = ExperimentConfig.from_run_config(run_config)
     dataset, split = federation(cfg.data, cfg.run.seed)
     hist = class_histogram(dataset.train_y, split, dataset.num_classes)
-    title = f"{dataset.name}: {cfg.data.partitioner} alpha={cfg.data.alpha:g}, seed {cfg.run.seed}"
-    return partition_figure(hist, path, title, dataset.name)
+    return partition_figure(hist, path, dataset.name)

@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.ticker import NullLocator
 
-from experiments.figures.common import save
-from experiments.figures.panels import Row, algorithm_of, final_alma_errorbar
+from experiments.figures.common import save, styles_for
+from experiments.figures.panels import Row, algorithm_of, final_alma_errorbar, final_value, headline_key
 from fedkd.config import ExperimentConfig
 from fedkd.privacy import PrivacyLedger, release_rows
 
@@ -34,7 +34,7 @@ def membership_panel(ax: Axes, membership: list[dict[str, Any]], at: list[float]
     reference = membership[0]["class_frequency_auc"]
     ax.axhline(reference, color="C1", linestyle="--", label="no model: class frequency")
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-    ax.set(ylabel="membership AUC (95% CI)", title="membership inference")
+    ax.set(ylabel="membership-inference AUC (95% CI)")
 
 
 def label_panel(ax: Axes, labels: list[dict[str, Any]], at: list[float]) -> None:
@@ -44,7 +44,7 @@ def label_panel(ax: Axes, labels: list[dict[str, Any]], at: list[float]) -> None
     ax.fill_between(at, low, high, alpha=0.2)
     ax.axhline(labels[0]["tv_prior"], color="C1", linestyle="--", label="blind: population prior")
     ax.axhline(labels[0]["tv_uniform"], color="grey", linestyle=":", label="blind: uniform")
-    ax.set(ylabel="total-variation error (95% CI)", title="label-distribution inference (lower: leaks more)")
+    ax.set(ylabel="label-distribution inference: TV error (95% CI; lower leaks more)")
 
 
 def attack_panels(axes: list[Axes], audit: dict[str, Any]) -> None:
@@ -74,13 +74,15 @@ def accuracy_panel(ax: Axes, rows: list[Row]) -> None:
     multiplier costs after the run's rounds; dashed: the same algorithm without noise."""
     noisy = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) != "none"]
     clean = [r for r in rows if r["axes"].get("mechanism", r["config"]["mechanism"]) == "none"]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for colour, alg in zip(colours, sorted({algorithm_of(r) for r in noisy}), strict=False):
+    styles = styles_for(sorted({algorithm_of(r) for r in noisy}))
+    for alg, style in styles.items():
         mine = [r for r in noisy if algorithm_of(r) == alg]
-        final_alma_errorbar(ax, mine, lambda r: r["config"]["noise-multiplier"], alg, colour)
-        base = [r["final"]["alma"] for r in clean if algorithm_of(r) == alg]
+        final_alma_errorbar(ax, mine, lambda r: r["config"]["noise-multiplier"], alg, style)
+        base = [final_value(r, headline_key(rows)) for r in clean if algorithm_of(r) == alg]
         if base:
-            ax.axhline(np.mean(base), color=colour, linestyle="--", linewidth=1, label=f"{alg}, no noise")
+            ax.axhline(
+                np.mean(base), color=style.color, linestyle="--", linewidth=1, label=f"{alg}, no noise"
+            )
     ticks = sorted({r["config"]["noise-multiplier"] for r in noisy})
     cfg = ExperimentConfig.from_run_config(noisy[0]["config"])
     labels = []
@@ -93,8 +95,7 @@ def accuracy_panel(ax: Axes, rows: list[Row]) -> None:
     model = f"{cfg.privacy.sensitivity_model}-level, delta={cfg.privacy.delta:g}"
     ax.set(
         xlabel=f"noise multiplier; epsilon after {cfg.run.rounds} rounds ({model})",
-        ylabel="final ALMA (mean ± std over seeds)",
-        title="accuracy",
+        ylabel="final ALMA (mean and 95% CI over seeds)",
     )
     ax.legend(fontsize=7, loc="lower left")
 

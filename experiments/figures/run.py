@@ -25,7 +25,7 @@ def evaluated_rounds(history: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def describe_run(history: dict[str, Any]) -> str:
-    """The run in a few words, for titles: algorithm, data, clients, split."""
+    """The run in a few words, for captions: algorithm, data, clients, split."""
     cfg = history["config"]
     data = cfg["data"]
     return (
@@ -48,7 +48,7 @@ def accuracy_figure(history: dict[str, Any], path: Path) -> Path:
     ax.plot(x, [r["alma"] for r in rounds], marker="o", label="ALMA (mean over clients)")
     ax.plot(x, [r["alma_min"] for r in rounds], linestyle="--", label="ALMA (worst client)")
     ax.plot(x, [r["global_acc"] for r in rounds], linestyle=":", label="global test accuracy")
-    ax.set(xlabel="round", ylabel="accuracy", title=f"Accuracy per round\n{describe_run(history)}")
+    ax.set(xlabel="round", ylabel="accuracy")
     accuracy_limits(ax)
     integer_rounds(ax)
     legend_outside(ax)
@@ -64,11 +64,7 @@ def client_accuracy_figure(history: dict[str, Any], path: Path) -> Path:
     for pid in sorted(rounds[-1]["client_acc"], key=int):
         values = [r["client_acc"].get(pid, np.nan) for r in rounds]
         ax.plot(x, values, marker=".", alpha=0.8, label=f"client {pid} ({arch.get(int(pid), '?')})")
-    ax.set(
-        xlabel="round",
-        ylabel="local test accuracy",
-        title=f"Accuracy of each client\n{describe_run(history)}",
-    )
+    ax.set(xlabel="round", ylabel="local test accuracy")
     accuracy_limits(ax)
     integer_rounds(ax)
     legend_outside(ax, fontsize=8, columns=2 if len(rounds[-1]["client_acc"]) > 12 else 1)
@@ -82,9 +78,7 @@ def bytes_figure(history: dict[str, Any], path: Path) -> Path:
     fig, ax = new_figure()
     ax.bar(x - 0.2, [r["bytes_up"] / 1e3 for r in rounds], width=0.4, label="up (clients to server)")
     ax.bar(x + 0.2, [r["bytes_down"] / 1e3 for r in rounds], width=0.4, label="down (server to clients)")
-    ax.set(
-        xlabel="round", ylabel="kB per round (all clients)", title=f"Communication\n{describe_run(history)}"
-    )
+    ax.set(xlabel="round", ylabel="kB per round (all clients)")
     integer_rounds(ax)
     legend_outside(ax)
     return save(fig, path)
@@ -97,6 +91,8 @@ def run_figures(history: dict[str, Any], out: str | Path) -> dict[str, Path]:
     return {
         "accuracy per round": accuracy_figure(history, out / "accuracy_per_round.png"),
         "per-client accuracy": client_accuracy_figure(history, out / "client_accuracy.png"),
-        "weights": weights_figure(last, out / "weights.png", describe_run(history)),
+        f"weights ({describe_run(history)}, round {last['round']})": weights_figure(
+            last, out / "weights.png"
+        ),
         "bytes per round": bytes_figure(history, out / "bytes_per_round.png"),
     }

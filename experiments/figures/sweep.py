@@ -12,13 +12,15 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from experiments.figures.common import (
+    Style,
     accuracy_limits,
-    colours_for,
     figure_legend,
     integer_rounds,
     legend_outside,
     new_figure,
     save,
+    styles_for,
+    varies,
 )
 from experiments.figures.panels import (
     Row,
@@ -26,9 +28,10 @@ from experiments.figures.panels import (
     algorithms,
     final_alma_errorbar,
     grid,
+    headline_key,
+    label_panel,
     nan_mean_std,
     numeric_axes,
-    panel_title,
     panels,
     round_matrix,
 )
@@ -57,27 +60,37 @@ def pick_fusion_run(rows: list[Row]) -> Row | None:
     return rows[0] if rows else None
 
 
-def alma_per_round_figure(rows: list[Row], axes: list[str], path: Path, colour: dict[str, str]) -> Path:
-    """ALMA per round, mean ± std over seeds, one panel per setting, one line per algorithm."""
+def _headline_label(key: str) -> str:
+    what = "ALMA (label-mix-matched)" if key == "alma_matched" else "ALMA"
+    return f"{what}, mean and 95% CI over seeds"
+
+
+def alma_per_round_figure(
+    rows: list[Row], axes: list[str], path: Path, style: dict[str, Style]
+) -> Path | None:
+    """Headline ALMA per evaluated round, mean and 95% t-band over seeds (the tables' interval),
+    one panel per setting, one line per algorithm; None (with a note) for a single round."""
+    if not varies([x["round"] for r in rows for x in evaluated_rounds(r["history"])]):
+        log.warning("figure ALMA per round skipped: one evaluated round, so its x axis would not vary")
+        return None
+    key = headline_key(rows)
     grouped = panels(rows, axes, ("algorithm", "seed"))
     fig, axs = grid(len(grouped))
-    for ax, (key, members) in zip(axs, grouped.items(), strict=False):
+    for ax, (cell, members) in zip(axs, grouped.items(), strict=False):
         for alg in algorithms(members):
             runs = [evaluated_rounds(r["history"]) for r in members if algorithm_of(r) == alg]
-            rounds, curves = round_matrix(runs, lambda x: x["alma"])
-            mean, std = nan_mean_std(curves)
-            ax.plot(rounds, mean, marker=".", label=alg, color=colour[alg])
-            ax.fill_between(rounds, mean - std, mean + std, alpha=0.15, color=colour[alg])
-        ax.set(title=panel_title(key), xlabel="round", ylabel="ALMA (mean ± std over seeds)")
+            rounds, curves = round_matrix(runs, lambda x: x.get(key))
+            mean, half = _mean_band(curves)
+            ax.plot(rounds, mean, label=alg, **style[alg].line())
+            band = np.isfinite(half)
+            ax.fill_between(
+                rounds[band], (mean - half)[band], (mean + half)[band], alpha=0.15, color=style[alg].color
+            )
+        label_panel(ax, cell)
+        ax.set(xlabel="round", ylabel=_headline_label(key))
         integer_rounds(ax)
     figure_legend(fig, axs)
     return save(fig, path)
-
-
-def headline_key(rows: list[Row]) -> str:
-    """The headline ALMA of the rounds: label-mix-matched once any run records it, else own-split."""
-    matched = any(x.get("alma_matched") is not None for r in rows for x in r["history"]["rounds"])
-    return "alma_matched" if matched else "alma"
 
 
 def cumulative_steps(rounds: list[Row]) -> list[Row]:
@@ -97,12 +110,14 @@ def _mean_band(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([c[0] for c in cols]), np.array([c[2] for c in cols])
 
 
-def alma_vs_steps_figure(rows: list[Row], axes: list[str], path: Path, colour: dict[str, str]) -> Path | None:
+def alma_vs_steps_figure(
+    rows: list[Row], axes: list[str], path: Path, style: dict[str, Style]
+) -> Path | None:
     """Headline ALMA (mean over seeds, 95% CI band) against cumulative optimiser steps per client,
     one panel per cell, one line per algorithm: has each method plateaued, and at what compute?
     None (with a note) when the runs record no step counts."""
     if not any(round_steps(x) is not None for r in rows for x in r["history"]["rounds"]):
-        log.info("figure ALMA vs optimiser steps skipped: the runs record no step counts")
+        log.warning("figure ALMA vs optimiser steps skipped: the runs record no step counts")
         return None
     key = headline_key(rows)
     grouped = panels(rows, axes, ("algorithm", "seed"))
@@ -114,38 +129,42 @@ def alma_vs_steps_figure(rows: list[Row], axes: list[str], path: Path, colour: d
             _, alma = round_matrix(runs, lambda x: x.get(key) if x.get("evaluated", True) else None)
             x, (y, half) = nan_mean_std(steps)[0], _mean_band(alma)
             shown = np.isfinite(x) & np.isfinite(y)
-            ax.plot(x[shown], y[shown], marker=".", label=alg, color=colour[alg])
+            ax.plot(x[shown], y[shown], label=alg, **style[alg].line())
             band = shown & np.isfinite(half)
-            ax.fill_between(x[band], (y - half)[band], (y + half)[band], alpha=0.15, color=colour[alg])
-        what = "ALMA (label-mix-matched)" if key == "alma_matched" else "ALMA"
-        ax.set(title=panel_title(cell), xlabel="optimiser steps per client (private + transfer)")
-        ax.set_ylabel(f"{what}, mean and 95% CI over seeds")
+            ax.fill_between(x[band], (y - half)[band], (y + half)[band], alpha=0.15, color=style[alg].color)
+        label_panel(ax, cell)
+        ax.set(xlabel="optimiser steps per client (private + transfer)", ylabel=_headline_label(key))
     figure_legend(fig, axs)
     return save(fig, path)
 
 
 def final_vs_axis_figure(
-    rows: list[Row], axes: list[str], axis: str, path: Path, colour: dict[str, str]
+    rows: list[Row], axes: list[str], axis: str, path: Path, style: dict[str, Style]
 ) -> Path:
-    """Final ALMA against one numeric axis (log x when its values span 20x or more)."""
+    """Final headline ALMA, mean and 95% CI over seeds, against one numeric axis (log x when its
+    values span 20x or more)."""
     grouped = panels(rows, axes, ("algorithm", "seed", axis))
     fig, axs = grid(len(grouped))
     for ax, (key, members) in zip(axs, grouped.items(), strict=False):
         for alg in algorithms(members):
             mine = [r for r in members if algorithm_of(r) == alg]
-            final_alma_errorbar(ax, mine, lambda r, a=axis: r["axes"][a], alg, colour[alg])
+            final_alma_errorbar(ax, mine, lambda r, a=axis: r["axes"][a], alg, style[alg])
         ticks = sorted({r["axes"][axis] for r in members})
         log_x = min(ticks) > 0 and max(ticks) / min(ticks) >= 20
         label = AXIS_LABELS.get(axis, axis) + (" (log scale)" if log_x else "")
-        ax.set(xscale="log" if log_x else "linear", title=panel_title(key), xlabel=label)
-        ax.set_ylabel("final ALMA (mean ± std over seeds)")
+        label_panel(ax, key)
+        ax.set(
+            xscale="log" if log_x else "linear",
+            xlabel=label,
+            ylabel="final " + _headline_label(headline_key(rows)),
+        )
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
     figure_legend(fig, axs)
     return save(fig, path)
 
 
-def client_accuracy_figure(rows: list[Row], path: Path, colour: dict[str, str]) -> Path:
+def client_accuracy_figure(rows: list[Row], path: Path, style: dict[str, Style]) -> Path:
     """Every client's final local test accuracy, all runs, one column per algorithm (bar: mean)."""
     algs = algorithms(rows)
     fig, ax = new_figure(max(5.0, 1.2 * len(algs) + 2), 4.0)
@@ -158,12 +177,10 @@ def client_accuracy_figure(rows: list[Row], path: Path, colour: dict[str, str]) 
             if acc is not None
         ]
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, size=len(accs))
-        ax.scatter(i + jitter, accs, s=6, alpha=0.4, color=colour[alg])
+        ax.scatter(i + jitter, accs, s=6, alpha=0.4, color=style[alg].color, marker=style[alg].marker)
         ax.hlines(np.mean(accs), i - 0.3, i + 0.3, color="black")
     ax.set_xticks(range(len(algs)), algs)
-    ax.set(
-        ylabel="final local test accuracy per client", title="Accuracy of every client (all runs; bar = mean)"
-    )
+    ax.set(ylabel="final local test accuracy per client (all runs; bar: mean)")
     accuracy_limits(ax)
     return save(fig, path)
 
@@ -182,7 +199,7 @@ def kb_axis(ax: Axes, values: list[float]) -> str:
     return "kB per round (up + down, all clients; log scale)"
 
 
-def bytes_figure(rows: list[Row], path: Path, colour: dict[str, str]) -> Path:
+def bytes_figure(rows: list[Row], path: Path, style: dict[str, Style]) -> Path:
     """Mean kB per round of each algorithm; an algorithm that sends nothing is named as such
     (and, on a log axis, appears in the legend only)."""
     fig, ax = new_figure(7.0, 4.0)
@@ -192,12 +209,10 @@ def bytes_figure(rows: list[Row], path: Path, colour: dict[str, str]) -> Path:
         rounds, per_round = round_matrix(runs, lambda x: (x["bytes_up"] + x["bytes_down"]) / 1e3)
         mean = nan_mean_std(per_round)[0]
         silent = bool(np.all(np.nan_to_num(mean) == 0))
-        ax.plot(
-            rounds, mean, marker=".", color=colour[alg], label=alg + (" (sends nothing)" if silent else "")
-        )
+        ax.plot(rounds, mean, label=alg + (" (sends nothing)" if silent else ""), **style[alg].line())
         values += [float(v) for v in mean if np.isfinite(v)]
     label = kb_axis(ax, values)
-    ax.set(xlabel="round", ylabel=label, title="Communication per round (mean over runs)")
+    ax.set(xlabel="round", ylabel=label)
     integer_rounds(ax)
     legend_outside(ax)
     return save(fig, path)
@@ -207,8 +222,8 @@ def chosen_run_figures(chosen: Row, out: Path) -> dict[str, Path]:
     """The chosen run's last weight matrix and, when its data is here, its partition."""
     last = chosen["history"]["rounds"][-1]
     settings = ", ".join(f"{k}={v}" for k, v in chosen["axes"].items() if k != "algorithm")
-    what = f"{algorithm_of(chosen)}" + (f" ({settings})" if settings else "")
-    figures = {"weights": weights_figure(last, out / "weights.png", what)}
+    what = f"{algorithm_of(chosen)}" + (f", {settings}" if settings else "")
+    figures = {f"weights ({what}, round {last['round']})": weights_figure(last, out / "weights.png")}
     try:
         figures["partition"] = run_partition_figure(chosen["config"], out / "partition.png")
     except ConfigError as why:  # the data is not on this machine: the other figures still stand
@@ -217,17 +232,18 @@ def chosen_run_figures(chosen: Row, out: Path) -> dict[str, Path]:
 
 
 def sweep_figures(rows: list[Row], axes: list[str], out: Path, chosen: Row | None) -> dict[str, Path]:
-    colour = colours_for(algorithms(rows))
-    figures = {"ALMA per round": alma_per_round_figure(rows, axes, out / "alma_per_round.png", colour)}
-    steps = alma_vs_steps_figure(rows, axes, out / "alma_vs_steps.png", colour)
-    if steps is not None:
-        figures["ALMA vs optimiser steps"] = steps
+    """Every figure of the sweep, by caption (report.md uses it as the figure's text)."""
+    style = styles_for(algorithms(rows))
+    figures: dict[str, Path | None] = {
+        "ALMA per round": alma_per_round_figure(rows, axes, out / "alma_per_round.png", style),
+        "ALMA vs optimiser steps": alma_vs_steps_figure(rows, axes, out / "alma_vs_steps.png", style),
+    }
     for axis in numeric_axes(rows, axes):
         figures[f"final ALMA vs {axis}"] = final_vs_axis_figure(
-            rows, axes, axis, out / f"alma_vs_{axis}.png", colour
+            rows, axes, axis, out / f"alma_vs_{axis}.png", style
         )
-    figures["per-client accuracy"] = client_accuracy_figure(rows, out / "client_accuracy.png", colour)
-    figures["bytes per round"] = bytes_figure(rows, out / "bytes_per_round.png", colour)
+    figures["per-client accuracy"] = client_accuracy_figure(rows, out / "client_accuracy.png", style)
+    figures["bytes per round (mean over runs)"] = bytes_figure(rows, out / "bytes_per_round.png", style)
     if chosen is not None:
         figures.update(chosen_run_figures(chosen, out))
-    return figures
+    return {name: path for name, path in figures.items() if path is not None}

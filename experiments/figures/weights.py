@@ -10,9 +10,9 @@ import numpy as np
 from experiments.figures.common import client_ticks, new_figure, save
 
 
-def weights_figure(round_record: dict[str, Any], path: str | Path, what: str) -> Path:
+def weights_figure(round_record: dict[str, Any], path: str | Path) -> Path:
     """Row k (student) over column j (teacher): how much client k learned from client j in that
-    round, over the round's participants. ``what``: the run, in a few words."""
+    round, over the round's participants."""
     w = np.asarray(round_record["weights"], dtype=np.float64)
     k = w.shape[0]
     ids = round_record.get("participants")
@@ -24,6 +24,5 @@ def weights_figure(round_record: dict[str, Any], path: str | Path, what: str) ->
     client_ticks(ax, k, "y", ids)
     ax.set_xlabel("teacher client j")
     ax.set_ylabel("student client k")
-    ax.set_title(f"Who learned from whom, round {round_record['round']}\n{what}", fontsize=9)
     fig.colorbar(image, ax=ax, label="fusion weight $w_{kj}$")
     return save(fig, path)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig, TrainConfig
+from fedkd.fusion_cards import Card
 from fedkd.registry import Registry
 
 if TYPE_CHECKING:
@@ -38,15 +39,9 @@ class FusionResult:
 
 
 class FusionAlgorithm:
-    uploads: str = (
-        "predictions"  # predictions | weights | weights+predictions | nothing (server/exchanges.py)
-    )
+    card: Card = Card()  # uploads, sparse, personalised, paper, settings: fedkd/fusion_cards.py
     guarded: bool = False
-    sparse: bool = False  # clients upload only the rows ``upload_mask`` keeps (mask + values)
-    personalised: bool = False  # each client gets its own target or model
     needs_one_architecture: bool = False  # every client must run the same model
-    paper: str = ""  # where the method comes from, for `fedkd algorithms`
-    settings: tuple[str, ...] = ()  # the config keys only this algorithm reads
     # Temperature at which clients upload soft predictions and distil; None: `temperature`.
     # (DS-FL's paper works on plain T = 1 probabilities; see docs/design.md, fidelity.)
     fixed_temperature: float | None = None
@@ -95,18 +90,36 @@ class FusionAlgorithm:
         return 0
 
     @property
+    def uploads(self) -> str:
+        return self.card.uploads
+
+    @property
+    def sparse(self) -> bool:
+        return self.card.sparse
+
+    @property
+    def personalised(self) -> bool:
+        return self.card.personalised
+
+    @property
+    def paper(self) -> str:
+        return self.card.paper
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        return self.card.settings
+
+    @property
     def uploads_predictions(self) -> bool:
-        return "predictions" in self.uploads.split("+")
+        return self.card.uploads_predictions
 
     @property
     def uploads_weights(self) -> bool:
-        return "weights" in self.uploads.split("+")
+        return self.card.uploads_weights
 
     def upload_summary(self) -> str:
         """What one client sends after local training, in words."""
-        if self.uploads == "predictions":
-            return "sparse predictions (mask + values)" if self.sparse else "predictions"
-        return self.uploads.replace("+", " + ")
+        return self.card.upload_summary()
 
     def transfer_rows(self, cfg: ExperimentConfig, server_round: int) -> np.ndarray | None:
         """Rows of the transfer set used this round (uploads, targets, distillation); None: all."""

@@ -12,14 +12,13 @@ import numpy as np
 
 from fedkd.config import FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion_cards import CARDS
 from fedkd.knowledge import softmax
 
 
 class DSFLEntropyReduction(FusionAlgorithm):
-    uploads = "predictions"
+    card = CARDS["dsfl"]
     fixed_temperature = 1.0
-    paper = "Itahara et al. 2021, DS-FL (IEEE TMC, arXiv 2008.06180)"
-    settings = ("dsfl-temperature",)
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]

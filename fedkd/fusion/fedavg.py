@@ -10,13 +10,12 @@ import numpy as np
 
 from fedkd.config import FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion_cards import CARDS
 
 
 class FedAvgReference(FusionAlgorithm):
-    uploads = "weights"
-    guarded = False
+    card = CARDS["fedavg"]
     needs_one_architecture = True
-    paper = "McMahan et al. 2017, FedAvg (AISTATS, arXiv 1602.05629)"
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         raise TypeError("fedavg averages weights on the server; it has no prediction fusion")

@@ -24,6 +24,7 @@ from fedkd.data.federation import transfer_inputs
 from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm
 from fedkd.fusion.fedmd import class_score_consensus
+from fedkd.fusion_cards import CARDS
 from fedkd.models import build_model
 from fedkd.seeding import torch_generator
 from fedkd.training import distill_steps, pinned_compute, resolve_device
@@ -58,9 +59,7 @@ def distil_architecture(
 
 
 class FedDF(FusionAlgorithm):
-    uploads = "weights+predictions"
-    paper = "Lin et al. 2020, FedDF (NeurIPS, arXiv 2006.07242)"
-    settings = ("feddf-server-steps",)
+    card = CARDS["feddf"]
 
     def server_steps(self, cfg: ExperimentConfig) -> int:
         return cfg.fusion.feddf_server_steps

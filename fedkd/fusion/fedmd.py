@@ -23,6 +23,7 @@ import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion_cards import CARDS
 from fedkd.knowledge import softmax
 from fedkd.seeding import numpy_rng
 
@@ -35,14 +36,9 @@ def class_score_consensus(preds: np.ndarray) -> np.ndarray:
 
 
 class FedMDConsensus(FusionAlgorithm):
-    uploads = "predictions"
-
     def __init__(self, transfer_learning: bool) -> None:
         self.transfer_learning = transfer_learning  # pretrain on the labelled transfer set first
-        self.paper = "Li & Wang 2019, FedMD (arXiv 1910.03581)" + (
-            "" if transfer_learning else "; without its transfer-learning phase"
-        )
-        self.settings = ("fedmd-subset", "fedmd-pretrain-epochs") if transfer_learning else ("fedmd-subset",)
+        self.card = CARDS["fedmd" if transfer_learning else "fedmd-nopretrain"]
 
     def pretrain_epochs(self, cfg: ExperimentConfig) -> int:
         own = cfg.fusion.fedmd_pretrain_epochs if self.transfer_learning else 0

@@ -13,6 +13,7 @@ import numpy as np
 
 from fedkd.config import ConfigError, FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult, mix
+from fedkd.fusion_cards import CARDS
 from fedkd.knowledge import divergence_matrix
 
 
@@ -52,18 +53,7 @@ def neighbour_weights(d: np.ndarray, mask: np.ndarray, beta: float) -> np.ndarra
 
 
 class KnFu(FusionAlgorithm):
-    uploads = "predictions"
-    guarded = False
-    personalised = True
-    paper = "KnFu, arXiv 2403.11892 (our reading: docs/design.md)"
-    settings = (
-        "divergence",
-        "neighbour-rule",
-        "neighbour-threshold",
-        "neighbour-top-m",
-        "beta",
-        "include-self",
-    )
+    card = CARDS["knfu"]
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         d = divergence_matrix(preds, cfg.divergence)  # (K, K)
@@ -83,9 +73,8 @@ class GuardedKnFu(KnFu):
     if accuracy on a held-out slice of its private data did not drop by more than
     ``guard-tolerance``; otherwise it rolls back to its pre-distillation model for that round."""
 
+    card = CARDS["knfu-guard"]
     guarded = True
-    paper = "KnFu (arXiv 2403.11892) + client-side rollback (fedkd)"
-    settings = (*KnFu.settings, "guard-fraction", "guard-tolerance")
 
 
 FUSIONS.register("knfu-guard")(GuardedKnFu())

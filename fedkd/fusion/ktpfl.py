@@ -24,6 +24,7 @@ import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult, ServerState, mix
+from fedkd.fusion_cards import CARDS
 from fedkd.knowledge import project_to_simplex, softmax
 
 _EPS = 1e-12
@@ -84,10 +85,7 @@ def update_coefficients(c: np.ndarray, preds: np.ndarray, cfg: FusionConfig) -> 
 
 
 class KTpFL(FusionAlgorithm):
-    uploads = "predictions"
-    personalised = True
-    paper = "Zhang et al. 2021, KT-pFL (NeurIPS, arXiv 2111.02862)"
-    settings = ("ktpfl-step-rule", "ktpfl-step-size", "ktpfl-simplex", "ktpfl-rho", "ktpfl-steps")
+    card = CARDS["kt-pfl"]
     fixed_temperature = REFERENCE_TEMPERATURE
 
     def start(self, cfg: ExperimentConfig) -> ServerState:

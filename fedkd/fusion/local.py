@@ -6,13 +6,11 @@ import numpy as np
 
 from fedkd.config import FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion_cards import CARDS
 
 
 class LocalOnly(FusionAlgorithm):
-    uploads = "nothing"
-    guarded = False
-    personalised = True  # every client keeps its own model
-    paper = "no exchange: the step-matched reference"
+    card = CARDS["local"]  # personalised: every client keeps its own model
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]

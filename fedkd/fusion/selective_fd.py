@@ -37,6 +37,7 @@ from fedkd.config import DataConfig, ExperimentConfig, FusionConfig
 from fedkd.data.federation import ClientData, client_data
 from fedkd.density_ratio import KuLSIF
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion_cards import CARDS
 
 _EPS = 1e-12
 
@@ -125,11 +126,8 @@ def select_targets(preds: np.ndarray, max_entropy: float) -> tuple[np.ndarray, n
 
 
 class SelectiveFD(FusionAlgorithm):
-    uploads = "predictions"
-    sparse = True
+    card = CARDS["selective-fd"]
     fixed_temperature = 1.0  # knowledge is plain probabilities, and "ambiguous" is judged on them
-    paper = "Shao et al. 2024, Selective-FD (Nature Communications, arXiv 2304.01731)"
-    settings = ("selective-quantile", "selective-kernel-width", "selective-entropy")
 
     def upload_mask(
         self, cfg: ExperimentConfig, pid: int, data: ClientData, rows: np.ndarray | None

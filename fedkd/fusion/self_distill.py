@@ -14,12 +14,11 @@ import numpy as np
 
 from fedkd.config import FusionConfig
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm, FusionResult
+from fedkd.fusion_cards import CARDS
 
 
 class SelfDistill(FusionAlgorithm):
-    uploads = "predictions"
-    personalised = True  # each client gets its own predictions back
-    paper = "control (fedkd): the same distillation steps with no peer knowledge"
+    card = CARDS["self-distill"]  # personalised: each client gets its own predictions back
 
     def fuse(self, preds: np.ndarray, cfg: FusionConfig) -> FusionResult:
         k = preds.shape[0]  # preds: (K, N, C)
