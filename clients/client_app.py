@@ -24,8 +24,10 @@ from clients.records import partition_id, soft_record
 from fedkd.atomic import atomic_write
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
+from fedkd.errors import RunFolderError
 from fedkd.fusion import transfer_row_count
 from fedkd.protocol import (
+    CHECKPOINT_NOT_WRITTEN,
     CONFIG_KEY,
     INFO_KEY,
     KNOWLEDGE_KEY,
@@ -72,8 +74,12 @@ def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid:
     (the end-of-round state a resumed run starts from)."""
     context.state[MODEL_KEY] = ArrayRecord(state)
     checkpoint = _checkpoint_file(settings, pid)
-    if checkpoint is not None:
+    if checkpoint is None:
+        return
+    try:
         atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
+    except OSError as exc:  # the server fails the run on this (fedkd/protocol.py)
+        raise RunFolderError(f"{CHECKPOINT_NOT_WRITTEN}: {checkpoint}: {exc.strerror or exc}") from None
 
 
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:

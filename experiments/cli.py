@@ -25,6 +25,7 @@ from experiments.cli_results import RESULT_COMMANDS
 from experiments.cli_tune import tune as tune_command
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
+from fedkd.results_files import failure_reason
 
 
 class OneLineErrors(click.Group):
@@ -38,6 +39,9 @@ class OneLineErrors(click.Group):
             message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
             click.echo(f"fedkd: error: {' '.join(message.split())}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a folder that filled up or turned read-only (runs: see `run`)
+            click.echo(f"fedkd: error: {failure_reason(exc)}", err=True)
+            sys.exit(1)
         except click.exceptions.Abort:
             click.echo("fedkd: aborted (results so far are kept, marked interrupted)", err=True)
             sys.stdout.flush()
@@ -98,7 +102,7 @@ def run(
     """Run one federated experiment."""
     from experiments.engines import run_experiment
     from experiments.run_setup import build_config, describe_federation, resumable_run, where_it_lands
-    from fedkd.results import default_out_dir, final_line, prepare_out_dir, round_line
+    from fedkd.results import RESULTS_FILE, default_out_dir, final_line, prepare_out_dir, round_line
     from server.progress import configure_progress
 
     resume = None
@@ -121,12 +125,29 @@ def run(
         click.echo(line)
     configure_progress("auto")  # a bar per phase on a terminal, plain lines for long phases elsewhere
     start = time.perf_counter()
-    results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
+    try:
+        results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
+    except Exception as exc:  # results.json says failed (where the folder still takes writes)
+        click.echo(f"fedkd: run failed: {saved_failure(cfg.run.out_dir) or failure_reason(exc)}", err=True)
+        click.echo(f"results: {Path(cfg.run.out_dir) / RESULTS_FILE}", err=True)
+        sys.exit(1)
     final = results.payload["final"]
-    if results.payload.get("stopped"):
-        click.echo(results.payload["stopped"])
-    click.echo(f"done in {time.perf_counter() - start:.1f} s | " + final_line(final))
+    if results.payload["status"] == "stopped":  # a stop the config asked for (max-epsilon)
+        click.echo(f"fedkd: run stopped: {results.payload.get('status_reason')}")
+    took = f"done in {time.perf_counter() - start:.1f} s | "
+    click.echo(took + (final_line(final) if final else "no round was evaluated"))
     click.echo(f"results: {results.path}")
+
+
+def saved_failure(out_dir: str) -> str | None:
+    """The reason results.json gives for a failed run (a Ray run fails on another thread)."""
+    from fedkd.results_files import load_results
+
+    try:
+        payload = load_results(out_dir)
+    except (OSError, ValueError):
+        return None
+    return payload.get("status_reason") if payload.get("status") == "failed" else None
 
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -179,11 +200,13 @@ def sweep(
     from experiments.run_setup import parse_set_options
     from experiments.sweep import RUNS_FILE, expand, load_sweep, pending_runs, run_sweep
     from experiments.sweep_ray import run_sweep_on_ray
+    from fedkd.results import prepare_out_dir
 
     spec = load_sweep(resolve_sweep_file(sweep_file))
     spec = spec if tuned is None else replace(spec, tuned=tuned)
     planned = expand(spec, parse_set_options(sets))
     out_dir = Path(out or Path("runs") / spec.name)
+    prepare_out_dir(out_dir)  # a folder that cannot be written is one line now, not a traceback later
     if workers is None:
         engines = {run.config.run.engine for run in planned}
         workers = (os.cpu_count() or 1) if engines == {"inprocess"} else 1

@@ -72,7 +72,8 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"out-dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
+        why = f"out-dir {str(path)!r} is not writable ({exc.strerror or exc})"
+        raise ConfigError(f"{why}; allowed: a folder you can write to") from None
     if not overwrite and (path / RESULTS_FILE).exists():
         raise ConfigError(
             f"{path / RESULTS_FILE} already exists; allowed: another --out, or --overwrite to replace it"
@@ -225,12 +226,17 @@ class RunResults:
             self.payload["final"]["total_wall_s"] = time.perf_counter() - self.started
         self.flush()
 
-    def finish(self, status: str, reason: str | None = None) -> None:
-        """Mark how the run ended, so a partial file is never mistaken for a finished one."""
+    def finish(self, status: str, reason: str | None = None, best_effort: bool = False) -> None:
+        """Mark how the run ended, so a partial file is never mistaken for a finished one.
+        ``best_effort``: a folder that takes no more writes (full, read-only) keeps its last file."""
         self.payload["status"] = status
         if reason:
             self.payload["status_reason"] = reason
-        self.flush()
+        try:
+            self.flush()
+        except OSError:
+            if not best_effort:
+                raise
 
     def flush(self) -> None:
         if self.path is not None:

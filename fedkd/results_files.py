@@ -133,6 +133,14 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     return flat
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a run failed, in one line: a file that could not be written is named with the OS's
+    reason (disk full, read-only), anything else as ``Type: message``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500]
+
+
 def mark_interrupted(path: str | Path) -> None:
     """Mark an existing results file as interrupted (rounds kept), from outside the run."""
     try:

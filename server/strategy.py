@@ -26,6 +26,7 @@ from fedkd.metrics import mean_self_weight, positions
 from fedkd.privacy import PrivacyLedger, release_rows
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError
 from fedkd.seeding import numpy_rng
+from server.client_call import raise_folder_errors
 from server.exchanges import exchange_for
 from server.nodes import wait_for_nodes
 from server.progress import RoundProgress, collect_replies
@@ -182,6 +183,8 @@ class KnowledgeFusionStrategy:
         with self.progress.phase(label, len(messages)) as phase:
             replies = collect_replies(grid, messages, self._timeout(), phase)
         out.bytes_up += payload_bytes(replies)
+        if self.checkpoint_dir:  # only fedkd's simulations write client checkpoints
+            raise_folder_errors(replies)
         answered = {r.metadata.src_node_id for r in replies}
         for msg in messages:
             node = msg.metadata.dst_node_id
