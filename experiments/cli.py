@@ -9,8 +9,10 @@ imports what it needs when it runs, so `fedkd --help` and `fedkd keys` do not wa
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
 from experiments.cli_tune import tune as tune_command
+from experiments.stop_signals import exit_code, reason, stop_on_signals
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
 from fedkd.results_files import failure_reason
@@ -42,12 +45,13 @@ class OneLineErrors(click.Group):
         except OSError as exc:  # a folder that filled up or turned read-only (runs: see `run`)
             click.echo(f"fedkd: error: {failure_reason(exc)}", err=True)
             sys.exit(1)
-        except click.exceptions.Abort:
-            click.echo("fedkd: aborted (results so far are kept, marked interrupted)", err=True)
+        except click.exceptions.Abort as abort:  # Ctrl-C, or SIGINT/SIGTERM (experiments/stop_signals.py)
+            signum = getattr(abort.__context__, "signum", signal.SIGINT)
+            click.echo(f"fedkd: {reason(signum)}; results so far are kept, marked interrupted", err=True)
             sys.stdout.flush()
             sys.stderr.flush()
             # a Flower ServerApp thread may still wait for replies that never come: do not join it
-            os._exit(130)
+            os._exit(exit_code(signum))
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
 
@@ -102,7 +106,14 @@ def run(
     """Run one federated experiment."""
     from experiments.engines import run_experiment
     from experiments.run_setup import build_config, describe_federation, resumable_run, where_it_lands
-    from fedkd.results import RESULTS_FILE, default_out_dir, final_line, prepare_out_dir, round_line
+    from fedkd.results import (
+        RESULTS_FILE,
+        default_out_dir,
+        final_line,
+        mark_interrupted,
+        prepare_out_dir,
+        round_line,
+    )
     from server.progress import configure_progress
 
     resume = None
@@ -125,11 +136,13 @@ def run(
         click.echo(line)
     configure_progress("auto")  # a bar per phase on a terminal, plain lines for long phases elsewhere
     start = time.perf_counter()
+    results_file = Path(cfg.run.out_dir) / RESULTS_FILE
     try:
-        results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
+        with stop_on_signals(on_give_up=functools.partial(mark_interrupted, results_file)):
+            results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     except Exception as exc:  # results.json says failed (where the folder still takes writes)
         click.echo(f"fedkd: run failed: {saved_failure(cfg.run.out_dir) or failure_reason(exc)}", err=True)
-        click.echo(f"results: {Path(cfg.run.out_dir) / RESULTS_FILE}", err=True)
+        click.echo(f"results: {results_file}", err=True)
         sys.exit(1)
     final = results.payload["final"]
     if results.payload["status"] == "stopped":  # a stop the config asked for (max-epsilon)
@@ -193,6 +206,7 @@ def sweep(
     tuned: str | None,
 ) -> None:
     """Run a parameter sweep; running it again resumes where it stopped."""
+    from contextlib import closing
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -225,12 +239,17 @@ def sweep(
         + (f"; tuned settings from {spec.tuned}" if spec.tuned else "")
     )
     failed = 0
-    with tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar:
-        rows = (
-            run_sweep_on_ray(planned, out_dir, retry_failed, ray_address)
-            if executor == "ray"
-            else run_sweep(planned, out_dir, workers, retry_failed)
-        )
+    rows = (
+        run_sweep_on_ray(planned, out_dir, retry_failed, ray_address)
+        if executor == "ray"
+        else run_sweep(planned, out_dir, workers, retry_failed)
+    )
+    # closing: a signal stops the runs in flight (experiments/sweep.py) wherever it lands
+    with (
+        stop_on_signals(),
+        closing(rows),
+        tqdm(total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True) as bar,
+    ):
         for row in rows:
             bar.update(1)
             if row["status"] == "ok":

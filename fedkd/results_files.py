@@ -141,12 +141,12 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500]
 
 
-def mark_interrupted(path: str | Path) -> None:
+def mark_interrupted(path: str | Path, reason: str = INTERRUPTED) -> None:
     """Mark an existing results file as interrupted (rounds kept), from outside the run."""
     try:
         payload = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return
     if payload.get("status") == "running":
-        payload.update(status="interrupted", status_reason=INTERRUPTED)
+        payload.update(status="interrupted", status_reason=reason)
         atomic_write_json(path, payload)
