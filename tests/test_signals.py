@@ -23,10 +23,12 @@ POINTS = [None, 0.0, 0.25, 0.6]
 EXIT_S = 60  # a run that has not ended this long after the signal is deadlocked
 
 
-def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    scratch = tmp_path / "tmp"  # the run's $TMPDIR: offloaded client states go there
+def _start(args: list[str], tmp_path: Path, own_tmp: bool = True) -> tuple[subprocess.Popen, Path]:
+    """``own_tmp``: the run's $TMPDIR is a fresh folder (offloaded client states go there; not
+    for Ray, whose socket paths under it must stay short)."""
+    scratch = tmp_path / "tmp"
     scratch.mkdir()
-    env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"TMPDIR": str(scratch)} if own_tmp else {})}
     command = [sys.executable, "-m", "experiments.cli", *args]
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -122,7 +124,7 @@ def test_a_signal_ends_a_sweep_and_its_runs_in_flight_cleanly(tmp_path, signum):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_ends_a_ray_run_cleanly(tmp_path, signum):
     out = tmp_path / "run"
-    proc, scratch = _start(["run", *TINY, "--engine", "ray", "--out", str(out)], tmp_path)
+    proc, scratch = _start(["run", *TINY, "--engine", "ray", "--out", str(out)], tmp_path, own_tmp=False)
     _wait_for(proc, lambda: _has_round(out), "round 1", limit=300)
     stderr = _stop(proc, signum)
     assert proc.returncode == 128 + signum, stderr[-3000:]
