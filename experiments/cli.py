@@ -28,7 +28,7 @@ from experiments.cli_tune import tune as tune_command
 from experiments.stop_signals import exit_code, reason, stop_on_signals
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
-from fedkd.results_files import failure_reason
+from fedkd.results_files import failure_reason, saved_failure
 
 
 class OneLineErrors(click.Group):
@@ -63,11 +63,16 @@ def main(verbose: bool) -> None:
     configure_logging(verbose)
 
 
-class _DropDeprecationNotices(logging.Filter):
-    """run_simulation is how Flower documents binding a config into apps; its notice is noise."""
+class _QuietFlowerLog(logging.Filter):
+    """Without -v: no deprecation notice (run_simulation is how Flower documents binding a config
+    into apps) and no client traceback from Ray (fedkd logs each dropped client in one line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "DEPRECATED FEATURE" not in record.getMessage()
+        message = record.getMessage()
+        return not ("DEPRECATED FEATURE" in message or "\n" in message.strip() or RAY_NOTICE in message)
+
+
+RAY_NOTICE = "An exception was raised when processing a message by RayBackend"
 
 
 def configure_logging(verbose: bool) -> None:
@@ -76,7 +81,7 @@ def configure_logging(verbose: bool) -> None:
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
-        flwr_log.addFilter(_DropDeprecationNotices())
+        flwr_log.addFilter(_QuietFlowerLog())
 
 
 @main.command()
@@ -141,7 +146,7 @@ def run(
         with stop_on_signals(on_give_up=functools.partial(mark_interrupted, results_file)):
             results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
     except Exception as exc:  # results.json says failed (where the folder still takes writes)
-        click.echo(f"fedkd: run failed: {saved_failure(cfg.run.out_dir) or failure_reason(exc)}", err=True)
+        click.echo(f"fedkd: run failed: {saved_failure(results_file) or failure_reason(exc)}", err=True)
         click.echo(f"results: {results_file}", err=True)
         sys.exit(1)
     final = results.payload["final"]
@@ -150,17 +155,6 @@ def run(
     took = f"done in {time.perf_counter() - start:.1f} s | "
     click.echo(took + (final_line(final) if final else "no round was evaluated"))
     click.echo(f"results: {results.path}")
-
-
-def saved_failure(out_dir: str) -> str | None:
-    """The reason results.json gives for a failed run (a Ray run fails on another thread)."""
-    from fedkd.results_files import load_results
-
-    try:
-        payload = load_results(out_dir)
-    except (OSError, ValueError):
-        return None
-    return payload.get("status_reason") if payload.get("status") == "failed" else None
 
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"

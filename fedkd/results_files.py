@@ -141,6 +141,15 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500]
 
 
+def saved_failure(path: str | Path) -> str | None:
+    """The reason results.json gives for a failed run (a Ray run fails on another thread)."""
+    try:
+        payload = load_results(path)
+    except (OSError, ValueError):
+        return None
+    return payload.get("status_reason") if payload.get("status") == "failed" else None
+
+
 def mark_interrupted(path: str | Path, reason: str = INTERRUPTED) -> None:
     """Mark an existing results file as interrupted (rounds kept), from outside the run."""
     try:

@@ -21,6 +21,7 @@ import fedkd.results
 from experiments.cli import main
 from fedkd.results_files import load_results
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--engine", "inprocess", "--num-clients", "3", "--rounds", "2", "--set", "workers=1"]
 TINY += ["--set", "local-epochs=1", "--set", "distill-epochs=1", "--set", "transfer-size=60"]
 
@@ -102,7 +103,7 @@ def test_a_sweep_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path):
     folder.mkdir()
     folder.chmod(0o555)
     proc = subprocess.run(
-        _cli("sweep", "smoke", "--out", str(folder)), capture_output=True, text=True, timeout=120
+        _cli("sweep", "smoke", "--out", str(folder)), cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
@@ -114,7 +115,9 @@ def test_a_sweep_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path):
 def test_a_checkpoint_folder_that_turns_read_only_fails_the_run(tmp_path):
     out = tmp_path / "run"
     args = [*TINY, "--rounds", "40", "--out", str(out)]
-    proc = subprocess.Popen(_cli("run", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli("run", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / "rounds.jsonl").exists() or not (out / "rounds.jsonl").read_text():
@@ -132,3 +135,15 @@ def test_a_checkpoint_folder_that_turns_read_only_fails_the_run(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["status"] == "failed" and "Permission denied" in saved["status_reason"]
     assert saved["rounds_done"] < 40
+
+
+@pytest.mark.slow
+def test_a_failed_ray_run_ends_in_one_line_without_flowers_client_tracebacks(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "--engine", "ray", "--set", "temperature=1e300", "--out", str(out)]
+    command = [sys.executable, "-m", "experiments.cli", "run", *args]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("fedkd: run failed:")]) == 1
+    assert load_results(out)["status"] == "failed"
