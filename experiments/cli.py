@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
 from experiments.cli_tune import tune as tune_command
-from experiments.stop_signals import exit_code, reason, stop_on_signals
+from experiments.stop_signals import exit_code, reason, signal_taken, stop_on_signals
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
 from fedkd.results_files import failure_reason, saved_failure
@@ -46,7 +45,7 @@ class OneLineErrors(click.Group):
             click.echo(f"fedkd: error: {failure_reason(exc)}", err=True)
             sys.exit(1)
         except click.exceptions.Abort as abort:  # Ctrl-C, or SIGINT/SIGTERM (experiments/stop_signals.py)
-            signum = getattr(abort.__context__, "signum", signal.SIGINT)
+            signum = getattr(abort.__context__, "signum", None) or signal_taken()  # Ray re-raises plain
             click.echo(f"fedkd: {reason(signum)}; results so far are kept, marked interrupted", err=True)
             sys.stdout.flush()
             sys.stderr.flush()

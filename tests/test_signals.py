@@ -63,14 +63,17 @@ def _stop(proc: subprocess.Popen, signum: int, times: int = 1) -> str:
     return stderr
 
 
-def _assert_clean_interrupt(proc, stderr: str, signum: int, runs: list[Path], scratch: Path) -> None:
+def _assert_clean_interrupt(
+    proc, stderr: str, signum: int, runs: list[Path], scratch: Path, reason=True
+) -> None:
+    """``reason``: the runs say which signal (a Ray task only learns of a KeyboardInterrupt)."""
     assert proc.returncode == 128 + signum, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     for run in runs:
         saved = json.loads((run / "results.json").read_text())
         assert saved["status"] == "interrupted", run
         name = signal.Signals(signum).name
-        assert ("Ctrl-C" if signum == signal.SIGINT else name) in saved["status_reason"]
+        assert not reason or ("Ctrl-C" if signum == signal.SIGINT else name) in saved["status_reason"]
         assert not list(run.rglob("*.tmp")), f"temp files left in {run}"
     assert not list(scratch.iterdir()), "offloaded client states left behind"
 
@@ -90,26 +93,27 @@ def test_a_signal_ends_an_inprocess_run_cleanly(tmp_path, signum, point):
     _assert_clean_interrupt(proc, stderr, signum, [out], scratch)
 
 
+LONG_SWEEP = textwrap.dedent(
+    """
+    name = "long"
+    [base]
+    engine = "inprocess"
+    num-clients = 3
+    rounds = 500
+    local-epochs = 1
+    distill-epochs = 1
+    transfer-size = 60
+    offload-idle = true
+    [grid]
+    seed = [0, 1]
+    """
+)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_ends_a_sweep_and_its_runs_in_flight_cleanly(tmp_path, signum):
     sweep = tmp_path / "long.toml"
-    sweep.write_text(
-        textwrap.dedent(
-            """
-            name = "long"
-            [base]
-            engine = "inprocess"
-            num-clients = 3
-            rounds = 500
-            local-epochs = 1
-            distill-epochs = 1
-            transfer-size = 60
-            offload-idle = true
-            [grid]
-            seed = [0, 1]
-            """
-        )
-    )
+    sweep.write_text(LONG_SWEEP)
     out = tmp_path / "sweep"
     proc, scratch = _start(["sweep", str(sweep), "--out", str(out), "--workers", "2"], tmp_path)
     runs = lambda: sorted((out / "runs").glob("*"))  # noqa: E731
@@ -118,6 +122,21 @@ def test_a_signal_ends_a_sweep_and_its_runs_in_flight_cleanly(tmp_path, signum):
     _assert_clean_interrupt(proc, stderr, signum, runs(), scratch)
     table = out / "runs.jsonl"
     assert not table.exists() or table.read_text() == "", "an interrupted run is not a finished row"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_ends_a_sweep_on_ray_and_its_tasks_cleanly(tmp_path, signum):
+    sweep = tmp_path / "long.toml"
+    sweep.write_text(LONG_SWEEP.replace("offload-idle = true", ""))
+    out = tmp_path / "sweep"
+    args = ["sweep", str(sweep), "--out", str(out), "--executor", "ray"]
+    proc, scratch = _start(args, tmp_path, own_tmp=False)
+    runs = lambda: sorted((out / "runs").glob("*"))  # noqa: E731
+    limit = 300
+    _wait_for(proc, lambda: len(runs()) == 2 and all(_has_round(r) for r in runs()), "both runs", limit)
+    stderr = _stop(proc, signum)
+    _assert_clean_interrupt(proc, stderr, signum, runs(), scratch, reason=False)
 
 
 @pytest.mark.slow
