@@ -139,8 +139,8 @@ class ProcessPool:
         """Stop every worker now (a running call is killed, queued ones never start). Never
         blocks on a dead pipe: a worker killed halfway through sending its reply leaves the
         executor's thread reading a message that never ends (this process holds the pipe's write
-        end too, so no end-of-file comes); closing our ends of both pipes once the workers are
-        dead ends that read, and the thread is waited for a bounded time only."""
+        end too, so no end-of-file comes); closing that write end once the workers are dead
+        ends the read, and the thread is waited for a bounded time only."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -150,8 +150,10 @@ class ProcessPool:
         for process in processes:
             process.join(5)
         thread = executor._executor_manager_thread
-        for end in (executor._result_queue._writer, executor._call_queue._reader):
-            end.close()  # the workers' copies died with them: the blocked read or write now fails
+        # the workers' copies died with them: a read blocked on it now ends. (The call queue's
+        # reader the executor's thread closes itself once it sees the dead workers: closing it
+        # here too could close a file descriptor number reused meanwhile.)
+        executor._result_queue._writer.close()
         executor._call_queue.cancel_join_thread()  # its feeder may hold a message no worker takes
         executor.shutdown(wait=False, cancel_futures=True)
         if thread is not None:

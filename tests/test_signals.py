@@ -19,7 +19,7 @@ TINY = ["--num-clients", "3", "--set", "local-epochs=1", "--set", "distill-epoch
 TINY += ["--set", "transfer-size=60", "--rounds", "500"]
 # where the signal lands: seconds after the run's first round is recorded (None: as soon as
 # results.json exists, i.e. during the hello or the first round)
-POINTS = [None, 0.0, 0.25, 0.6]
+POINTS = [None, 0.0, 0.4]
 EXIT_S = 60  # a run that has not ended this long after the signal is deadlocked
 
 
@@ -89,7 +89,7 @@ def test_a_signal_ends_an_inprocess_run_cleanly(tmp_path, signum, point):
     else:
         _wait_for(proc, lambda: _has_round(out), "round 1")
         time.sleep(point)
-    stderr = _stop(proc, signum, times=1 if point != 0.25 else 3)
+    stderr = _stop(proc, signum, times=3 if point == 0.4 else 1)
     _assert_clean_interrupt(proc, stderr, signum, [out], scratch)
 
 
