@@ -25,8 +25,10 @@ from fedkd.atomic import atomic_write
 from fedkd.checkpoints import latest, tagged
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
+from fedkd.errors import RunFolderError
 from fedkd.fusion import transfer_row_count
 from fedkd.protocol import (
+    CHECKPOINT_NOT_WRITTEN,
     CONFIG_KEY,
     INFO_KEY,
     KNOWLEDGE_KEY,
@@ -83,9 +85,13 @@ def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid:
     round it completes (current only once the server has recorded that round)."""
     context.state[MODEL_KEY] = ArrayRecord(state)
     folder = str(settings.get("checkpoint-dir", ""))
-    if folder:
-        checkpoint = tagged(folder, _client_stem(pid), int(settings["server-round"]), ".pt")
+    if not folder:
+        return
+    checkpoint = tagged(folder, _client_stem(pid), int(settings["server-round"]), ".pt")
+    try:
         atomic_write(checkpoint, lambda handle: torch.save(state, handle), binary=True)
+    except OSError as exc:  # the server fails the run on this (fedkd/protocol.py)
+        raise RunFolderError(f"{CHECKPOINT_NOT_WRITTEN}: {checkpoint}: {exc.strerror or exc}") from None
 
 
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:

@@ -9,6 +9,7 @@ imports what it needs when it runs, so `fedkd --help` and `fedkd keys` do not wa
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -23,10 +24,13 @@ from experiments.cli_algorithms import algorithms as algorithms_command
 from experiments.cli_deploy import deploy as deploy_group
 from experiments.cli_options import CONFIG_OPTIONS, config_options
 from experiments.cli_results import RESULT_COMMANDS
+from experiments.cli_sweep import sweep as sweep_command
 from experiments.cli_tune import tune as tune_command
-from experiments.console import plain_unless_terminal, progress_bars_wanted
+from experiments.console import plain_unless_terminal
+from experiments.stop_signals import exit_code, reason, signal_taken, stop_on_signals
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.errors import ConfigError
+from fedkd.results_files import failure_reason, saved_failure
 
 
 class OneLineErrors(click.Group):
@@ -40,12 +44,16 @@ class OneLineErrors(click.Group):
             message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
             click.echo(f"fedkd: error: {' '.join(message.split())}", err=True)
             sys.exit(2)
-        except click.exceptions.Abort:
-            click.echo("fedkd: aborted (results so far are kept, marked interrupted)", err=True)
+        except OSError as exc:  # a folder that filled up or turned read-only (runs: see `run`)
+            click.echo(f"fedkd: error: {failure_reason(exc)}", err=True)
+            sys.exit(1)
+        except click.exceptions.Abort as abort:  # Ctrl-C, or SIGINT/SIGTERM (experiments/stop_signals.py)
+            signum = getattr(abort.__context__, "signum", None) or signal_taken()  # Ray re-raises plain
+            click.echo(f"fedkd: {reason(signum)}; results so far are kept, marked interrupted", err=True)
             sys.stdout.flush()
             sys.stderr.flush()
             # a Flower ServerApp thread may still wait for replies that never come: do not join it
-            os._exit(130)
+            os._exit(exit_code(signum))
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
 
@@ -57,11 +65,16 @@ def main(verbose: bool) -> None:
     configure_logging(verbose)
 
 
-class _DropDeprecationNotices(logging.Filter):
-    """run_simulation is how Flower documents binding a config into apps; its notice is noise."""
+class _QuietFlowerLog(logging.Filter):
+    """Without -v: no deprecation notice (run_simulation is how Flower documents binding a config
+    into apps) and no client traceback from Ray (fedkd logs each dropped client in one line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "DEPRECATED FEATURE" not in record.getMessage()
+        message = record.getMessage()
+        return not ("DEPRECATED FEATURE" in message or "\n" in message.strip() or RAY_NOTICE in message)
+
+
+RAY_NOTICE = "An exception was raised when processing a message by RayBackend"
 
 
 def configure_logging(verbose: bool) -> None:
@@ -71,7 +84,7 @@ def configure_logging(verbose: bool) -> None:
     flwr_log = logging.getLogger("flwr")
     flwr_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:
-        flwr_log.addFilter(_DropDeprecationNotices())
+        flwr_log.addFilter(_QuietFlowerLog())
 
 
 @main.command()
@@ -112,7 +125,7 @@ def run(
         where_it_lands,
     )
     from fedkd.folder_lock import folder_lock
-    from fedkd.results import default_out_dir, final_line, round_line
+    from fedkd.results import RESULTS_FILE, default_out_dir, final_line, mark_interrupted, round_line
     from server.progress import configure_progress
 
     with ExitStack() as owned:  # the run folder is this process's until the command ends
@@ -145,112 +158,20 @@ def run(
             click.echo(line)
         configure_progress("auto")  # a bar per phase on a terminal, plain lines for long phases elsewhere
         start = time.perf_counter()
-        results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
+        results_file = Path(cfg.run.out_dir) / RESULTS_FILE
+        try:
+            with stop_on_signals(on_give_up=functools.partial(mark_interrupted, results_file)):
+                results = run_experiment(cfg, lambda rec: click.echo(round_line(rec, cfg.run.rounds)), resume)
+        except Exception as exc:  # results.json says failed (where the folder still takes writes)
+            click.echo(f"fedkd: run failed: {saved_failure(results_file) or failure_reason(exc)}", err=True)
+            click.echo(f"results: {results_file}", err=True)
+            sys.exit(1)
     final = results.payload["final"]
-    if results.payload.get("stopped"):
-        click.echo(results.payload["stopped"])
-    click.echo(f"done in {time.perf_counter() - start:.1f} s | " + final_line(final))
+    if results.payload["status"] == "stopped":  # a stop the config asked for (max-epsilon)
+        click.echo(f"fedkd: run stopped: {results.payload.get('status_reason')}")
+    took = f"done in {time.perf_counter() - start:.1f} s | "
+    click.echo(took + (final_line(final) if final else "no round was evaluated"))
     click.echo(f"results: {results.path}")
-
-
-SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
-
-
-def resolve_sweep_file(name: str) -> Path:
-    """A path, or the name of a shipped sweep (experiments/sweeps/NAME.toml)."""
-    path = Path(name)
-    if path.is_file() or path.suffix == ".toml":
-        return path
-    shipped = SWEEPS_DIR / f"{name}.toml"
-    if shipped.exists():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.toml")))
-    raise ConfigError(f"sweep {name!r} not found; give a .toml path or one of: {names}")
-
-
-@main.command()
-@click.argument("sweep_file")
-@click.option("--out", type=str, help="Folder for runs.jsonl and run results [default: runs/<sweep name>].")
-@click.option(
-    "--workers", type=int, default=None, help="Runs side by side [default: cores for inprocess, else 1]."
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
-@click.option("--retry-failed", is_flag=True, help="Run again the configurations recorded as failed.")
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: --workers processes here; ray: one Ray task per run (docs/scale.md).",
-)
-@click.option("--ray-address", default="", help="Ray cluster for --executor ray (default: start one here).")
-@click.option("--tuned", type=str, help="tuned.toml from fedkd tune (replaces the sweep file's tuned = ...).")
-def sweep(
-    sweep_file: str,
-    out: str | None,
-    workers: int | None,
-    sets: tuple[str, ...],
-    retry_failed: bool,
-    executor: str,
-    ray_address: str,
-    tuned: str | None,
-) -> None:
-    """Run a parameter sweep; running it again resumes where it stopped."""
-    from dataclasses import replace
-
-    from tqdm import tqdm
-
-    from experiments.run_setup import parse_set_options
-    from experiments.sweep import RUNS_FILE, expand, load_sweep, pending_runs, run_sweep
-    from experiments.sweep_ray import run_sweep_on_ray
-    from fedkd.config_types import check_type_range
-
-    if out is not None:
-        check_type_range("--out", out)  # a control character would reach every run's config.toml
-    spec = load_sweep(resolve_sweep_file(sweep_file))
-    spec = spec if tuned is None else replace(spec, tuned=tuned)
-    planned = expand(spec, parse_set_options(sets))
-    out_dir = Path(out or Path("runs") / spec.name)
-    if workers is None:
-        engines = {run.config.run.engine for run in planned}
-        workers = (os.cpu_count() or 1) if engines == {"inprocess"} else 1
-    if workers < 1:
-        raise ConfigError(f"--workers={workers} is invalid; allowed: >= 1")
-    todo = pending_runs(planned, out_dir / RUNS_FILE, retry_failed)
-    click.echo(
-        f"sweep {spec.name}: {len(planned)} configurations over {', '.join(spec.axes) or 'no axes'}; "
-        f"{len(planned) - len(todo)} already done, {len(todo)} to run "
-        + (
-            f"as Ray tasks on {ray_address or 'a local Ray'}"
-            if executor == "ray"
-            else f"with {workers} worker(s)"
-        )
-        + f" -> {out_dir}"
-        + (f"; tuned settings from {spec.tuned}" if spec.tuned else "")
-    )
-    failed = 0
-    bars = progress_bars_wanted()  # elsewhere (a log file, CI) tqdm is silent and each run gets a line
-    with tqdm(
-        total=len(planned), initial=len(planned) - len(todo), unit="run", dynamic_ncols=True, disable=not bars
-    ) as bar:
-        rows = (
-            run_sweep_on_ray(planned, out_dir, retry_failed, ray_address)
-            if executor == "ray"
-            else run_sweep(planned, out_dir, workers, retry_failed)
-        )
-        finished = len(planned) - len(todo)
-        for row in rows:
-            bar.update(1)
-            finished += 1
-            if row["status"] == "ok":
-                axes = " ".join(f"{k}={v}" for k, v in row["axes"].items())
-                bar.set_postfix_str(f"{axes}: ALMA {row['final']['alma']:.3f}")
-                if not bars:
-                    click.echo(f"[{finished}/{len(planned)}] {axes}: ALMA {row['final']['alma']:.3f}")
-            else:
-                failed += 1
-                tqdm.write(f"failed: {row['axes']}: {row['error']}")
-    click.echo(f"done: {out_dir / RUNS_FILE}" + (f" ({failed} failed)" if failed else ""))
 
 
 KEYS_HEADER = [
@@ -285,6 +206,7 @@ for command in RESULT_COMMANDS:
     main.add_command(command)
 main.add_command(algorithms_command)
 main.add_command(tune_command)
+main.add_command(sweep_command)
 
 if __name__ == "__main__":
     main()

@@ -53,7 +53,7 @@ def tune(
     """Tune every algorithm's own hyperparameters on validation ALMA (never test), the same number
     of trials each, per cell of SWEEP_FILE (its axes but seed and algorithm) or for --config;
     running it again resumes. Writes tuned.toml (the chosen settings) and trials.csv."""
-    from experiments.cli import resolve_sweep_file
+    from experiments.cli_sweep import resolve_sweep_file
     from experiments.run_setup import SHORTHANDS, build_config, parse_set_options
     from experiments.sweep import Sweep, load_sweep
     from experiments.tune import TRIALS_FILE, TUNED_FILE, plan_studies, run_studies, tune_seeds, write_outputs

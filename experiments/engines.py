@@ -11,9 +11,6 @@ import functools
 import logging
 import os
 import signal
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +23,8 @@ from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import make_client_app
+from experiments.stop_signals import give_up_later, interrupted, reason
+from fedkd.atomic import remove_temp_files
 from fedkd.config import ExperimentConfig
 from fedkd.results import RESULTS_FILE, RunResults, mark_interrupted
 from fedkd.training import resolve_device
@@ -96,6 +95,8 @@ def run_inprocess(
             server_app(grid, context)
     finally:
         grid.close()
+        if cfg.run.out_dir:  # workers stopped mid-checkpoint leave their temp files
+            remove_temp_files(cfg.run.out_dir)
     return sink[0]
 
 
@@ -120,52 +121,35 @@ def run_ray(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a Ray FutureWarning
     sink: list[RunResults] = []
     try:
-        with exit_soon_after_ctrl_c(cfg):
-            flower_simulation(make_server_app(cfg, on_round, sink, resume), make_client_app(cfg), cfg)
-    except KeyboardInterrupt:
-        # Flower runs the ServerApp on a thread that Ctrl-C never reaches: mark the results from
-        # here and stop Ray; the CLI then exits at once instead of waiting on that thread.
-        if cfg.run.out_dir:
-            mark_interrupted(Path(cfg.run.out_dir) / RESULTS_FILE)
+        flower_simulation(make_server_app(cfg, on_round, sink, resume), make_client_app(cfg), cfg)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        signum = _signal_of(stop)
+        if signum is None:
+            raise
+        # Flower runs the ServerApp on a thread no signal reaches: mark the results from here and
+        # stop Ray; the CLI then exits at once instead of waiting on that thread.
+        done = None if isinstance(stop, KeyboardInterrupt) else give_up_later(signum, None)
+        mark = Path(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
+        if mark is not None:
+            mark_interrupted(mark, reason(signum))
         _shutdown_ray()
-        raise
+        if mark is not None:  # the ServerApp thread may have written "running" meanwhile
+            mark_interrupted(mark, reason(signum))
+            remove_temp_files(mark.parent)  # of clients stopped mid-checkpoint
+        if done is not None:
+            done.set()
+        raise interrupted(signum) from None
     if not sink:
         raise RuntimeError("the Ray simulation ended without results (see the log above)")
     return sink[0]
 
 
-CTRL_C_GRACE_S = 10.0  # seconds a Ctrl-C may spend in Flower's and Ray's own shutdown
-
-
-@contextmanager
-def exit_soon_after_ctrl_c(cfg: ExperimentConfig) -> Iterator[None]:
-    """Ctrl-C during a Ray simulation: the usual KeyboardInterrupt path runs (results marked,
-    Ray shut down, exit 130), but if Flower's or Ray's shutdown blocks (a thread waiting on
-    replies, telemetry without a network), a watchdog marks the results and ends the process
-    with 130 after CTRL_C_GRACE_S seconds. Only from the main thread, where signals arrive."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        def watchdog() -> None:
-            time.sleep(CTRL_C_GRACE_S)
-            if cfg.run.out_dir:
-                mark_interrupted(Path(cfg.run.out_dir) / RESULTS_FILE)
-            print(
-                "fedkd: aborted (shutdown took too long; results kept, marked interrupted)", file=sys.stderr
-            )
-            os._exit(130)
-
-        threading.Thread(target=watchdog, daemon=True).start()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _signal_of(stop: BaseException) -> int | None:
+    """The signal behind a stop: ours (Interrupted), a plain Ctrl-C, or SIGTERM through the
+    handler ray.init installs in place of ours (it raises SystemExit(SIGTERM)); None: no signal."""
+    if isinstance(stop, KeyboardInterrupt):
+        return getattr(stop, "signum", signal.SIGINT)
+    return signal.SIGTERM if stop.code == signal.SIGTERM else None
 
 
 def flower_simulation(server_app: ServerApp, client_app: ClientApp, cfg: ExperimentConfig) -> None:

@@ -11,6 +11,7 @@ there is skipped, so running the same command again resumes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -23,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.stop_signals import ignore_signals, signal_taken, stop_on_signals
 from experiments.tuned import Tuned, load_tuned
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.config_files import read_toml
 from fedkd.folder_lock import SWEEP_LOCK, folder_lock
 from fedkd.orphans import die_with_parent
 from fedkd.results import json_safe
-from fedkd.results_files import read_json_lines
+from fedkd.results_files import RESULTS_FILE, mark_interrupted, read_json_lines
 from fedkd.run_identity import NON_IDENTITY_KEYS
 from fedkd.validation import validate_config
 
@@ -191,7 +193,9 @@ def execute(run: PlannedRun, out_dir: str) -> dict[str, Any]:
         from fedkd.data.federation import federation
 
         federation(cfg.data, cfg.run.seed)  # data problems fail here, with the loader's message
-        results = run_experiment(cfg)
+        # in a worker, a signal interrupts the run (results marked, files removed) and no other
+        with stop_on_signals(functools.partial(mark_interrupted, run_dir / RESULTS_FILE)):
+            results = run_experiment(cfg)
         final = results.payload["final"]
         # relative to the sweep folder: the folder can move, and reports run from anywhere
         row.update(status="ok", final=final, results=os.path.relpath(results.path, out_dir))
@@ -247,9 +251,8 @@ def _run_unlocked(
             append_row(table, row)
             yield row
         return
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
-    ) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(os.getpid(),))
+    try:
         queue = iter(todo)
         running: set[Future] = set()
         for run in itertools.islice(queue, workers):
@@ -263,3 +266,16 @@ def _run_unlocked(
                 nxt = next(queue, None)
                 if nxt is not None:
                     running.add(pool.submit(execute, nxt, str(out)))
+    except BaseException:  # a signal here (or the consumer closed us): interrupt the runs in flight
+        for process in list((pool._processes or {}).values()):  # no public list of them
+            if process.is_alive():
+                os.kill(process.pid, signal_taken())
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # interrupted runs end in seconds
+
+
+def _start_worker(parent: int) -> None:
+    """A sweep worker dies with the sweep, and takes SIGINT/SIGTERM only while it runs a run."""
+    die_with_parent(parent)
+    ignore_signals()

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from experiments.stop_signals import GRACE_S, reason, signal_taken
 from experiments.sweep import (
     RUNS_FILE,
     PlannedRun,
@@ -18,7 +21,9 @@ from experiments.sweep import (
     repair_table,
     sweep_lock,
 )
+from fedkd.atomic import remove_temp_files
 from fedkd.config import ExperimentConfig
+from fedkd.results_files import RESULTS_FILE, mark_interrupted
 
 
 def run_sweep_on_ray(
@@ -80,12 +85,16 @@ def _run_on_ray(
     todo = [_as_ray_task(run) for run in pending_runs(planned, table, retry_failed)]
     if not todo:
         return
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(
         address=ray_address or None,
         include_dashboard=False,
         logging_level=logging.ERROR,
         runtime_env=_ray_runtime_env(),
     )
+    if threading.current_thread() is threading.main_thread():  # ray.init put sys.exit() there
+        signal.signal(signal.SIGTERM, on_sigterm)  # ours (experiments/stop_signals.py), or the default
+    pending: dict[Any, PlannedRun] = {}  # task -> its run, while it runs
     try:
         remote = ray.remote(execute)
         pending = {
@@ -108,5 +117,23 @@ def _run_on_ray(
                 }
             append_row(table, row)
             yield row
+    except (KeyboardInterrupt, GeneratorExit):  # a signal, here or where the rows are consumed
+        _interrupt_tasks(ray, pending, out, signal_taken())
+        raise
     finally:
         ray.shutdown()
+
+
+def _interrupt_tasks(ray: Any, pending: dict[Any, PlannedRun], out: Path, signum: int) -> None:
+    """Cancel the runs in flight: Ray raises KeyboardInterrupt in each, whose run then marks its
+    results and removes its files; what has not ended after GRACE_S is marked from here."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end
+    for ref in pending:
+        ray.cancel(ref)
+    if pending:  # within half the driver's own grace (experiments/stop_signals.py)
+        ray.wait(list(pending), num_returns=len(pending), timeout=GRACE_S / 2)
+    for run in pending.values():
+        folder = out / "runs" / run.run_id
+        mark_interrupted(folder / RESULTS_FILE, reason(signum))
+        remove_temp_files(folder)

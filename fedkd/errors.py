@@ -15,3 +15,17 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
     """Missing, corrupt or inconsistent data files; the message names the file."""
+
+
+class RunFolderError(OSError):
+    """The run folder cannot take what the run must write (disk full, read-only): the run fails
+    rather than dropping the clients whose files did not land (the CLI exits 1, not 2)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the run: a KeyboardInterrupt, so every Ctrl-C path applies,
+    that remembers which signal came (the exit code is 128 + ``signum``)."""
+
+    def __init__(self, signum: int, reason: str) -> None:
+        super().__init__(reason)
+        self.signum, self.reason = signum, reason

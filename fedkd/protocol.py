@@ -89,6 +89,11 @@ UNPROTECTED: dict[str, str] = {
 }
 
 
+# A client whose checkpoint cannot be written (run folder full or read-only) raises with this in
+# its error: the server fails the run, where a dropped client would leave a "completed" run of fewer.
+CHECKPOINT_NOT_WRITTEN = "checkpoint not written"
+
+
 class ProtocolError(ValueError):
     """A reply field that cannot be used; the message says why in a few words."""
 

@@ -6,19 +6,15 @@ the reader). A killed run leaves a complete results.json and exactly its finishe
 from __future__ import annotations
 
 import math
-import platform
 import tempfile
 import time
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy
-import torch
-
 from fedkd.config import ExperimentConfig, as_dict
 from fedkd.config_doc import render_toml
+from fedkd.environment import environment_info
 from fedkd.errors import ConfigError
 from fedkd.results_files import (
     CONFIG_FILE,
@@ -72,7 +68,8 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = True) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise ConfigError(f"out-dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
+        why = f"out-dir {str(path)!r} is not writable ({exc.strerror or exc})"
+        raise ConfigError(f"{why}; allowed: a folder you can write to") from None
     if not overwrite and (path / RESULTS_FILE).exists():
         raise ConfigError(
             f"{path / RESULTS_FILE} already exists; allowed: another --out, or --overwrite to replace it"
@@ -94,73 +91,6 @@ def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: st
             return path
         except FileExistsError:
             path, n = Path(base) / f"{name}-{n}", n + 1
-
-
-# Instruction-set extensions that change which kernels torch runs on CPU (x86 and Arm names),
-# recorded when the CPU has them: results are bit-identical per machine, not across these.
-CPU_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "asimd",
-    "sve",
-    "sve2",
-)
-
-
-def cpu_info(cpuinfo: str | None = None) -> dict[str, str]:
-    """The CPU model and its relevant instruction-set flags (space-separated, in CPU_FLAGS
-    order), from /proc/cpuinfo where there is one (``cpuinfo``: its text, for tests), else
-    platform.processor(); "unknown" where neither says."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            cpuinfo = ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(name.strip().lower(), value.strip())
-    flags = set((fields.get("flags") or fields.get("features") or "").split())  # x86: flags, Arm: Features
-    return {
-        "cpu_model": fields.get("model name") or platform.processor() or "unknown",
-        "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags),
-    }
-
-
-def environment_info() -> dict[str, str | bool | int]:
-    """What the numbers depend on besides the config: versions, the CPU and its instruction
-    set, torch's build and the kernels it picked, its intra-op threads."""
-    info: dict[str, str | bool | int] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "cuda_available": bool(torch.cuda.is_available()),
-        **cpu_info(),
-        "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
-        "torch_threads": int(torch.get_num_threads()),
-        "torch_config": torch.__config__.show(),
-    }
-    for package in ("flwr", "fedkd"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:  # metadata is informative only
-            pass
-    return info
 
 
 def earlier_wall_s(rounds: list[dict[str, Any]], final: dict[str, Any] | None) -> float:
@@ -233,12 +163,17 @@ class RunResults:
             self.payload["final"]["total_wall_s"] = self.earlier_wall_s + time.perf_counter() - self.started
         self.flush()
 
-    def finish(self, status: str, reason: str | None = None) -> None:
-        """Mark how the run ended, so a partial file is never mistaken for a finished one."""
+    def finish(self, status: str, reason: str | None = None, best_effort: bool = False) -> None:
+        """Mark how the run ended, so a partial file is never mistaken for a finished one.
+        ``best_effort``: a folder that takes no more writes (full, read-only) keeps its last file."""
         self.payload["status"] = status
         if reason:
             self.payload["status_reason"] = reason
-        self.flush()
+        try:
+            self.flush()
+        except OSError:
+            if not best_effort:
+                raise
 
     def flush(self) -> None:
         if self.path is not None:

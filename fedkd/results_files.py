@@ -133,12 +133,29 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     return flat
 
 
-def mark_interrupted(path: str | Path) -> None:
+def failure_reason(exc: BaseException) -> str:
+    """Why a run failed, in one line: a file that could not be written is named with the OS's
+    reason (disk full, read-only), anything else as ``Type: message``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500]
+
+
+def saved_failure(path: str | Path) -> str | None:
+    """The reason results.json gives for a failed run (a Ray run fails on another thread)."""
+    try:
+        payload = load_results(path)
+    except (OSError, ValueError):
+        return None
+    return payload.get("status_reason") if payload.get("status") == "failed" else None
+
+
+def mark_interrupted(path: str | Path, reason: str = INTERRUPTED) -> None:
     """Mark an existing results file as interrupted (rounds kept), from outside the run."""
     try:
         payload = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return
     if payload.get("status") == "running":
-        payload.update(status="interrupted", status_reason=INTERRUPTED)
+        payload.update(status="interrupted", status_reason=reason)
         atomic_write_json(path, payload)

@@ -10,6 +10,9 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from fedkd.errors import RunFolderError
+from fedkd.protocol import CHECKPOINT_NOT_WRITTEN
+
 log = logging.getLogger("flwr.fedkd")
 
 
@@ -25,6 +28,16 @@ def call_client_app(app: ClientApp, message: Message, context: Context) -> Messa
     except Exception as exc:  # noqa: BLE001 - reported as an error reply, as Flower does
         log.debug("ClientApp raised on node %s:\n%s", context.node_id, traceback.format_exc())
         return error_reply(message, f"{type(exc).__name__}: {exc}", ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
+
+
+def raise_folder_errors(replies: list[Message]) -> None:
+    """A client that could not write its checkpoint (run folder full or read-only) fails the run
+    with its reason, rather than being dropped from a round that then looks complete."""
+    for reply in replies:
+        reason = reply.error.reason if reply.has_error() else ""
+        if CHECKPOINT_NOT_WRITTEN in (reason or ""):
+            line = next(line for line in reason.splitlines() if CHECKPOINT_NOT_WRITTEN in line)
+            raise RunFolderError(line[line.index(CHECKPOINT_NOT_WRITTEN) :])
 
 
 def seconds_left(deadline: float | None) -> float | None:

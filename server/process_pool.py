@@ -16,8 +16,8 @@ fork is unsafe on macOS (and after the server has used CUDA); a script that call
 needs the usual ``__main__`` guard.
 
 A batch that runs out of time kills its workers: a client past the deadline is stopped, its node
-keeps the state it had before the call, and the next batch gets fresh workers. Ctrl-C stops the
-server, which stops the workers (they ignore SIGINT themselves).
+keeps the state it had before the call, and the next batch gets fresh workers. Ctrl-C or SIGTERM
+stops the server, which stops the workers (they ignore both themselves).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from server.client_call import call_client_app, error_reply, seconds_left
 AppFactory = Callable[[], ClientApp]
 Call = tuple[Message, Context]
 
+STOP_WAIT_S = 5.0  # at most this long for the executor's own thread once the workers are dead
 _APP: ClientApp | None = None  # this worker's ClientApp, built by _start_worker
 
 
@@ -49,7 +50,8 @@ def _start_worker(factory: AppFactory, threads: int, parent: int) -> None:
     # a killed server leaves no worker behind (a forkserver's child: the forkserver, which ends
     # with the server)
     die_with_parent(parent or os.getppid())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the server, which stops us
+    for signum in (signal.SIGINT, signal.SIGTERM):  # they belong to the server, which stops us
+        signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _APP = factory()
 
@@ -134,13 +136,25 @@ class ProcessPool:
         return sorted(broken)
 
     def stop(self) -> None:
-        """Stop every worker now (a running call is killed, queued ones never start)."""
+        """Stop every worker now (a running call is killed, queued ones never start). Never
+        blocks on a dead pipe: a worker killed halfway through sending its reply leaves the
+        executor's thread reading a message that never ends (this process holds the pipe's write
+        end too, so no end-of-file comes); closing that write end once the workers are dead
+        ends the read, and the thread is waited for a bounded time only."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
         processes = list((executor._processes or {}).values())  # no public kill before Python 3.14
         for process in processes:
             process.kill()
-        executor.shutdown(wait=True, cancel_futures=True)
         for process in processes:
             process.join(5)
+        thread = executor._executor_manager_thread
+        # the workers' copies died with them: a read blocked on it now ends. (The call queue's
+        # reader the executor's thread closes itself once it sees the dead workers: closing it
+        # here too could close a file descriptor number reused meanwhile.)
+        executor._result_queue._writer.close()
+        executor._call_queue.cancel_join_thread()  # its feeder may hold a message no worker takes
+        executor.shutdown(wait=False, cancel_futures=True)
+        if thread is not None:
+            thread.join(STOP_WAIT_S)

@@ -31,6 +31,7 @@ from fedkd.results import (
     round_line,
     write_config_toml,
 )
+from fedkd.results_files import failure_reason
 from fedkd.run_logs import RunLogs
 from fedkd.validation import validate_config
 from server.nodes import one_line_missing_nodes, wait_for_nodes
@@ -120,11 +121,11 @@ def _run_owned(
         results.payload["privacy"] = privacy_record(cfg, strategy.ledger, seeded_noise)
     try:
         strategy.run(grid, nodes)
-    except KeyboardInterrupt:
-        results.finish("interrupted", INTERRUPTED)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGINT/SIGTERM as fedkd.errors.Interrupted
+        results.finish("interrupted", getattr(stop, "reason", INTERRUPTED), best_effort=True)
         raise
     except Exception as exc:
-        results.finish("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+        results.finish("failed", failure_reason(exc), best_effort=True)
         raise
     finally:
         logs.close()

@@ -1,11 +1,10 @@
 """KnowledgeFusionStrategy: the one round loop of fedkd (the round driver), on Flower's Grid.
 
-One round: ``train.local`` to every client -> validate each reply (drop failed or invalid
-ones with a log line) -> combine the uploads (fusion, or weight averaging) -> ``train.distill``
-with one personalised message per client -> collect local/global accuracy. The loop reads only
-the algorithm's flags (``uploads``, ``guarded``, via server/exchanges.py) and never branches
-on its name. Who is who (hello, partition ids): server/roster.py; what a round collects:
-server/round_state.py; progress while replies come in: server/progress.py.
+One round: ``train.local`` to every client -> decode each reply (server/replies.py; drop bad
+ones, recorded) -> combine the uploads (fusion, or weight averaging) -> ``train.distill`` with
+one personalised message per client -> collect local/global accuracy. The loop reads only the
+algorithm's flags (``uploads``, ``guarded``, via server/exchanges.py), never its name. Who is
+who: server/roster.py; what a round collects: server/round_state.py; progress: server/progress.py.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from fedkd.metrics import mean_self_weight, positions
 from fedkd.privacy import PrivacyLedger, release_rows
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError, checked_metrics
 from fedkd.seeding import numpy_rng
+from server.client_call import raise_folder_errors
 from server.exchanges import exchange_for
 from server.nodes import wait_for_nodes
 from server.progress import RoundProgress, collect_replies
@@ -186,6 +186,8 @@ class KnowledgeFusionStrategy:
         with self.progress.phase(label, len(messages)) as phase:
             replies = collect_replies(grid, messages, self._timeout(), phase)
         out.bytes_up += payload_bytes(replies)
+        if self.checkpoint_dir:  # only fedkd's simulations write client checkpoints
+            raise_folder_errors(replies)
         answered = {r.metadata.src_node_id for r in replies}
         for msg in messages:
             node = msg.metadata.dst_node_id

@@ -8,7 +8,8 @@ import json
 import torch
 
 from fedkd.config import ExperimentConfig
-from fedkd.results import RunResults, cpu_info, environment_info
+from fedkd.environment import cpu_info, environment_info
+from fedkd.results import RunResults
 
 X86 = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+

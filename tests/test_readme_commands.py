@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from experiments.cli import main, resolve_sweep_file
+from experiments.cli import main
+from experiments.cli_sweep import resolve_sweep_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/usage.md")
