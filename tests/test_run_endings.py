@@ -66,13 +66,13 @@ def test_a_checkpoint_that_does_not_fit_fails_the_run_instead_of_dropping_its_cl
     write = clients.client_app.atomic_write
 
     def full_for_client_1(path, *args, **kwargs):
-        if Path(path).name == "client-1.pt":
+        if Path(path).name.startswith("client-1."):  # client-1.r<round>.pt (fedkd/checkpoints.py)
             raise _disk_full(path)
         return write(path, *args, **kwargs)
 
     monkeypatch.setattr(clients.client_app, "atomic_write", full_for_client_1)
     result = _run(tmp_path / "run", [])
-    _one_line_ending(result, tmp_path / "run", "failed", 1, "client-1.pt: No space left on device")
+    _one_line_ending(result, tmp_path / "run", "failed", 1, "client-1.r1.pt: No space left on device")
     assert load_results(tmp_path / "run")["rounds"] == []  # no round "completed" by 2 of 3 clients
 
 
