@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from fedkd.config import ExperimentConfig
@@ -51,3 +54,14 @@ def shared_data():
     folder = Path(os.environ.get("FEDKD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     assert (folder / "mnist").is_dir(), f"offline datasets not found at {folder}: set FEDKD_DATA_DIR"
     return folder
+
+
+@pytest.fixture
+def fedkd_messages() -> Iterator[list[str]]:
+    """Every message fedkd logs (logger "flwr.fedkd") while the test runs."""
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("flwr.fedkd").addHandler(handler)
+    yield seen
+    logging.getLogger("flwr.fedkd").removeHandler(handler)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -75,13 +74,8 @@ def _sweep(tmp_path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture
-def warnings():
-    seen: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logging.getLogger("flwr.fedkd").addHandler(handler)
-    yield seen
-    logging.getLogger("flwr.fedkd").removeHandler(handler)
+def warnings(fedkd_messages: list[str]) -> list[str]:
+    return fedkd_messages
 
 
 def test_failed_runs_are_counted_per_cell_and_named_never_dropped(tmp_path, warnings):
