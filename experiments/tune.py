@@ -47,7 +47,9 @@ from experiments.sweep import (
 )
 from experiments.tune_space import base_point, space_of, suggest
 from experiments.tuned import TUNE_SEEDS_FROM, TunedEntry, write_tuned
+from fedkd.atomic import atomic_write
 from fedkd.config import ConfigError, ExperimentConfig
+from fedkd.csv_cells import cell
 from fedkd.orphans import die_with_parent
 from fedkd.results_files import load_results
 from fedkd.seeding import derive_seed
@@ -265,10 +267,13 @@ def _trial_row(study: Study, trial: FrozenTrial) -> dict[str, Any]:
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     fixed = ["algorithm", "cell", "trial", "state", VAL_KEY]
     settings = sorted({key for row in rows for key in row} - {*fixed, "error"})
-    with open(path, "w", newline="") as handle:
+
+    def write(handle: Any) -> None:  # every value through the one CSV formatter (fedkd/csv_cells.py)
         writer = csv.DictWriter(handle, [*fixed, *settings, "error"], restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: cell(value) for key, value in row.items()} for row in rows)
+
+    atomic_write(path, write)
 
 
 def _about(study: Study, trials: int, seeds: list[int]) -> dict[str, Any]:
