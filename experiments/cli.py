@@ -124,7 +124,7 @@ def run(
         resumable_run,
         where_it_lands,
     )
-    from fedkd.folder_lock import folder_lock
+    from fedkd.folder_lock import check_not_busy, folder_lock
     from fedkd.results import RESULTS_FILE, default_out_dir, final_line, mark_interrupted, round_line
     from server.progress import configure_progress
 
@@ -138,6 +138,8 @@ def run(
                 )
             if not dry_run and Path(resume_dir).is_dir():
                 owned.enter_context(folder_lock(resume_dir))  # before reading: no live run writes it
+            elif Path(resume_dir).is_dir():
+                check_not_busy(resume_dir)  # the dry run refuses a live folder as the resume would
             cfg, resume = resumable_run(resume_dir, requested_overrides(config_file, shorthands, sets))
             click.echo(f"resuming {resume_dir} after round {len(resume['rounds'])} of {cfg.run.rounds}")
         else:

@@ -65,6 +65,24 @@ def _acquire(lock_file: Path, what: str) -> IO[str]:
     return handle
 
 
+def check_not_busy(folder: str | Path, name: str = RUN_LOCK, what: str = "fedkd run") -> None:
+    """FolderBusy where a live process owns ``folder``; creates and writes nothing (for
+    ``--dry-run``, which must refuse what the run would and leave no trace)."""
+    lock_file = Path(folder) / name
+    try:
+        handle = open(lock_file)  # noqa: SIM115 - closed below; reading is enough to test a flock
+    except OSError:
+        return  # no lock file (never owned) or unreadable: the run's own check decides
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(
+                f"{lock_file.parent} is in use by another {what} (PID {owner_pid(lock_file)}); "
+                "allowed: wait for it to end, or use another folder"
+            ) from None
+
+
 @contextmanager
 def folder_lock(folder: str | Path, name: str = RUN_LOCK, what: str = "fedkd run") -> Iterator[None]:
     """Own ``folder`` (which must exist) until the block ends; FolderBusy (a one-line ConfigError
