@@ -60,17 +60,20 @@ class IntRange:
     high: int | str  # a number, or a config key whose value (minus ``below``) bounds the range
     below: int = 0
 
-    def suggest(self, trial: Suggests, flat: Mapping[str, Any]) -> dict[str, Any]:
+    def top(self, flat: Mapping[str, Any]) -> int:
+        """The range's upper end for this base config (at least ``low``)."""
         high = (flat[self.high] if isinstance(self.high, str) else self.high) - self.below
-        return {self.key: trial.suggest_int(self.key, self.low, max(self.low, high))}
+        return max(self.low, high)
+
+    def suggest(self, trial: Suggests, flat: Mapping[str, Any]) -> dict[str, Any]:
+        return {self.key: trial.suggest_int(self.key, self.low, self.top(flat))}
 
     def describe(self) -> str:
         return f"integers {self.low} .. {self.high}" + (f" - {self.below}" if self.below else "")
 
     def base(self, flat: Mapping[str, Any]) -> dict[str, Any]:
-        high = (flat[self.high] if isinstance(self.high, str) else self.high) - self.below
         value = flat.get(self.key)
-        in_range = isinstance(value, int) and self.low <= value <= max(self.low, high)
+        in_range = isinstance(value, int) and self.low <= value <= self.top(flat)
         return {self.key: value} if in_range else {}
 
 

@@ -39,6 +39,13 @@ def owner_pid(lock_file: Path) -> str:
         return "unknown"
 
 
+def _busy(lock_file: Path, what: str) -> FolderBusy:
+    return FolderBusy(
+        f"{lock_file.parent} is in use by another {what} (PID {owner_pid(lock_file)}); "
+        "allowed: wait for it to end, or use another folder"
+    )
+
+
 def _acquire(lock_file: Path, what: str) -> IO[str]:
     try:
         handle = open(lock_file, "a+")  # noqa: SIM115 - held until released
@@ -51,10 +58,7 @@ def _acquire(lock_file: Path, what: str) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise FolderBusy(
-            f"{lock_file.parent} is in use by another {what} (PID {owner_pid(lock_file)}); "
-            "allowed: wait for it to end, or use another folder"
-        ) from None
+        raise _busy(lock_file, what) from None
     except BaseException:
         handle.close()
         raise
@@ -77,10 +81,7 @@ def check_not_busy(folder: str | Path, name: str = RUN_LOCK, what: str = "fedkd 
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FolderBusy(
-                f"{lock_file.parent} is in use by another {what} (PID {owner_pid(lock_file)}); "
-                "allowed: wait for it to end, or use another folder"
-            ) from None
+            raise _busy(lock_file, what) from None
 
 
 @contextmanager
