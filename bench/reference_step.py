@@ -30,7 +30,7 @@ def reference_fit(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    loss_fn: training.LossFn,
+    loss_fn: training.ModelLoss,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -47,7 +47,7 @@ def reference_fit(
         for idx in _batches(len(inputs), batch_size, generator, samples):
             optimizer.zero_grad()
             with training._autocast(device):
-                loss = loss_fn(model(inputs[idx].to(device)), targets[idx].to(device))
+                loss = loss_fn(model, inputs[idx].to(device), targets[idx].to(device))
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)

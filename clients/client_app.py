@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -26,7 +27,8 @@ from fedkd.checkpoints import latest, tagged
 from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
 from fedkd.errors import RunFolderError
-from fedkd.fusion import transfer_row_count
+from fedkd.fusion import knowledge_rows
+from fedkd.fusion_cards import CLASS_UPLOADS
 from fedkd.protocol import (
     CHECKPOINT_NOT_WRITTEN,
     CONFIG_KEY,
@@ -94,6 +96,15 @@ def _save_state(context: Context, state: StateDict, settings: ConfigRecord, pid:
         raise RunFolderError(f"{CHECKPOINT_NOT_WRITTEN}: {checkpoint}: {exc.strerror or exc}") from None
 
 
+def _target(cfg: ExperimentConfig, msg: Message, server_round: int) -> np.ndarray | None:
+    """The server's target in ``msg`` as (rows, D) with all-NaN rows where it holds none: the
+    transfer rows of a distillation target, or the classes of per-class knowledge."""
+    if TARGET_KEY not in msg.content:
+        return None
+    arrays = {name: arr.numpy() for name, arr in msg.content[TARGET_KEY].items()}
+    return dense_soft(arrays, knowledge_rows(cfg, server_round), arrays[SOFT].shape[1], None)
+
+
 def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
     """A ClientApp; ``bound`` fixes the config (run_simulation passes no run_config)."""
 
@@ -122,20 +133,22 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         cfg = resolve_config(bound, context)
         pid = partition_id(context)
         settings = msg.content[CONFIG_KEY]
-        upload = str(settings["upload"]).split("+")  # predictions | weights | weights+predictions | nothing
+        server_round = int(settings["server-round"])
+        upload = str(settings["upload"]).split("+")  # an upload kind of fedkd/fusion_cards.py
         # weight averaging: start from the global model the server sent (when it sent one)
         state = msg.content[WEIGHTS_KEY].to_torch_state_dict() if WEIGHTS_KEY in msg.content else None
         result = local_step(
             cfg,
             pid,
-            int(settings["server-round"]),
+            server_round,
             state if state is not None else _load_state(context, settings, pid),
-            "predictions" in upload,
+            any(kind == "predictions" or kind in CLASS_UPLOADS for kind in upload),
+            _target(cfg, msg, server_round),  # data-free: the per-class knowledge of last round
         )
         context.state[MODEL_KEY] = ArrayRecord(result.state)  # mid-round: no checkpoint
         content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
         if result.predictions is not None:
-            content[KNOWLEDGE_KEY] = soft_record(result.predictions)
+            content[KNOWLEDGE_KEY] = soft_record(result.predictions, result.counts)
         if "weights" in upload:
             content[WEIGHTS_KEY] = ArrayRecord(result.state)
         return Message(content, reply_to=msg)
@@ -145,12 +158,7 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         cfg = resolve_config(bound, context)
         pid = partition_id(context)
         settings = msg.content[CONFIG_KEY]
-        target = None
-        if TARGET_KEY in msg.content:
-            arrays = {name: arr.numpy() for name, arr in msg.content[TARGET_KEY].items()}
-            target = dense_soft(
-                arrays, transfer_row_count(cfg, int(settings["server-round"])), arrays[SOFT].shape[1], None
-            )
+        target = _target(cfg, msg, int(settings["server-round"]))
         replacement = None
         if WEIGHTS_KEY in msg.content:
             replacement = msg.content[WEIGHTS_KEY].to_torch_state_dict()

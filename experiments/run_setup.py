@@ -87,7 +87,9 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         )
     for pid in range(cfg.data.num_clients):
         arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
-        params = count_parameters(build_model(arch, dataset.input_shape, dataset.num_classes, 0))
+        params = count_parameters(
+            build_model(arch, dataset.input_shape, dataset.num_classes, 0, cfg.model.projection_width)
+        )
         classes = int((hist[pid] > 0).sum())
         lines.append(
             f"  client {pid:>3}: {arch:<11} {params:>9,d} params | train {len(split.client_train[pid]):>5}"

@@ -32,7 +32,7 @@ from fedkd.folder_lock import SWEEP_LOCK, folder_lock
 from fedkd.orphans import die_with_parent
 from fedkd.results import json_safe
 from fedkd.results_files import RESULTS_FILE, mark_interrupted, read_json_lines
-from fedkd.run_identity import NON_IDENTITY_KEYS
+from fedkd.run_identity import NON_IDENTITY_KEYS, identity_keys
 from fedkd.validation import validate_config
 
 RUNS_FILE = "runs.jsonl"
@@ -94,7 +94,7 @@ def load_sweep(path: str | Path) -> Sweep:
 
 def run_id_of(cfg: ExperimentConfig) -> str:
     """Stable identity of a run: hash of its full config, minus where/how it executes."""
-    identity = {k: v for k, v in cfg.to_run_config().items() if k not in NON_IDENTITY_KEYS}
+    identity = identity_keys(cfg.to_run_config())
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

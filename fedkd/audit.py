@@ -59,7 +59,9 @@ def trained_clients(cfg: ExperimentConfig) -> list[AuditedClient]:
             state = local_step(cfg, pid, server_round, state, predict=False).state
         data = training_data(cfg, pid)  # with the guard slice held out, as in training
         arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
-        model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed)
+        model = build_model(
+            arch, data.input_shape, data.num_classes, cfg.run.seed, cfg.model.projection_width
+        )
         model.load_state_dict(state)
         counts = np.bincount(data.train_y.numpy(), minlength=data.num_classes).astype(np.float64)
         out.append(AuditedClient(pid, model, data, counts / counts.sum()))

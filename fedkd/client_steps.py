@@ -15,16 +15,21 @@ import numpy as np
 import torch
 
 from fedkd.budget import ComputeBudget, compute_budget
+from fedkd.client_phases import (
+    distill_transfer,
+    makeup,
+    pretrain_public,
+    private_loss,
+    rows_of,
+    train_private,
+)
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData, client_data
 from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, build_model
-from fedkd.seeding import torch_generator
 from fedkd.training import (
     FitStats,
     accuracy,
-    distill,
-    local_train,
     pinned_compute,
     predict_proba,
     resolve_device,
@@ -36,8 +41,11 @@ StateDict = dict[str, torch.Tensor]
 @dataclass
 class StepResult:
     state: StateDict
-    predictions: np.ndarray | None  # (N_t, C) soft predictions at temperature T; NaN rows: withheld
+    # (N_t, C) soft predictions at temperature T, NaN rows: withheld; data-free algorithms: (C, D)
+    # per-class knowledge, NaN rows: classes the client does not hold
+    predictions: np.ndarray | None
     metrics: dict[str, float]
+    counts: np.ndarray | None = None  # (C,) private samples per class, when the algorithm sends them
 
 
 @contextmanager
@@ -49,7 +57,7 @@ def client_compute(cfg: ExperimentConfig) -> Iterator[None]:
 
 def _model(cfg: ExperimentConfig, pid: int, data: ClientData, state: StateDict | None) -> torch.nn.Module:
     arch = architecture_for(cfg.model.models, pid, cfg.data.num_clients)
-    model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed)
+    model = build_model(arch, data.input_shape, data.num_classes, cfg.run.seed, cfg.model.projection_width)
     if state is not None:
         model.load_state_dict(state)
     return model.to(resolve_device(cfg.train.device))
@@ -67,33 +75,48 @@ def training_data(cfg: ExperimentConfig, pid: int) -> ClientData:
 
 
 def local_step(
-    cfg: ExperimentConfig, pid: int, server_round: int, state: StateDict | None, predict: bool
+    cfg: ExperimentConfig,
+    pid: int,
+    server_round: int,
+    state: StateDict | None,
+    predict: bool,
+    knowledge: np.ndarray | None = None,
 ) -> StepResult:
     """Train on private data (the budget's local epochs); optionally return soft predictions
     on the transfer set at the algorithm's temperature, with the rows its client-side selector
-    withholds (``upload_mask``) set to NaN."""
+    withholds (``upload_mask``) set to NaN. Data-free algorithms: the private steps are
+    regularised towards the per-class ``knowledge`` (C, D) the server sent (when it sent any), and
+    the upload is the client's per-class knowledge."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
     budget = compute_budget(cfg)
     algorithm = FUSIONS.get(cfg.fusion.algorithm)
     rows = algorithm.transfer_rows(cfg, server_round)
+    counts = None
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
+        loss = private_loss(cfg, model, knowledge)
         pretrain = (
-            _pretrain_public(cfg, pid, model, data, budget.pretrain_epochs)
+            pretrain_public(cfg, pid, model, data, budget.pretrain_epochs)
             if state is None and budget.pretrain_epochs > 0
             else FitStats(float("nan"), 0, 0)
         )
-        fit = _train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs)
+        fit = train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs, loss)
         samples, steps = fit.samples, fit.steps
         if budget.revisit_before_upload:  # weight averaging: every private step before the upload
             for phase in (
-                _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
-                _makeup(cfg, pid, server_round, model, data, budget.makeup_steps(0)),
+                train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
+                makeup(cfg, pid, server_round, model, data, budget.makeup_steps(0)),
             ):
                 samples, steps = samples + phase.samples, steps + phase.steps
-        preds = predict_proba(model, _rows(data.transfer_x, rows), budget.temperature) if predict else None
-        mask = algorithm.upload_mask(cfg, pid, data, rows) if predict else None
+        if predict and algorithm.uploads_class_knowledge:
+            preds, counts = algorithm.class_knowledge(cfg, model, data)
+            mask = None
+        else:
+            preds = (
+                predict_proba(model, rows_of(data.transfer_x, rows), budget.temperature) if predict else None
+            )
+            mask = algorithm.upload_mask(cfg, pid, data, rows) if predict else None
     if preds is not None and mask is not None:
         preds[~mask] = np.nan  # (N_t, C): withheld rows are not sent
     return StepResult(
@@ -107,6 +130,7 @@ def local_step(
             "pretrain-steps": float(pretrain.steps),
             "compute-seconds": time.perf_counter() - start,
         },
+        counts,
     )
 
 
@@ -123,7 +147,8 @@ def distill_step(
     server's average (``replacement``, weight averaging), distil from its personalised target
     (if any; guarded algorithms roll a harmful distillation back), revisit private data (whether
     or not a target came: the budget is the same for every algorithm), then evaluate. A target's
-    NaN rows (withheld by a selective algorithm) are not distilled on."""
+    NaN rows (withheld by a selective algorithm) are not distilled on. A data-free algorithm's
+    target is per-class knowledge: no distillation, a regulariser of the private steps."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
     budget = compute_budget(cfg)
@@ -133,17 +158,21 @@ def distill_step(
         "private-steps": 0.0,
         "transfer-steps": 0.0,
     }
+    knowledge = None
+    if FUSIONS.get(cfg.fusion.algorithm).uploads_class_knowledge:
+        knowledge, target = target, None
     if target is not None and np.isnan(target).all():
         target = None  # no row has a target: nothing to distil on
     with client_compute(cfg):
         model = _model(cfg, pid, data, adopted_weights(state, replacement))
+        loss = private_loss(cfg, model, knowledge)
         if target is not None and budget.distill_epochs > 0:
             metrics.update(distill_from_target(cfg, pid, server_round, model, data, target, budget))
         if not budget.revisit_before_upload:  # private steps after the fusion step
-            makeup = budget.makeup_steps(int(metrics["transfer-steps"]))
+            left = budget.makeup_steps(int(metrics["transfer-steps"]))
             for phase in (
-                _makeup(cfg, pid, server_round, model, data, makeup),
-                _train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
+                makeup(cfg, pid, server_round, model, data, left, loss),
+                train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs, loss),
             ):
                 metrics["private-samples"] += phase.samples
                 metrics["private-steps"] += phase.steps
@@ -174,7 +203,7 @@ def distill_from_target(
     guarded = len(data.guard_y) > 0
     if guarded:
         before, snapshot = accuracy(model, data.guard_x, data.guard_y), _snapshot(model)
-    fit = _distill(cfg, pid, server_round, model, data, target, budget)
+    fit = distill_transfer(cfg, pid, server_round, model, data, target, budget)
     metrics = {
         "distill-loss": fit.loss,
         "transfer-samples": float(fit.samples),
@@ -202,95 +231,3 @@ def evaluate_client(model: torch.nn.Module, data: ClientData) -> dict[str, float
             metrics[f"{name}-acc"] = accuracy(model, x, y)
             metrics[f"{name}-size"] = float(len(y))
     return metrics
-
-
-def _rows(x: torch.Tensor, rows: np.ndarray | None) -> torch.Tensor:
-    return x if rows is None else x[torch.from_numpy(rows)]
-
-
-def _pretrain_public(
-    cfg: ExperimentConfig, pid: int, model: torch.nn.Module, data: ClientData, epochs: int
-) -> FitStats:
-    """Supervised training on the labelled transfer set before round 1 (FedMD's transfer
-    learning), the same for every algorithm when asked for."""
-    t = cfg.train
-    return local_train(
-        model,
-        data.transfer_x,
-        data.transfer_y,
-        epochs=epochs,
-        batch_size=t.batch_size,
-        lr=t.learning_rate,
-        generator=torch_generator(cfg.run.seed, "pretrain", pid),
-    )
-
-
-def _distill(
-    cfg: ExperimentConfig,
-    pid: int,
-    server_round: int,
-    model: torch.nn.Module,
-    data: ClientData,
-    target: np.ndarray,
-    budget: ComputeBudget,
-) -> FitStats:
-    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
-    x = _rows(data.transfer_x, rows)  # (N, C, H, W): this round's transfer rows
-    target = np.asarray(target, dtype=np.float64)
-    present = ~np.isnan(target).any(axis=1)  # (N,): rows that have a target
-    if not present.all():
-        x, target = x[torch.from_numpy(present)], target[present]
-    return distill(
-        model,
-        x,
-        torch.from_numpy(np.asarray(target, dtype=np.float32)),
-        temperature=budget.temperature,
-        epochs=budget.distill_epochs,
-        batch_size=cfg.train.batch_size,
-        lr=cfg.train.learning_rate,
-        generator=torch_generator(cfg.run.seed, "distill", pid, server_round),
-    )
-
-
-def _makeup(
-    cfg: ExperimentConfig, pid: int, server_round: int, model: torch.nn.Module, data: ClientData, steps: int
-) -> FitStats:
-    """``steps`` cross-entropy mini-batches on private data: the steps a client did not spend
-    distilling this round (budget-match = steps), batch order from its own stream."""
-    if steps <= 0:
-        return FitStats(float("nan"), 0, 0)
-    t = cfg.train
-    return local_train(
-        model,
-        data.train_x,
-        data.train_y,
-        epochs=1,
-        batch_size=t.batch_size,
-        lr=t.learning_rate,
-        generator=torch_generator(cfg.run.seed, "makeup", pid, server_round),
-        samples_per_epoch=steps * t.batch_size,
-    )
-
-
-def _train_private(
-    cfg: ExperimentConfig,
-    pid: int,
-    server_round: int,
-    model: torch.nn.Module,
-    data: ClientData,
-    phase: str,
-    epochs: int,
-) -> FitStats:
-    """Cross-entropy epochs on the private split, batch order from (seed, phase, client, round).
-    An epoch is as long as the whole private partition, guard slice included (the budget)."""
-    t = cfg.train
-    return local_train(
-        model,
-        data.train_x,
-        data.train_y,
-        epochs=epochs,
-        batch_size=t.batch_size,
-        lr=t.learning_rate,
-        generator=torch_generator(cfg.run.seed, phase, pid, server_round),
-        samples_per_epoch=len(data.train_y) + len(data.guard_y),
-    )

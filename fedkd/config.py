@@ -80,6 +80,9 @@ class DataConfig:
 class ModelConfig:
     # Comma-separated architecture names, cycled over clients (or one per client).
     models: str = "mlp,cnn-s,lenet5"
+    # Width of a linear projection between each model's body and its classifier: a representation
+    # width every architecture shares (FedProto's prototypes live there).
+    projection_width: int = allowed(0, "0 <= value <= 4096", "0: none")
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,12 @@ class FusionConfig:
     # Selective-FD, server side: rows whose ensemble prediction has normalised entropy (entropy /
     # ln C) above this get no target.
     selective_entropy: float = allowed(0.9, "0 < value <= 1", "1: keep every row")
+    # FD: weight of the distillation term towards the peers' mean soft prediction for a sample's
+    # label (KL at temperature, T^2-scaled), added to cross-entropy in every private step.
+    fd_weight: float = allowed(1.0, ">= 0")
+    # FedProto: weight of the squared distance between a sample's representation and the global
+    # prototype of its label (mean over entries), added to cross-entropy in every private step.
+    fedproto_weight: float = allowed(1.0, ">= 0")
     # Soft-prediction uploads, compressed client-side after any privacy noise: none | topk | quant.
     compression: str = "none"
     # compression topk: largest entries kept per row.

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Card:
-    uploads: str = (
-        "predictions"  # predictions | weights | weights+predictions | nothing (server/exchanges.py)
-    )
+    # predictions | weights | weights+predictions | nothing | class-predictions | class-prototypes
+    # (server/exchanges.py; the class- kinds are per-class statistics of private data, no transfer set)
+    uploads: str = "predictions"
     sparse: bool = False  # clients upload only the rows ``upload_mask`` keeps (mask + values)
     personalised: bool = False  # each client gets its own target or model
     paper: str = ""  # where the method comes from
@@ -31,14 +31,28 @@ class Card:
     def uploads_weights(self) -> bool:
         return "weights" in self.uploads.split("+")
 
+    @property
+    def uploads_class_knowledge(self) -> bool:
+        """Per-class statistics of the private data (C rows), no transfer set: the data-free family."""
+        return self.uploads in CLASS_UPLOADS
+
+    @property
+    def noisable(self) -> bool:
+        """Whether the privacy mechanism can noise the uploads: rows on the simplex."""
+        return self.uploads in ("predictions", "class-predictions")
+
     def upload_summary(self) -> str:
         """What one client sends after local training, in words."""
+        if self.uploads in CLASS_UPLOADS:
+            return CLASS_UPLOADS[self.uploads]
         if self.uploads == "predictions":
             return "sparse predictions (mask + values)" if self.sparse else "predictions"
         return self.uploads.replace("+", " + ")
 
     def compression_refusal(self) -> str | None:
         """Why ``compression`` cannot apply to this algorithm's uploads; None where it can."""
+        if self.uploads_class_knowledge:
+            return f"it uploads {self.upload_summary()}, and compression acts on transfer-set predictions"
         if not self.uploads_predictions:
             return f"it uploads {self.upload_summary()}, and compression acts on prediction uploads"
         if self.uploads_weights:
@@ -50,6 +64,10 @@ class Card:
         return self.compression_refusal() is None
 
 
+CLASS_UPLOADS = {  # upload kind -> what a client sends, in words
+    "class-predictions": "per-class mean predictions (C x C)",
+    "class-prototypes": "per-class prototypes (C x D) + class counts",
+}
 KNFU_SETTINGS = (
     "divergence",
     "neighbour-rule",
@@ -62,11 +80,22 @@ CARDS: dict[str, Card] = {
     "dsfl": Card(
         paper="Itahara et al. 2021, DS-FL (IEEE TMC, arXiv 2008.06180)", settings=("dsfl-temperature",)
     ),
+    "fd": Card(
+        uploads="class-predictions",
+        personalised=True,
+        paper="Jeong et al. 2018, FD (NeurIPS MLPCD workshop, arXiv 1811.11479); data-free",
+        settings=("fd-weight",),
+    ),
     "fedavg": Card(uploads="weights", paper="McMahan et al. 2017, FedAvg (AISTATS, arXiv 1602.05629)"),
     "feddf": Card(
         uploads="weights+predictions",
         paper="Lin et al. 2020, FedDF (NeurIPS, arXiv 2006.07242)",
         settings=("feddf-server-steps",),
+    ),
+    "fedproto": Card(
+        uploads="class-prototypes",
+        paper="Tan et al. 2022, FedProto (AAAI, arXiv 2105.00243); data-free",
+        settings=("fedproto-weight",),
     ),
     "fedmd": Card(
         paper="Li & Wang 2019, FedMD (arXiv 1910.03581)", settings=("fedmd-subset", "fedmd-pretrain-epochs")

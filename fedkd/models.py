@@ -174,23 +174,46 @@ def parse_model_list(models: str) -> list[str]:
 _INIT_LOCK = threading.Lock()  # in-process clients build models on several threads at once
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
+def build_model(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int, projection: int = 0
+) -> nn.Module:
     """Build a freshly initialised model; init weights depend only on (seed, architecture).
 
     Every client of one architecture starts from the same weights, under every algorithm: the
     shared initial model that weight averaging needs (FedAvg's round 1 averages networks that
-    start alike), and the same init for the same client and seed whatever the algorithm."""
+    start alike), and the same init for the same client and seed whatever the algorithm.
+    ``projection`` > 0: the architecture's last layer maps to that width and a linear classifier
+    follows (``projection-width``: one representation width for every architecture)."""
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # the global RNG: one init at a time
         torch.manual_seed(derive_seed(seed, "model-init", name))
-        return MODELS.get(name)(input_shape, num_classes)
+        if projection <= 0:
+            return MODELS.get(name)(input_shape, num_classes)
+        body = MODELS.get(name)(input_shape, projection)  # (B, projection): the representation
+        return nn.Sequential(*body, nn.Linear(projection, num_classes))
+
+
+def split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(body, classifier): every zoo model is a Sequential whose last layer is its linear
+    classifier; the body's output (B, D) is the representation (FedProto's prototypes)."""
+    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
+        raise TypeError(f"{type(model).__name__} is not a Sequential ending in its linear classifier")
+    return model[:-1], model[-1]
+
+
+def representation_width(name: str, dataset: str, projection: int = 0) -> int:
+    """D of architecture ``name``'s representation (the classifier's input) on ``dataset``."""
+    if projection > 0:
+        return projection
+    _, classifier = split_classifier(build_model(name, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], 0))
+    return int(classifier.in_features)
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_layers(name: str, dataset: str) -> dict[str, tuple[tuple[int, ...], str]]:
+def model_layers(name: str, dataset: str, projection: int = 0) -> dict[str, tuple[tuple[int, ...], str]]:
     """Layer name -> (shape, dtype name) of architecture ``name`` on ``dataset``: what its weights
     look like on the wire, known without data (the server checks weight uploads against it)."""
-    model = build_model(name, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], seed=0)
+    model = build_model(name, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], 0, projection)
     return {key: (tuple(value.shape), str(value.numpy().dtype)) for key, value in model.state_dict().items()}

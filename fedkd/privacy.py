@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkd.config import PrivacyConfig
-from fedkd.fusion import transfer_row_count
+from fedkd.fusion import knowledge_rows
 from fedkd.knowledge import project_to_simplex
 
 _EPS = 1e-12
@@ -198,5 +198,6 @@ class PrivacyLedger:
 
 
 def release_rows(cfg) -> int:
-    """Rows in one client release: the transfer set, or the algorithm's per-round subset."""
-    return transfer_row_count(cfg)
+    """Rows in one client release: the transfer set, the algorithm's per-round subset, or the
+    classes (per-class uploads of the data-free family)."""
+    return knowledge_rows(cfg)

@@ -35,6 +35,7 @@ CONFIG_KEY = "config"
 INFO_KEY = "info"
 SOFT = compression.SOFT  # the array inside KNOWLEDGE_KEY / TARGET_KEY records
 ROWS = compression.ROWS  # packed (N_t,) bool: which rows a sparse upload or target holds
+COUNTS = "counts"  # (M,) float32: private samples per class of the M rows present (fedproto)
 
 # metric keys and their allowed ranges (inclusive). A count is at most 2^53 (integers are exact in
 # float64 up to there), so a sum over any number of clients stays finite and exact enough.
@@ -85,6 +86,8 @@ UNPROTECTED: dict[str, str] = {
     "compute-seconds": "time spent on the client's own compute",
     "weights": "the whole model (weight-uploading algorithms only: fedavg, feddf)",
     "rows": "which transfer rows a client uploads predictions for (selective-fd: from its private data)",
+    "classes": "which classes a client holds: the rows of its per-class uploads (fd, fedproto)",
+    "counts": "how many private samples a client holds of each class: its label histogram (fedproto)",
     "error-reason": "the first line of a client's error message, when its step fails",
 }
 

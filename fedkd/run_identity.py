@@ -24,6 +24,11 @@ NON_IDENTITY_KEYS = (
     "offload-idle",
     "ray-address",
 )
+# Keys added after runs were published, at the value that does what runs did before the key
+# existed: left out of an identity while they hold it, so adding an option never renames (and
+# reruns) the runs a sweep or a study already holds. A key joins here with the release that adds
+# it, and its value here never changes (its default may).
+NEUTRAL_VALUES: dict[str, Any] = {"projection-width": 0, "fd-weight": 1.0, "fedproto-weight": 1.0}
 # What `fedkd run --resume` may change besides them: more rounds leave the rounds done as they are.
 RESUME_FREE_KEYS = (*NON_IDENTITY_KEYS, "rounds")
 # First-party packages whose source computes the numbers (experiments/ only drives them).
@@ -31,9 +36,19 @@ NUMERIC_PACKAGES = ("fedkd", "server", "clients")
 NUMERIC_DEPENDENCIES = ("torch", "numpy", "flwr", "flwr-datasets")
 
 
+def identity_keys(run_config: dict[str, Any], free: tuple[str, ...] = NON_IDENTITY_KEYS) -> dict[str, Any]:
+    """The keys a run's numbers depend on, with their values: all but ``free`` and the late keys at
+    their neutral value."""
+    return {
+        key: value
+        for key, value in sorted(run_config.items())
+        if key not in free and not (key in NEUTRAL_VALUES and value == NEUTRAL_VALUES[key])
+    }
+
+
 def resume_identity(run_config: dict[str, Any]) -> dict[str, Any]:
     """The keys a resumed run may not change, with their values."""
-    return {key: value for key, value in sorted(run_config.items()) if key not in RESUME_FREE_KEYS}
+    return identity_keys(run_config, RESUME_FREE_KEYS)
 
 
 @lru_cache(maxsize=1)

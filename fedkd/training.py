@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.adam import adam
 
 from fedkd.errors import ConfigError
+from fedkd.fused_adam import FusedAdam
 from fedkd.losses import kd_loss
+from fedkd.models import split_classifier
 
 _MIXED_PRECISION: ContextVar[bool] = ContextVar("mixed_precision", default=False)
 
@@ -113,53 +114,25 @@ class FitStats:
     steps: int = 0  # optimiser steps over all epochs (what the step budget counts)
 
 
-class _FusedAdam:
-    """``torch.optim.Adam(fused=True)``, bit for bit, without the Optimizer class's per-step
-    bookkeeping (hooks, state look-ups, zero_grad: ~75 us a step, 10 % of the mlp's step at batch
-    32). Fused: one kernel updates every tensor instead of a dozen small ops per tensor (1.5x on
-    the mlp's step). A fresh one per phase, as every phase gets a fresh optimiser: the moments
-    live here. It may differ from the for-loop Adam in the last bits (docs/throughput.md)."""
-
-    def __init__(self, params: Iterator[nn.Parameter], lr: float) -> None:
-        self.params = [p for p in params if p.requires_grad]
-        self.lr = lr
-        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]  # as Adam: no grad, no step
-        adam(
-            [self.params[i] for i in live],
-            [self.params[i].grad for i in live],
-            [self.exp_avgs[i] for i in live],
-            [self.exp_avg_sqs[i] for i in live],
-            [],
-            [self.steps[i] for i in live],
-            fused=True,
-            amsgrad=False,
-            beta1=0.9,
-            beta2=0.999,
-            lr=self.lr,
-            weight_decay=0.0,
-            eps=1e-8,
-            maximize=False,
-        )
-
-
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C), targets) -> scalar
+# (model, inputs (B, C, H, W), targets) -> scalar: a loss that reads more than the logits (the
+# data-free algorithms' regularisers read the representation or the labels' class knowledge)
+ModelLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def on_logits(loss_fn: LossFn) -> ModelLoss:
+    """A loss of the logits as a loss of the model."""
+    return lambda model, xb, tb: loss_fn(model(xb), tb)
+
+
+CROSS_ENTROPY: ModelLoss = on_logits(F.cross_entropy)
 
 
 def _fit(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    loss_fn: LossFn,
+    loss_fn: ModelLoss,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -172,14 +145,14 @@ def _fit(
     samples = len(inputs) if samples_per_epoch is None else samples_per_epoch
     last, processed, steps = float("nan"), 0, 0
     with _conv_layout(model) as layout:
-        optimizer = _FusedAdam(model.parameters(), lr)
+        optimizer = FusedAdam(model.parameters(), lr)
         for _ in range(epochs):
             total, seen = 0.0, 0
             order = _order(len(inputs), generator, samples)
             for xb, tb in _batches(inputs, targets, order, batch_size, device, layout):
                 optimizer.zero_grad()
                 with _autocast(device):
-                    loss = loss_fn(model(xb), tb)
+                    loss = loss_fn(model, xb, tb)
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(xb)
@@ -199,15 +172,17 @@ def local_train(
     lr: float,
     generator: torch.Generator,
     samples_per_epoch: int | None = None,
+    loss: ModelLoss = CROSS_ENTROPY,
 ) -> FitStats:
-    """Cross-entropy on private data. x: (N, C, H, W) float, y: (N,) int64."""
+    """Cross-entropy (or ``loss``: cross-entropy plus a data-free algorithm's regulariser) on
+    private data. x: (N, C, H, W) float, y: (N,) int64."""
 
-    return _fit(model, x, y, F.cross_entropy, epochs, batch_size, lr, generator, samples_per_epoch)
+    return _fit(model, x, y, loss, epochs, batch_size, lr, generator, samples_per_epoch)
 
 
-def _kd(temperature: float) -> LossFn:
+def _kd(temperature: float) -> ModelLoss:
     """Distillation loss at ``temperature`` (in float32 under bfloat16 autocast)."""
-    return lambda logits, targets: kd_loss(logits.float(), targets, temperature)
+    return on_logits(lambda logits, targets: kd_loss(logits.float(), targets, temperature))
 
 
 def distill(
@@ -284,6 +259,12 @@ def predict_proba(
     """Soft predictions softmax(logits / T): (N, C, H, W) -> (N, C) float64 numpy."""
     chunks = [F.softmax(z / temperature, dim=1) for z in _logits(model, x, batch_size)]
     return torch.cat(chunks).double().numpy()
+
+
+def representations(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """The classifier's input (B, D) for every row: (N, C, H, W) -> (N, D) float64 numpy."""
+    body, _ = split_classifier(model)
+    return torch.cat(list(_logits(body, x, batch_size))).double().numpy()
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:

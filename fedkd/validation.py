@@ -29,6 +29,7 @@ from fedkd.data.partition import PARTITIONERS
 from fedkd.data.sources import DATASETS, NUM_CLASSES
 from fedkd.errors import ConfigError
 from fedkd.fusion import FUSIONS
+from fedkd.fusion.fedproto import shared_width
 from fedkd.fusion.ktpfl import SIMPLEX_MAPS, STEP_RULES
 from fedkd.knowledge import DIVERGENCES
 from fedkd.models import parse_model_list
@@ -114,6 +115,20 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         f"mechanism={pv.mechanism} noises predictions, but algorithm={f.algorithm} uploads its model "
         "weights unprotected; allowed: mechanism=none with this algorithm",
     )
+    _require(
+        pv.mechanism == "none"
+        or algorithm.uploads in ("nothing", "class-predictions")
+        or algorithm.uploads_predictions,
+        f"mechanism={pv.mechanism} noises rows of probabilities, but algorithm={f.algorithm} uploads "
+        f"{algorithm.upload_summary()}; allowed: mechanism=none with this algorithm",
+    )
+    if algorithm.uploads == "class-prototypes":
+        widths = shared_width(cfg)
+        _require(
+            len(widths) == 1,
+            f"algorithm={f.algorithm} needs one representation width, but models={cfg.model.models!r} "
+            f"have {sorted(widths)}; allowed: projection-width > 0 (a shared width, e.g. 64)",
+        )
     classes = NUM_CLASSES[d.dataset]
     _require(
         f.compression_k < classes,

@@ -5,7 +5,8 @@ One class per kind of upload, chosen by the fusion algorithm's ``uploads`` flag:
 ``fuse_round`` -> one target per client), ``weights`` (model weights -> Flower's own FedAvg
 aggregation, per architecture -> each client its architecture's average),
 ``weights+predictions`` (the same, then the algorithm's ``server_distill`` refines each average
-with the clients' predictions: FedDF) and ``nothing`` (local learning only).
+with the clients' predictions: FedDF), ``nothing`` (local learning only) and the data-free
+``class-predictions`` / ``class-prototypes`` (per-class statistics: server/class_exchange.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fedkd.atomic import atomic_write
 from fedkd.checkpoints import latest, tagged
 from fedkd.compression import ARRAY_DTYPES
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import NUM_CLASSES, TRAIN_SIZES
+from fedkd.data.sources import NUM_CLASSES
 from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, model_layers
 from fedkd.protocol import (
@@ -37,40 +38,13 @@ from fedkd.protocol import (
     checked_weights,
     dense_soft,
     partition_id_of,
-    sparse_arrays,
 )
+from server.class_exchange import ClassKnowledgeExchange
+from server.exchange_base import Exchange, most_private_samples, target_record
 from server.replies import arrays_of, metrics_of
 
 SERVER_CHECKPOINT = ("server-weights", ".pt")  # tagged with the round (fedkd/checkpoints.py)
 STATE_CHECKPOINT = ("server-state", ".npz")  # an algorithm's server state (KT-pFL's coefficient matrix)
-
-
-def target_record(target: np.ndarray) -> ArrayRecord:
-    """A personalised target goes down as float32: (M, C) rows that have a target, plus the
-    packed row mask when some rows (all-NaN in ``target``, (N_t, C)) have none."""
-    return ArrayRecord({name: Array(arr) for name, arr in sparse_arrays(target).items()})
-
-
-class Exchange:
-    """Hooks the round loop calls on every exchange; only weight averaging keeps server state."""
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        self.cfg = cfg
-        self.fusion = FUSIONS.get(cfg.fusion.algorithm)
-        self.server_steps = 0  # the server's own optimiser steps in the last combine (FedDF)
-
-    def local_content(self, pid: int) -> dict[str, Any]:
-        """Extra content of client ``pid``'s ``train.local`` message."""
-        return {}
-
-    def confirm(self, completed: list[int]) -> None:
-        """The clients whose distil reply came back this round."""
-
-    def save(self, folder: str, server_round: int) -> None:
-        """Server-side state a resumed run needs, after ``server_round``, into ``folder``."""
-
-    def load(self, folder: str, recorded: int) -> None:
-        """Restore what ``save`` wrote after the last recorded round."""
 
 
 class PredictionExchange(Exchange):
@@ -141,7 +115,10 @@ class NoExchange(Exchange):
 def model_shapes(cfg: ExperimentConfig, arch: str | None = None) -> dict[str, tuple[int, ...]]:
     """Layer names and shapes of one architecture (default: client 0's), from the config alone."""
     arch = arch or architecture_for(cfg.model.models, 0, cfg.data.num_clients)
-    return {name: shape for name, (shape, _) in model_layers(arch, cfg.data.dataset).items()}
+    return {
+        name: shape
+        for name, (shape, _) in model_layers(arch, cfg.data.dataset, cfg.model.projection_width).items()
+    }
 
 
 class WeightExchange(Exchange):
@@ -153,9 +130,10 @@ class WeightExchange(Exchange):
         self.strategy = FedAvg()
         self.latest: dict[str, ArrayRecord] = {}  # architecture -> its last averaged model
         archs = {self.arch(pid) for pid in range(cfg.data.num_clients)}
-        self.layers = {arch: model_layers(arch, cfg.data.dataset) for arch in archs}  # what uploads hold
-        whole, cap = TRAIN_SIZES[cfg.data.dataset], cfg.data.max_client_samples
-        self.limits = {"num-examples": (1.0, min(cap, whole) if cap > 0 else whole)}  # no client holds more
+        self.layers = {
+            arch: model_layers(arch, cfg.data.dataset, cfg.model.projection_width) for arch in archs
+        }  # what uploads hold
+        self.limits = {"num-examples": (1.0, most_private_samples(cfg))}  # no client holds more
         self.pending: set[int] = set()  # sent the latest average in this round's distil phase
         self.holders: set[int] = set()  # known to hold the latest average of their architecture
 
@@ -284,6 +262,8 @@ EXCHANGES = {
     "weights": WeightExchange,
     "weights+predictions": DistilledWeightExchange,
     "nothing": NoExchange,
+    "class-predictions": ClassKnowledgeExchange,
+    "class-prototypes": ClassKnowledgeExchange,
 }
 
 

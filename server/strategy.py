@@ -39,8 +39,8 @@ EVALUATION_METRICS = ("local-acc", "global-acc", "local-test-size")  # in every 
 
 
 def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
-    """Accounting applies when noised predictions are released."""
-    if cfg.privacy.mechanism == "none" or FUSIONS.get(cfg.fusion.algorithm).uploads != "predictions":
+    """Accounting applies when noised predictions (transfer-set or per-class) are released."""
+    if cfg.privacy.mechanism == "none" or not FUSIONS.get(cfg.fusion.algorithm).card.noisable:
         return None
     return PrivacyLedger(cfg.privacy, release_rows(cfg))
 

@@ -40,8 +40,8 @@ def test_underscore_keys_are_accepted_as_kebab():
         ),
         (
             {"algorithm": "magic"},
-            "unknown algorithm 'magic'; allowed: dsfl, fedavg, feddf, fedmd, fedmd-nopretrain, knfu, "
-            "knfu-guard, kt-pfl, local, selective-fd",
+            "unknown algorithm 'magic'; allowed: dsfl, fd, fedavg, feddf, fedmd, fedmd-nopretrain, "
+            "fedproto, knfu, knfu-guard, kt-pfl, local, selective-fd",
         ),
         ({"models": "mlp,transformer"}, "unknown model 'transformer'"),
         ({"alpha": 0}, "alpha=0.0 is invalid; allowed: > 0"),

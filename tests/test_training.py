@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import fedkd.training as training
+from fedkd.fused_adam import FusedAdam
 from fedkd.losses import kd_loss
 from fedkd.models import build_model
 from fedkd.training import accuracy, distill, local_train, predict_proba
@@ -149,7 +150,7 @@ def test_lean_fused_adam_equals_torch_adam_bit_for_bit():
     models = [
         build_model("cnn-s", (1, 8, 8), 2, seed=0).to(memory_format=torch.channels_last) for _ in range(2)
     ]
-    ours = training._FusedAdam(models[0].parameters(), lr=0.01)
+    ours = FusedAdam(models[0].parameters(), lr=0.01)
     theirs = torch.optim.Adam(models[1].parameters(), lr=0.01, fused=True)
     for step in range(4):
         for model, optimizer in zip(models, (ours, theirs), strict=True):

@@ -10,7 +10,10 @@ architecture, e.g. FedDF) and ``pretrain_epochs`` (supervised epochs on the labe
 before a client's first round, e.g. FedMD's transfer learning). For prediction uploads it sends
 each client the target ``fuse_round`` made for it (None: that client learns locally this round;
 NaN rows: no target on those rows). ``paper`` and ``personalised`` describe the algorithm for
-``fedkd algorithms``.
+``fedkd algorithms``. Data-free algorithms (uploads ``class-predictions`` / ``class-prototypes``)
+upload per-class statistics of private data instead (``class_knowledge``), fuse them per class
+(``fuse_classes``) and use what comes back as a regulariser of every private step
+(``private_loss``): fedkd/fusion/class_knowledge.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig, TrainConfig
+from fedkd.data.sources import NUM_CLASSES
 from fedkd.fusion_cards import Card
 from fedkd.registry import Registry
 
@@ -28,13 +32,16 @@ if TYPE_CHECKING:
     import torch
 
     from fedkd.data.federation import ClientData
+    from fedkd.training import ModelLoss
 
 ServerState = dict[str, np.ndarray]  # named arrays an algorithm keeps on the server between rounds
 
 
 @dataclass(frozen=True)
 class FusionResult:
-    targets: list[np.ndarray | None]  # K entries: (N, C) target on the simplex (NaN rows: none), or None
+    # K entries: (N, C) target on the simplex (NaN rows: none), or None; data-free algorithms:
+    # (C, D) per-class knowledge (NaN rows: none)
+    targets: list[np.ndarray | None]
     weights: np.ndarray  # (K, K): row k = how much client k learns from each client j
 
 
@@ -121,6 +128,15 @@ class FusionAlgorithm:
         """What one client sends after local training, in words."""
         return self.card.upload_summary()
 
+    @property
+    def uploads_class_knowledge(self) -> bool:
+        return self.card.uploads_class_knowledge
+
+    def private_loss(self, cfg: ExperimentConfig, model: torch.nn.Module, knowledge: np.ndarray) -> ModelLoss:
+        """Data-free algorithms: the loss of every private step while a client holds the fused
+        per-class ``knowledge`` (C, D) (cross-entropy plus the algorithm's regulariser)."""
+        raise TypeError(f"{type(self).__name__} uploads no per-class knowledge")
+
     def transfer_rows(self, cfg: ExperimentConfig, server_round: int) -> np.ndarray | None:
         """Rows of the transfer set used this round (uploads, targets, distillation); None: all."""
         return None
@@ -137,6 +153,13 @@ def transfer_row_count(cfg: ExperimentConfig, server_round: int = 1) -> int:
     """Transfer rows a round's uploads and targets span: all, or the algorithm's subset (FedMD)."""
     rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
     return cfg.data.transfer_size if rows is None else len(rows)
+
+
+def knowledge_rows(cfg: ExperimentConfig, server_round: int = 1) -> int:
+    """Rows of an upload or a target: the round's transfer rows, or the classes (data-free)."""
+    if FUSIONS.get(cfg.fusion.algorithm).uploads_class_knowledge:
+        return NUM_CLASSES[cfg.data.dataset]
+    return transfer_row_count(cfg, server_round)
 
 
 def mix(preds: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -42,7 +42,9 @@ def distil_architecture(
 ) -> StateDict:
     """One architecture's averaged model, distilled towards the (N, C) teacher on x (N, C, H, W)."""
     dataset = cfg.data.dataset
-    model = build_model(arch, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], cfg.run.seed)
+    model = build_model(
+        arch, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], cfg.run.seed, cfg.model.projection_width
+    )
     model.load_state_dict(state)
     model.to(resolve_device(cfg.train.device))
     distill_steps(
