@@ -162,6 +162,8 @@ SPACES: dict[str, tuple[Param, ...]] = {
         IntRange("ktpfl-steps", 1, 10),
     ),
     "feddf": (*SHARED, TEMPERATURE),  # feddf-server-steps is compute: never tuned
+    "fd": (*SHARED, TEMPERATURE, FloatRange("fd-weight", 0.01, 10.0, log=True)),
+    "fedproto": (*SHARED, FloatRange("fedproto-weight", 0.01, 10.0, log=True)),  # projection-width: the model
     "selective-fd": (
         *SHARED,
         FloatRange("selective-quantile", 0.5, 1.0),

@@ -207,7 +207,8 @@ def test_search_space_is_each_algorithms_own():
     for name in FUSIONS.names():
         algorithm, keys = FUSIONS.get(name), keys_of(SPACES[name])
         assert set(keys) <= set(config_keys()), name
-        free_t = algorithm.uploads_predictions and algorithm.fixed_temperature is None
+        soft = algorithm.uploads_predictions or algorithm.uploads == "class-predictions"  # rows at T
+        free_t = soft and algorithm.fixed_temperature is None
         assert ("temperature" in keys) == free_t, name
         assert set(keys) - shared - {"temperature"} <= set(algorithm.settings), name
     assert "feddf-server-steps" not in keys_of(SPACES["feddf"])
