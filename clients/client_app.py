@@ -13,6 +13,7 @@ compressing after the noise is post-processing, so it costs no privacy, and no u
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -53,6 +54,10 @@ class _DropActorShutdownNotice(logging.Filter):
 
 
 logging.getLogger("flwr").addFilter(_DropActorShutdownNotice())
+# Ray's ``ray.init`` tells every driver that its handling of GPU-less tasks will change one day: a
+# tip for Ray's users, not fedkd's. Flower loads this module in the driver before ``ray.init``
+# (``fedkd run`` and ``flwr run`` alike), so the filter is in place when the tip is raised.
+warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
 
 
 def resolve_config(bound: ExperimentConfig | None, context: Context) -> ExperimentConfig:

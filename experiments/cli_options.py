@@ -3,44 +3,13 @@ it uses (`fedkd partition` has no --algorithm, `fedkd audit` no --engine)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from fedkd.choices import names
 from fedkd.config import ENGINES
-
-
-class RegistryChoice(click.Choice):
-    """click.Choice over a registry's names, looked up only when needed: the registries import
-    torch, which `fedkd keys`, `fedkd plot` and `fedkd deploy` should not wait for."""
-
-    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
-        self._names, self._cached = names, None
-        super().__init__(())
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
-        if self._cached is None:
-            self._cached = tuple(self._names())
-        return self._cached
-
-    @choices.setter
-    def choices(self, value: Iterable[str]) -> None:  # click.Choice.__init__ assigns it
-        pass
-
-
-def _dataset_names() -> list[str]:
-    from fedkd.data.sources import DATASETS
-
-    return DATASETS.names()
-
-
-def _algorithm_names() -> list[str]:
-    from fedkd.fusion import FUSIONS
-
-    return FUSIONS.names()
-
 
 # Options that build an experiment config, by name; each command takes only those it uses.
 CONFIG_OPTIONS = {
@@ -53,7 +22,7 @@ CONFIG_OPTIONS = {
     "set": click.option(
         "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any key (see fedkd keys)."
     ),
-    "dataset": click.option("--dataset", type=RegistryChoice(_dataset_names), help="Dataset of the clients."),
+    "dataset": click.option("--dataset", type=click.Choice(names("dataset")), help="Dataset of the clients."),
     "data-dir": click.option(
         "--data-dir", type=str, help="Folder with the dataset files (else $FEDKD_DATA_DIR)."
     ),
@@ -65,7 +34,7 @@ CONFIG_OPTIONS = {
     "seed": click.option("--seed", type=str, help="Seed of the split, the inits and every random stream."),
     "algorithm": click.option(
         "--algorithm",
-        type=RegistryChoice(_algorithm_names),
+        type=click.Choice(names("algorithm")),
         help="How the clients' knowledge is fused (fedkd algorithms: what each uploads, "
         "whether it personalises, its paper).",
     ),

@@ -1,14 +1,21 @@
-"""The fixed setting of a sweep in one line: what a table's caption says so that the table can be
-read alone, pasted into a paper without the sweep beside it.
+"""The setting of a sweep in one line: what a table's caption says so that the table can be read
+alone, pasted into a paper without the sweep beside it.
 
-Fixed = one value in every run of the sweep. A fixed key is named when it differs from its
-default (a default is the documented setting: `fedkd keys`); the compute budget (rounds and
-epochs per round) and the seeds are always named, since no reader can judge a number without them.
-Keys that say how or where a run executed, not what it computed, are never named.
+Fixed = one value in every run of the sweep; a key that varies is an axis of the table, so it is
+not named. Named, in this order: the setting a reader needs first (dataset, number of clients,
+models, rounds, partitioner, and alpha for a Dirichlet split), whatever their values; every other
+fixed key that differs from its default (a default is the documented setting: `fedkd keys`); the
+per-round budget (epochs, how budgets are matched); the tuned hyperparameters; the seeds. Keys
+that say how or where a run executed, not what it computed, are never named.
+
+A key that varies though no run has it as an axis can only come from a tuned file (a sweep run's
+settings are defaults < [base] < tuned < --set < its axes: experiments/sweep.py): the line says
+they were tuned on validation per method (and cell) and names the keys, not every chosen value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from experiments.run_records import axis_text
@@ -33,7 +40,8 @@ EXECUTION = (
     "reply-timeout",
     "mixed-precision",
 )
-BUDGET = ("rounds", "local-epochs", "distill-epochs", "revisit-epochs", "budget-match")
+HEADLINE = ("dataset", "num-clients", "models", "rounds", "partitioner")  # named whatever their value
+BUDGET = ("local-epochs", "distill-epochs", "revisit-epochs", "budget-match")
 
 
 def fixed_keys(configs: list[dict[str, Any]]) -> dict[str, str]:
@@ -49,6 +57,12 @@ def fixed_keys(configs: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
+def tuned_keys(configs: list[dict[str, Any]], axes: Collection[str]) -> list[str]:
+    """Keys that vary across the configs though none is an axis: the tuned ones."""
+    keys = {key for config in configs for key in config} - set(EXECUTION) - set(axes)
+    return sorted(k for k in keys if len({axis_text(c.get(k)) for c in configs}) > 1)
+
+
 def seeds_text(seeds: list[int]) -> str:
     """``0-9 (10)`` for a run of consecutive seeds, else the list: ``1, 4, 7 (3)``."""
     unique = sorted(set(seeds))
@@ -59,16 +73,23 @@ def seeds_text(seeds: list[int]) -> str:
     return f"{listed} ({len(unique)})"
 
 
-def setting_line(configs: list[dict[str, Any]], seeds: list[int]) -> str:
-    """``Setting: dataset=mnist, alpha=0.3; budget: rounds=20, ...; seeds 0-2 (3).`` Keys in
-    config order; a budget key that varies is an axis of the table, so it is not named here."""
+def setting_line(configs: list[dict[str, Any]], seeds: list[int], axes: Collection[str]) -> str:
+    """``Setting: dataset=mnist, num-clients=10, ..., rounds=20, partitioner=dirichlet, alpha=0.3,
+    val-fraction=0.2; budget: local-epochs=2, ...; seeds 0-2 (3).`` ``axes``: the sweep's axes
+    (a key varying outside them was tuned)."""
     defaults = {k: axis_text(v) for k, v in ExperimentConfig().to_run_config().items()}
     fixed = fixed_keys(configs)
-    changed = [f"{k}={v}" for k, v in fixed.items() if k not in BUDGET and defaults.get(k) != v]
+    first = [*HEADLINE, *(["alpha"] if fixed.get("partitioner") == "dirichlet" else [])]
+    others = [k for k, v in fixed.items() if k not in (*first, *BUDGET) and defaults.get(k) != v]
+    named = [f"{k}={fixed[k]}" for k in [*first, *others] if k in fixed]
     budget = [f"{k}={fixed[k]}" for k in BUDGET if k in fixed]
+    tuned = tuned_keys(configs, axes)
+    per = "method and cell" if set(axes) - {"seed", "algorithm"} else "method"
+    how = f"hyperparameters tuned on validation per {per} (tuned.toml): {', '.join(tuned)}"
     parts = [
-        "Setting: " + (", ".join(changed) if changed else "defaults"),
+        "Setting: " + (", ".join(named) or "as the table's axes say"),
         *(["budget: " + ", ".join(budget)] if budget else []),
+        *([how] if tuned else []),
         "seeds " + seeds_text(seeds),
     ]
     return "; ".join(parts) + "."

@@ -222,7 +222,8 @@ def write_report(
     table = read_runs_csv(runs_csv)
     columns = columns or default_columns(table.axes)
     has_reference = _has_reference(table, columns, reference)
-    setting = setting_line([r.get("config", {}) for r in rows], [r["seed"] for r in table.records])
+    axes = {axis for r in rows for axis in r.get("axes", {})}
+    setting = setting_line([r.get("config", {}) for r in rows], [r["seed"] for r in table.records], axes)
     blocks = results_tables(table, columns, reference, margin, setting) if has_reference else ""
     latex = latex_tables(table, columns, reference, margin, setting, sweep_dir.name) if has_reference else ""
     per_group = summary(table)

@@ -21,23 +21,19 @@ from typing import get_type_hints
 import tomli_w
 
 from fedkd import config as config_module
+from fedkd.choices import names
 from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig, key_ranges
-from fedkd.data.partition import PARTITIONERS
-from fedkd.data.sources import DATASETS
-from fedkd.fusion import FUSIONS
-from fedkd.knowledge import DIVERGENCES
-from fedkd.models import MODELS
 
 
 def key_choices() -> dict[str, list[str]]:
     """Keys whose value is one name from a fixed set (a comma list of names for ``models``)."""
     return {
-        "dataset": DATASETS.names(),
-        "transfer-dataset": ['""', *DATASETS.names()],
-        "partitioner": PARTITIONERS.names(),
-        "models": MODELS.names(),
-        "algorithm": FUSIONS.names(),
-        "divergence": DIVERGENCES.names(),
+        "dataset": names("dataset"),
+        "transfer-dataset": ['""', *names("dataset")],
+        "partitioner": names("partitioner"),
+        "models": names("model"),
+        "algorithm": names("algorithm"),
+        "divergence": names("divergence"),
         "neighbour-rule": list(NEIGHBOUR_RULES),
         "engine": list(ENGINES),
         "log": ["none", *LOGS, ",".join(LOGS)],

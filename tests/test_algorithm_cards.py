@@ -1,12 +1,7 @@
 """`fedkd algorithms` and validation read one card per algorithm, so they agree on what each
-supports; the listing starts without numpy, torch or Flower."""
+supports (that the listing starts without numpy, torch or Flower: tests/test_cli.py)."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,8 +12,6 @@ from fedkd.errors import ConfigError
 from fedkd.fusion import FUSIONS
 from fedkd.fusion_cards import CARDS
 from fedkd.validation import validate_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_registered_algorithm_flies_its_own_card():
@@ -46,20 +39,3 @@ def test_the_listing_says_compressible_exactly_where_validation_accepts_compress
         accepted = False
         assert f"algorithm={name}" in str(refusal) and "allowed: compression=none" in str(refusal)
     assert (_listed()[name] == "yes") == accepted
-
-
-def test_the_listing_imports_neither_torch_nor_flower(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "experiments.cli", "algorithms"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0 and "knfu" in proc.stdout, proc.stderr[-2000:]
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "fedkd.fusion_cards" in imported
-    heavy = {name for name in imported if name.split(".")[0] in ("torch", "flwr", "ray", "numpy", "scipy")}
-    assert not heavy, sorted(heavy)[:5]

@@ -1,14 +1,18 @@
 """The front door: bad input is one line and exit code 2; good input runs and writes results."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from experiments.cli import main
 from fedkd.results_files import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "--engine",
@@ -107,6 +111,50 @@ def test_console_script_runs_end_to_end(tmp_path):
 def test_keys_lists_every_run_config_key():
     result = _run(["keys"])
     assert result.exit_code == 0 and "beta = 10.0" in result.output and "num-clients = 10" in result.output
+
+
+# Listing commands answer at once: none may load torch, Flower, Ray, numpy or scipy.
+HEAVY = ("torch", "flwr", "ray", "numpy", "scipy")
+LISTING_SCRIPT = """
+import json, sys
+from click.testing import CliRunner
+from experiments.cli import main
+
+def listings():
+    yield ["keys"], "num-clients = 10"
+    yield ["keys", "--toml"], "allowed: cifar10, digits"
+    yield ["algorithms"], "knfu-guard"
+    yield ["--help"], "Commands:"
+    for name, command in sorted(main.commands.items()):
+        yield [name, "--help"], "Usage:"
+        for sub in sorted(getattr(command, "commands", {})):
+            yield [name, sub, "--help"], "Usage:"
+
+loaded = {}
+for args, expected in listings():
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and expected in result.output, (args, result.output)
+    loaded[" ".join(args)] = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))
+print(json.dumps(loaded))
+"""
+
+
+def test_listing_commands_import_neither_torch_nor_flower(tmp_path):
+    """Each listing and every --help, in turn in one fresh interpreter, with the heavy packages
+    loaded once it has run (a structural check, not a timed one): the first to load one is to blame."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this tree, wherever fedkd is installed from
+    proc = subprocess.run(
+        [sys.executable, "-c", LISTING_SCRIPT, *HEAVY],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = json.loads(proc.stdout)
+    assert {"keys --toml", "algorithms", "run --help", "deploy superlink --help"} <= set(loaded)
+    assert {args: heavy for args, heavy in loaded.items() if heavy} == {}
 
 
 def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_path):

@@ -2,6 +2,7 @@
 
 import tomllib
 
+from fedkd import choices
 from fedkd.config import ExperimentConfig, config_keys
 from fedkd.config_doc import field_comments, key_choices, key_comments, render_toml
 from fedkd.config_files import load_config_file
@@ -27,6 +28,20 @@ def test_registry_keys_list_their_names():
     for key, names in key_choices().items():
         assert text[key].endswith(f"allowed: {', '.join(names)}"), key
     assert "knfu-guard" in text["algorithm"] and "inprocess" in text["engine"]
+
+
+def test_names_read_from_the_source_are_the_registries_own():
+    from fedkd.data.partition import PARTITIONERS
+    from fedkd.data.sources import DATASETS
+    from fedkd.fusion import FUSIONS
+    from fedkd.knowledge import DIVERGENCES
+    from fedkd.models import MODELS
+
+    registries = {"dataset": DATASETS, "partitioner": PARTITIONERS, "model": MODELS}
+    registries |= {"divergence": DIVERGENCES}
+    assert set(registries) == set(choices.REGISTRIES)
+    for kind, registry in {**registries, "algorithm": FUSIONS}.items():
+        assert choices.names(kind) == registry.names() and len(registry.names()) >= 3, kind
 
 
 def test_a_changed_config_round_trips_through_its_toml(tmp_path):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from experiments.cli import main
 from experiments.setting import seeds_text, setting_line
+from fedkd.config import ExperimentConfig
 from tests.test_report import _sweep, _write_run
 
 SEEDS = (0, 1, 2, 3)
@@ -30,16 +31,51 @@ def _latex(sweep: Path) -> str:
     return result.output
 
 
-def test_the_setting_names_fixed_keys_off_their_defaults_the_budget_and_the_seeds():
+def test_the_setting_names_the_federation_then_keys_off_their_defaults_the_budget_and_the_seeds():
     configs = [
-        {"dataset": "mnist", "alpha": a, "num-clients": 10, "rounds": 20, "seed": s}
+        {"dataset": "digits", "alpha": a, "num-clients": 10, "rounds": 20, "seed": s, "val-fraction": 0.2}
         for a in (0.1, 1)
         for s in (0, 1)
     ]
-    line = setting_line(configs, [0, 1, 0, 1])
-    # mnist differs from the default (digits); 10 clients is the default; alpha varies; seed is the seeds
-    assert line == "Setting: dataset=mnist; budget: rounds=20; seeds 0, 1 (2)."
+    full = [{**ExperimentConfig().to_run_config(), **c} for c in configs]
+    line = setting_line(full, [0, 1, 0, 1], {"alpha", "seed"})
+    # dataset, clients, models, rounds and partitioner named at their defaults too; alpha varies
+    # (an axis: not named); val-fraction is off its default; seed is the seeds
+    assert line == (
+        "Setting: dataset=digits, num-clients=10, models=mlp,cnn-s,lenet5, rounds=20, partitioner=dirichlet,"
+        " val-fraction=0.2; budget: local-epochs=3, distill-epochs=2, revisit-epochs=1, budget-match=steps;"
+        " seeds 0, 1 (2)."
+    )
     assert seeds_text([3, 0, 1, 2, 2]) == "0-3 (4)" and seeds_text([1, 4, 7]) == "1, 4, 7 (3)"
+
+
+def test_tuned_settings_are_said_to_be_tuned_not_listed_value_by_value():
+    base = ExperimentConfig().to_run_config()
+    lr = {("local", 0.1): 0.003, ("local", 1.0): 0.01, ("knfu", 0.1): 0.002, ("knfu", 1.0): 0.004}
+    configs = [
+        {
+            **base,
+            "algorithm": m,
+            "alpha": a,
+            "seed": s,
+            "learning-rate": lr[m, a],
+            "beta": 5.0 if m == "knfu" else 10.0,
+        }
+        for (m, a) in lr
+        for s in (0, 1)
+    ]
+    line = setting_line(configs, [c["seed"] for c in configs], {"algorithm", "alpha", "seed"})
+    tuned = "hyperparameters tuned on validation per method and cell (tuned.toml): beta, learning-rate;"
+    assert tuned in line and "learning-rate=" not in line and "beta=" not in line
+    assert line.startswith("Setting: dataset=digits, num-clients=10, models=mlp,cnn-s,lenet5, rounds=10,")
+    assert "alpha=" not in line  # an axis
+    one_cell = [c for c in configs if c["alpha"] == 0.1]
+    assert "tuned on validation per method (tuned.toml): beta, learning-rate;" in setting_line(
+        one_cell, [0, 1], {"algorithm", "seed"}
+    )
+    assert "tuned" not in setting_line(
+        configs, [0, 1], {"algorithm", "alpha", "seed", "learning-rate", "beta"}
+    )
 
 
 def test_latex_report_is_booktabs_with_the_setting_marks_and_a_footnote(sweep):
@@ -49,9 +85,9 @@ def test_latex_report_is_booktabs_with_the_setting_marks_and_a_footnote(sweep):
         assert command in headline
     assert r"\hline" not in out  # booktabs rules only
     caption = re.search(r"\\caption\{(.*)\}\n", headline).group(1)
-    assert "num-clients=3" in caption  # fixed and not the default (10)
-    assert "algorithm" not in caption and "dataset" not in caption  # varies / is the default
-    assert "rounds=10" in caption and "seeds 0-3 (4)" in caption
+    assert "Setting: dataset=digits, num-clients=3, models=mlp,cnn-s,lenet5, rounds=10," in caption
+    assert "algorithm" not in caption and "tuned" not in caption  # an axis; nothing else varies
+    assert "alpha=0.5" in caption and "seeds 0-3 (4)" in caption  # a Dirichlet split's alpha, named
     rows = [line for line in headline.splitlines() if line.endswith(r"\\")]
     assert {line.count("&") for line in rows} == {3}  # no cell axis: seeds and three methods
     knfu = rows[1].removesuffix(r" \\").split(" & ")[3]  # header: seeds, local, dsfl, knfu
