@@ -4,6 +4,8 @@ engine, hostile per-class uploads, privacy and resume (fedkd/fusion/class_knowle
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -191,7 +193,9 @@ def test_fd_with_privacy_noises_and_accounts_class_rows(tmp_path):
     eps = [max(r["epsilon"].values()) for r in rounds]
     assert 0 < eps[0] < eps[1] and not rounds[-1]["failed_clients"]
     plain = run_experiment(tiny_config(rounds=2, algorithm="fd")).rounds
-    assert [r["client_acc"] for r in rounds] != [r["client_acc"] for r in plain]  # the noise reached the targets
+    assert [r["client_acc"] for r in rounds] != [
+        r["client_acc"] for r in plain
+    ]  # the noise reached the targets
 
 
 @pytest.mark.parametrize("overrides", [{"algorithm": "fd"}, FEDPROTO], ids=["fd", "fedproto"])
@@ -231,3 +235,58 @@ def test_audit_measures_the_label_leak_of_per_class_uploads():
     assert all(row["tv"] < 1e-12 for row in proto)
     fd = run_audit(tiny_config(**{**base, "algorithm": "fd"}), [3.0])["label_distribution"]
     assert fd[0]["tv"] == fd[1]["tv"] > 0 and fd[0]["tv_ci"][1] < fd[0]["tv_prior_ci"][0]
+
+
+@pytest.mark.slow
+def test_fd_on_a_superlink_with_supernodes_gives_the_simulations_numbers(tmp_path):
+    """The deployment engine (SuperLink + 3 SuperNodes on loopback, `flwr run`), heterogeneous
+    models: the same per-client accuracies as the in-process simulation, round for round."""
+    import subprocess  # noqa: PLC0415
+
+    from experiments.deploy import superlink_command, supernode_command, write_connection  # noqa: PLC0415
+    from tests.test_deployment import BIN, ROOT, _free_port, _rounds_done, _stop_group, _wait_port  # noqa: PLC0415
+
+    cfg = tiny_config(algorithm="fd")
+    reference = run_experiment(cfg).rounds
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env |= {"FLWR_HOME": str(tmp_path / "flwr-home"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    port, out, procs = _free_port(), tmp_path / "out", []
+    write_connection(tmp_path / "flwr-home", "loopback", f"127.0.0.1:{port}", None)
+
+    def start(cmd: list[str], log: str) -> subprocess.Popen:
+        handle = open(tmp_path / log, "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        start(superlink_command(None, "127.0.0.1", port, tmp_path / "state.db", False), "superlink.log")
+        _wait_port(port)
+        for pid in range(3):
+            start(supernode_command(f"127.0.0.1:{port}", None, None, pid, 3, _free_port()), f"node-{pid}.log")
+        keys = ("num-clients", "rounds", "local-epochs", "distill-epochs", "revisit-epochs", "transfer-size")
+        flat = cfg.to_run_config()
+        overrides = (
+            " ".join(f"{k}={flat[k]}" for k in keys) + f" algorithm='fd' min-replies=2 out-dir='{out}'"
+        )
+        run = start(
+            [str(BIN / "flwr"), "run", str(ROOT), "loopback", "--run-config", overrides, "--stream"],
+            "run.log",
+        )
+        deadline = time.monotonic() + 420
+        while (
+            _rounds_done(out / "results.json") < cfg.run.rounds
+            and time.monotonic() < deadline
+            and run.poll() is None
+        ):
+            time.sleep(0.5)
+        deployed = load_results(out / "results.json")["rounds"]
+    finally:
+        for proc in reversed(procs):
+            _stop_group(proc)
+    assert len(deployed) == cfg.run.rounds, (tmp_path / "run.log").read_text()[-3000:]
+    as_saved = json.loads(json.dumps(reference))  # partition ids as JSON keys
+    for mine, theirs in zip(deployed, as_saved, strict=True):
+        assert mine["client_acc"] == theirs["client_acc"] and mine["weights"] == theirs["weights"]
