@@ -17,7 +17,9 @@ number is never read without knowing what chance looks like.
 2. **Label-distribution inference.** The mean of a client's release on the transfer set (its
    EPD, which KnFu's server computes by design) taken as an estimate of its label histogram;
    error = total variation to the true training histogram. Blind guesses: uniform, and the
-   population's label prior.
+   population's label prior. A data-free algorithm's per-class upload gives more: its rows say
+   which classes the client holds (estimate: uniform over them; noise does not hide them) and
+   FedProto's counts give the histogram exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fedkd.budget import compute_budget
 from fedkd.client_steps import local_step, training_data
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData
+from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, build_model
 from fedkd.privacy import privatize
 from fedkd.seeding import numpy_rng
@@ -173,15 +176,19 @@ def label_distribution_rows(
 
     blind_uniform = mean_with_ci(tv(np.broadcast_to(uniform, truth.shape)), cfg.run.seed)
     blind_prior = mean_with_ci(tv(np.broadcast_to(prior, truth.shape)), cfg.run.seed)
+    algorithm = FUSIONS.get(cfg.fusion.algorithm)
     clean = [predict_proba(c.model, c.data.transfer_x, temperature) for c in clients]  # K x (N_t, C)
     rows = []
     for multiplier in [0.0, *multipliers]:
-        epds = np.stack(
-            [
-                released(cfg, probs, multiplier, "label-distribution", c.pid).mean(axis=0)
-                for c, probs in zip(clients, clean, strict=True)
-            ]
-        )  # (K, C)
+        if algorithm.uploads_class_knowledge:
+            epds = np.stack([class_upload_estimate(cfg, c) for c in clients])  # (K, C): noise-blind
+        else:
+            epds = np.stack(
+                [
+                    released(cfg, probs, multiplier, "label-distribution", c.pid).mean(axis=0)
+                    for c, probs in zip(clients, clean, strict=True)
+                ]
+            )  # (K, C)
         attack = mean_with_ci(tv(epds), cfg.run.seed)
         rows.append(
             {
@@ -196,6 +203,16 @@ def label_distribution_rows(
             }
         )
     return rows
+
+
+def class_upload_estimate(cfg: ExperimentConfig, client: AuditedClient) -> np.ndarray:
+    """(C,) the label histogram a per-class upload reveals: its counts when it sends them, else
+    uniform over the classes it has rows for (the row mask is never noised)."""
+    means, counts = FUSIONS.get(cfg.fusion.algorithm).class_knowledge(cfg, client.model, client.data)
+    if counts is not None:
+        return counts / counts.sum()
+    held = ~np.isnan(means).all(axis=1)  # (C,)
+    return held / held.sum()
 
 
 def run_audit(cfg: ExperimentConfig, multipliers: list[float]) -> dict[str, list[dict]]:

@@ -39,7 +39,7 @@ def _run(args):
     [
         (["run", "--dataset", "imagenet"], "'imagenet' is not one of 'cifar10', 'digits', 'fashion-mnist'"),
         (["run", "--set", "dataset=imagenet"], "unknown dataset 'imagenet'"),
-        (["run", "--algorithm", "magic"], "'magic' is not one of 'dsfl', 'fedavg', 'feddf', 'fedmd'"),
+        (["run", "--algorithm", "magic"], "'magic' is not one of 'dsfl', 'fd', 'fedavg', 'feddf'"),
         (["run", "--set", "algorithm=magic"], "unknown algorithm 'magic'"),
         (["run", "--engine", "warp"], "'warp' is not one of 'ray', 'inprocess'"),
         (["partition", "--algorithm", "knfu"], "No such option '--algorithm'"),
