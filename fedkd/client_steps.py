@@ -104,6 +104,7 @@ def local_step(
         fit = train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs, loss)
         samples, steps = fit.samples, fit.steps
         if budget.revisit_before_upload:  # weight averaging: every private step before the upload
+            assert knowledge is None, "weight-averaging algorithms hold no per-class knowledge"
             for phase in (
                 train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
                 makeup(cfg, pid, server_round, model, data, budget.makeup_steps(0)),

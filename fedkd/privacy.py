@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkd.config import PrivacyConfig
-from fedkd.fusion import knowledge_rows
+from fedkd.fusion import FUSIONS, knowledge_rows
 from fedkd.knowledge import project_to_simplex
 
 _EPS = 1e-12
@@ -149,7 +149,7 @@ class PrivacyLedger:
     @property
     def method(self) -> str:
         protects = (
-            "one transfer-set answer of a release, not a private example"
+            "one row of a release (a transfer-set answer, or one class's mean), not a private example"
             if self.cfg.sensitivity_model == "row"
             else "a client's whole release of a round"
         )
@@ -195,6 +195,13 @@ class PrivacyLedger:
     def would_exceed(self, pids: list[int]) -> bool:
         limit = self.cfg.max_epsilon
         return limit > 0 and any(self.epsilon_after(pid, extra=1) > limit for pid in pids)
+
+
+def run_ledger(cfg) -> PrivacyLedger | None:
+    """A run's accounting: when noised predictions (transfer-set or per-class) are released."""
+    if cfg.privacy.mechanism == "none" or not FUSIONS.get(cfg.fusion.algorithm).card.noisable:
+        return None
+    return PrivacyLedger(cfg.privacy, release_rows(cfg))
 
 
 def release_rows(cfg) -> int:

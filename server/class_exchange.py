@@ -40,6 +40,11 @@ class ClassKnowledgeExchange(Exchange):
         knowledge = self.latest.get(pid)
         return {} if knowledge is None else {TARGET_KEY: target_record(knowledge)}
 
+    def distill_content(self, pid: int) -> dict[str, Any]:
+        """A round without fusion: the private steps after it keep the latest knowledge, as the
+        next round's local steps will."""
+        return self.local_content(pid)
+
     def accept(self, reply: Message, server_round: int) -> tuple[np.ndarray, np.ndarray | None]:
         """((C, D) float64 with NaN rows for classes absent, (M,) counts of the rows present or None)."""
         c, d = self.classes, self.width
@@ -65,15 +70,17 @@ class ClassKnowledgeExchange(Exchange):
             for row, pid in enumerate(pids):
                 counts[row, ~np.isnan(knowledge[row]).all(axis=1)] = accepted[pid][1]
         result = self.fusion.fuse_classes(knowledge, counts, self.cfg)
-        contents = {}
-        for pid, target in zip(pids, result.targets, strict=True):
-            if target is None or np.isnan(target).all():
-                self.latest.pop(pid, None)
-                continue
-            self.fusion.check_values(target[~np.isnan(target).all(axis=1)])  # the server's own output
-            self.latest[pid] = target
-            contents[pid] = RecordDict({TARGET_KEY: target_record(target)})
-        return contents, result.weights
+        fused = {
+            pid: target
+            for pid, target in zip(pids, result.targets, strict=True)
+            if target is not None and not np.isnan(target).all()
+        }
+        for target in fused.values():  # the server checks its own output, all before any is kept
+            self.fusion.check_values(target[~np.isnan(target).all(axis=1)])
+        for pid in pids:
+            self.latest.pop(pid, None)
+        self.latest.update(fused)
+        return {pid: RecordDict({TARGET_KEY: target_record(t)}) for pid, t in fused.items()}, result.weights
 
     def save(self, folder: str, server_round: int) -> None:
         """Every round, even with no knowledge held (then an empty file: a resume must not fall

@@ -31,6 +31,12 @@ class Exchange:
         """Extra content of client ``pid``'s ``train.local`` message."""
         return {}
 
+    def distill_content(self, pid: int) -> dict[str, Any]:
+        """Content of client ``pid``'s ``train.distill`` message in a round whose fusion made it
+        none (too few replies, or refused): nothing, except where the client's private steps
+        depend on knowledge the server holds (the data-free family)."""
+        return {}
+
     def confirm(self, completed: list[int]) -> None:
         """The clients whose distil reply came back this round."""
 

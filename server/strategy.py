@@ -23,7 +23,7 @@ from fedkd.checkpoints import switch
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
 from fedkd.metrics import mean_self_weight, positions
-from fedkd.privacy import PrivacyLedger, release_rows
+from fedkd.privacy import run_ledger
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError, checked_metrics
 from fedkd.seeding import numpy_rng
 from server.client_call import raise_folder_errors
@@ -36,13 +36,6 @@ from server.round_state import Evaluation, RoundOutcome, payload_bytes
 
 log = logging.getLogger("flwr.fedkd")
 EVALUATION_METRICS = ("local-acc", "global-acc", "local-test-size")  # in every evaluated distil reply
-
-
-def privacy_ledger(cfg: ExperimentConfig) -> PrivacyLedger | None:
-    """Accounting applies when noised predictions (transfer-set or per-class) are released."""
-    if cfg.privacy.mechanism == "none" or not FUSIONS.get(cfg.fusion.algorithm).card.noisable:
-        return None
-    return PrivacyLedger(cfg.privacy, release_rows(cfg))
 
 
 class KnowledgeFusionStrategy:
@@ -64,7 +57,7 @@ class KnowledgeFusionStrategy:
         self.on_round = on_round
         self.node_timeout_s = node_timeout_s
         self.roster = NodeRoster(cfg.data.num_clients)
-        self.ledger = privacy_ledger(cfg)
+        self.ledger = run_ledger(cfg)
         self.stopped: str | None = None  # why the run ended early, if it did
         # resumable runs: clients checkpoint their end-of-round model there; a resumed run starts
         # at start_round and tells clients to pick up their checkpoints
@@ -257,7 +250,8 @@ class KnowledgeFusionStrategy:
         )
         messages = []
         for pid, node in sorted(out.node_of.items()):
-            content = RecordDict({CONFIG_KEY: settings, **contents.get(pid, {})})
+            extra = contents.get(pid) or self.exchange.distill_content(pid)  # no fusion: what it holds
+            content = RecordDict({CONFIG_KEY: settings, **extra})
             messages.append(
                 Message(content, dst_node_id=node, message_type=TRAIN_DISTILL, group_id=str(server_round))
             )

@@ -29,7 +29,7 @@ from tests.conftest import tiny_config
 from tests.hostile import Hostile, refused, run_hostile
 
 NAN = np.nan
-FEDPROTO = {"algorithm": "fedproto", "projection-width": 8}  # three architectures, one width
+FEDPROTO = {"algorithm": "fedproto", "projection-width": 16}  # three architectures, one width
 
 
 def test_class_means_average_each_class_and_mark_absent_ones():
@@ -139,6 +139,51 @@ def test_a_data_free_run_uploads_per_class_knowledge_and_keeps_local_budget(over
     assert [r["client_acc"] for r in rounds] != [r["client_acc"] for r in local]
 
 
+@pytest.mark.parametrize("overrides", [{"algorithm": "fd"}, FEDPROTO], ids=["fd", "fedproto"])
+def test_every_private_phase_is_regularised_while_knowledge_is_held(overrides):
+    """The local phase (knowledge of the last round, resent with train.local) and the makeup and
+    revisit steps after the exchange (knowledge with train.distill) each use the regulariser; at
+    weight 0 both are plain cross-entropy, bit for bit."""
+    from fedkd.client_steps import distill_step, local_step  # noqa: PLC0415
+
+    cfg = tiny_config(**overrides)
+    width = FUSIONS.get(cfg.fusion.algorithm).knowledge_width(cfg)
+    knowledge = np.random.default_rng(0).dirichlet(np.ones(width), size=10)  # (C, D)
+    quiet = cfg.with_overrides({"fd-weight": 0.0, "fedproto-weight": 0.0})
+
+    def same(a, b) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    for step in (
+        lambda c, k: local_step(c, 0, 2, None, True, k).state,
+        lambda c, k: distill_step(c, 0, 2, None, k, evaluate=False).state,
+    ):
+        assert not same(step(cfg, knowledge), step(cfg, None))
+        assert same(step(quiet, knowledge), step(cfg, None))
+
+
+def test_a_round_without_fusion_keeps_the_regulariser_after_the_exchange():
+    """Round 2's uploads are refused but one (min-replies 3): no fusion, yet the clients' makeup
+    and revisit steps keep the knowledge of round 1 (sent again with train.distill)."""
+    from server.exchange_base import Exchange  # noqa: PLC0415
+
+    cfg = tiny_config(rounds=3, algorithm="fd", **{"min-replies": 3})
+
+    def refuse_round_two(reply: Message, msg: Message, history: list[Message]) -> Message | None:
+        return _set(SOFT, lambda a: a * 2)(reply, msg, history) if msg.metadata.group_id == "2" else None
+
+    kept = run_hostile(cfg, Hostile(cfg, refuse_round_two, (1,), ("train.local",))).rounds
+    with pytest.MonkeyPatch.context() as patch:  # the same run when the server sent nothing
+        patch.setattr(Exchange, "distill_content", lambda self, pid: {})
+        patch.setattr("server.class_exchange.ClassKnowledgeExchange.distill_content", lambda self, pid: {})
+        dropped = run_hostile(cfg, Hostile(cfg, refuse_round_two, (1,), ("train.local",))).rounds
+    assert kept[1]["weights"] == dropped[1]["weights"] and not any(map(any, kept[1]["weights"]))
+    assert kept[1]["bytes_down"] > dropped[1]["bytes_down"]
+    assert (
+        kept[1]["client_acc"] != dropped[1]["client_acc"] or kept[2]["client_acc"] != dropped[2]["client_acc"]
+    )
+
+
 def _forge(mutate) -> callable:
     def act(reply: Message, msg: Message, history: list[Message]) -> Message:
         arrays = {name: arr.numpy() for name, arr in reply.content[KNOWLEDGE_KEY].items()}
@@ -168,13 +213,19 @@ HOSTILE_UPLOADS = {
     "fedproto counts beyond the data": ("fedproto", _set(COUNTS, lambda c: c * np.float32(1e6)), "at most"),
     "fedproto huge prototype": ("fedproto", _set(SOFT, lambda a: a + np.float32(1e30)), "within"),
     "fedproto inf prototype": ("fedproto", _set(SOFT, lambda a: a * np.float32(np.inf)), "finite"),
+    "fedproto one count too many": (
+        "fedproto",
+        _set(COUNTS, lambda c: np.append(c, np.float32(1))),
+        "one per present class",
+    ),
+    "fd no class at all": ("fd", _set(SOFT, lambda a: np.full_like(a, np.nan)), "holds no class"),
 }
 
 
 @pytest.mark.parametrize("shape", list(HOSTILE_UPLOADS))
 def test_a_hostile_per_class_upload_is_refused_and_recorded(shape):
     algorithm, act, words = HOSTILE_UPLOADS[shape]
-    cfg = tiny_config(**{"algorithm": algorithm, "projection-width": 8, "num-clients": 4})
+    cfg = tiny_config(**{"algorithm": algorithm, "projection-width": 16, "num-clients": 4})
     hostile = Hostile(cfg, act, (1,), ("train.local",))
     results = run_hostile(cfg, hostile)
     reasons = refused(results)
@@ -188,7 +239,10 @@ def test_a_hostile_per_class_upload_is_refused_and_recorded(shape):
 def test_fd_with_privacy_noises_and_accounts_class_rows(tmp_path):
     """The per-class uploads are C rows of probabilities: noised client-side and accounted with C
     rows per release (a run's epsilon grows each round)."""
+    from fedkd.privacy import run_ledger  # noqa: PLC0415
+
     cfg = tiny_config(rounds=2, algorithm="fd", mechanism="gaussian", **{"noise-multiplier": 2.0})
+    assert run_ledger(cfg).rows == 10  # the digits classes, not the 100 transfer rows
     rounds = run_experiment(cfg).rounds
     eps = [max(r["epsilon"].values()) for r in rounds]
     assert 0 < eps[0] < eps[1] and not rounds[-1]["failed_clients"]

@@ -29,11 +29,12 @@ from fedkd.training import ModelLoss, predict_proba
 
 def fd_loss(teacher: torch.Tensor, weight: float, temperature: float) -> ModelLoss:
     """Cross-entropy + weight * T^2 KL(teacher[y] || softmax(z / T)), the KL averaged over the
-    batch (a sample whose label has no teacher adds 0). teacher: (C, C), zero rows where none."""
+    batch (a sample whose label has no teacher adds 0). teacher: (C, C) on the model's device,
+    zero rows where none."""
 
     def loss(model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         logits = model(xb).float()  # (B, C)
-        target = teacher.to(logits.device)[yb]  # (B, C): zero rows where the label has no teacher
+        target = teacher[yb]  # (B, C): zero rows where the label has no teacher
         log_student = F.log_softmax(logits / temperature, dim=1)
         kl = (torch.special.xlogy(target, target) - target * log_student).sum(dim=1)  # (B,)
         return F.cross_entropy(logits, yb) + weight * temperature**2 * kl.mean()
@@ -61,7 +62,8 @@ class FD(ClassKnowledgeAlgorithm):
         self, knowledge: np.ndarray, counts: np.ndarray | None, cfg: ExperimentConfig
     ) -> FusionResult:
         present = ~np.isnan(knowledge).all(axis=2)  # (K, C)
-        values = np.nan_to_num(knowledge)  # (K, C, C)
+        # (K, C, C); entries within the simplex tolerance below 0 count as 0 (a teacher's log)
+        values = np.clip(np.nan_to_num(knowledge), 0.0, None)
         total, holders = values.sum(axis=0), present.sum(axis=0)  # (C, C), (C,)
         k = knowledge.shape[0]
         targets, weights = [], np.zeros((k, k))
@@ -77,7 +79,8 @@ class FD(ClassKnowledgeAlgorithm):
         return FusionResult(targets=targets, weights=weights)
 
     def private_loss(self, cfg: ExperimentConfig, model: torch.nn.Module, knowledge: np.ndarray) -> ModelLoss:
-        teacher = torch.from_numpy(np.nan_to_num(knowledge).astype(np.float32))  # (C, C)
+        device = next(model.parameters()).device
+        teacher = torch.from_numpy(np.nan_to_num(knowledge).astype(np.float32)).to(device)  # (C, C)
         return fd_loss(teacher, cfg.fusion.fd_weight, self.knowledge_temperature(cfg.train))
 
 

@@ -37,14 +37,15 @@ def fedproto_loss(
     model: torch.nn.Module, prototypes: torch.Tensor, held: torch.Tensor, weight: float
 ) -> ModelLoss:
     """Cross-entropy + weight * mean over (B, D) of (h - prototype[y])^2 on samples whose label has
-    a prototype (``held``: (C,) bool; prototypes: (C, D), zero rows where none)."""
+    a prototype (``held``: (C,) bool; prototypes: (C, D), zero rows where none; both on the
+    model's device)."""
     body, classifier = split_classifier(model)
 
     def loss(_: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         h = body(xb)  # (B, D): the representation
         logits = classifier(h).float()  # (B, C)
-        mask = held.to(h.device)[yb].unsqueeze(1)  # (B, 1)
-        gap = (h.float() - prototypes.to(h.device)[yb]) * mask  # (B, D)
+        mask = held[yb].unsqueeze(1)  # (B, 1)
+        gap = (h.float() - prototypes[yb]) * mask  # (B, D)
         return F.cross_entropy(logits, yb) + weight * gap.pow(2).mean()
 
     return loss
@@ -77,7 +78,8 @@ class FedProto(ClassKnowledgeAlgorithm):
     def fuse_classes(
         self, knowledge: np.ndarray, counts: np.ndarray | None, cfg: ExperimentConfig
     ) -> FusionResult:
-        assert counts is not None, "FedProto's uploads carry class counts"
+        if counts is None:
+            raise ProtocolError("FedProto's uploads carry class counts")
         present = ~np.isnan(knowledge).all(axis=2)  # (K, C)
         mass = np.where(present, counts, 0.0)  # (K, C): each client's weight in each class's mean
         total = mass.sum(axis=0)  # (C,)
@@ -89,8 +91,9 @@ class FedProto(ClassKnowledgeAlgorithm):
         return FusionResult(targets=[prototypes] * k, weights=np.tile(shares, (k, 1)))
 
     def private_loss(self, cfg: ExperimentConfig, model: torch.nn.Module, knowledge: np.ndarray) -> ModelLoss:
-        held = torch.from_numpy(~np.isnan(knowledge).all(axis=1))  # (C,)
-        prototypes = torch.from_numpy(np.nan_to_num(knowledge).astype(np.float32))  # (C, D)
+        device = next(model.parameters()).device
+        held = torch.from_numpy(~np.isnan(knowledge).all(axis=1)).to(device)  # (C,)
+        prototypes = torch.from_numpy(np.nan_to_num(knowledge).astype(np.float32)).to(device)  # (C, D)
         return fedproto_loss(model, prototypes, held, cfg.fusion.fedproto_weight)
 
 
