@@ -344,3 +344,16 @@ def test_fd_on_a_superlink_with_supernodes_gives_the_simulations_numbers(tmp_pat
     as_saved = json.loads(json.dumps(reference))  # partition ids as JSON keys
     for mine, theirs in zip(deployed, as_saved, strict=True):
         assert mine["client_acc"] == theirs["client_acc"] and mine["weights"] == theirs["weights"]
+
+
+def test_the_published_sweeps_runs_keep_the_ids_they_were_recorded_with():
+    """Adding keys (projection-width, fd-weight, fedproto-weight) must not rename finished runs: a
+    sweep would rerun them all. Ids recorded in runs/fair-mnist/runs.jsonl before those keys existed."""
+    from experiments.sweep import expand, load_sweep  # noqa: PLC0415
+
+    planned = {
+        (p.axes["alpha"], p.axes["algorithm"], p.axes["seed"]): p.run_id
+        for p in expand(load_sweep("experiments/sweeps/fair-mnist.toml"))
+    }
+    assert planned[(0.1, "local", 1)] == "efe12ece17792b3f"
+    assert planned[(0.5, "knfu", 0)] == "260ce441d23e6a0a"
