@@ -18,7 +18,7 @@ from fedkd.registry import Registry
 from fedkd.seeding import derive_seed
 
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
-MODELS: Registry[Builder] = Registry("model")
+MODELS: Registry[Builder] = Registry("model", plugins=Callable)  # a plugin: any builder, e.g. a class
 
 
 @MODELS.register("mlp")

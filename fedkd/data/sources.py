@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedkd.data import cifar, hub
 from fedkd.data.errors import DataError
 from fedkd.data.idx import has_idx_files, load_idx_split
-from fedkd.data.integrity import EXPECTED, check_checksum, check_counts
+from fedkd.data.integrity import EXPECTED, check_checksum, check_counts, check_labels
 from fedkd.registry import Registry
 
 DATA_DIR_ENV = "FEDKD_DATA_DIR"
@@ -42,48 +43,78 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
-Loader = Callable[[Path | None, bool], Dataset]
-DATASETS: Registry[Loader] = Registry("dataset")
+Split = cifar.Split  # images (N, C, H, W) uint8, labels (N,) integers
+# (data folder or None, download) -> (train, test, what was read: named in every error);
+# load_dataset checks the splits against the spec (make_dataset).
+Loader = Callable[[Path | None, bool], tuple[Split, Split, str]]
 
-# Known without loading anything: the server validates replies against these.
-NUM_CLASSES = {name: len(expected.train_counts) for name, expected in EXPECTED.items()}
-INPUT_SHAPES = {
-    "digits": (1, 8, 8),
-    "mnist": (1, 28, 28),
-    "fashion-mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-}
-# Images in each train split: no client trains on more (the server's bound on num-examples claims).
-TRAIN_SIZES = {name: sum(expected.train_counts) for name, expected in EXPECTED.items()}
-# What each label means, for figures and tables (digits and MNIST: the digit itself).
-CLASS_NAMES = {
-    "digits": tuple(str(d) for d in range(10)),
-    "mnist": tuple(str(d) for d in range(10)),
-    "fashion-mnist": (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ),
-    "cifar10": (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ),
-}
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its loader and what is known without loading it (the server checks
+    replies against these). A plugin registers one (docs/extending.md)."""
+
+    load: Loader
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W) of every image
+    train_size: int  # images in the train split: no client trains on more (bounds num-examples claims)
+    class_names: tuple[str, ...] = ()  # what each label means, for figures and tables (empty: the label)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", plugins=DatasetSpec)
+
+
+class _SpecField(Mapping[str, Any]):
+    """Dataset name -> one field of its DatasetSpec: a read-only view, so the registry stays the
+    one place that holds it (a plugin's dataset is found here too)."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in DATASETS:
+            raise KeyError(name)
+        return getattr(DATASETS.get(name), self.field_name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DATASETS.names())
+
+    def __len__(self) -> int:
+        return len(DATASETS.names())
+
+
+NUM_CLASSES: Mapping[str, int] = _SpecField("num_classes")
+INPUT_SHAPES: Mapping[str, tuple[int, int, int]] = _SpecField("input_shape")
+TRAIN_SIZES: Mapping[str, int] = _SpecField("train_size")
+CLASS_NAMES: Mapping[str, tuple[str, ...]] = _SpecField("class_names")
+DIGITS = tuple(str(d) for d in range(10))  # digits and MNIST: the label is the digit itself
+FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _builtin(
+    name: str, input_shape: tuple[int, int, int], class_names: tuple[str, ...]
+) -> Callable[[Loader], Loader]:
+    """Register a shipped source, its class count and train size from its known per-class
+    counts (fedkd/data/integrity.py)."""
+
+    def register(load: Loader) -> Loader:
+        counts = EXPECTED[name].train_counts
+        DATASETS.register(name)(DatasetSpec(load, len(counts), input_shape, sum(counts), class_names))
+        return load
+
+    return register
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -99,12 +130,15 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(means), tuple(stds)
 
 
-def make_dataset(
-    name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], origin: Path | str
-) -> Dataset:
-    """A checked Dataset: shapes, label range and the registered per-class counts of ``name``
-    (fedkd/data/integrity.py); ``origin`` (the file or folder read) is named in every error."""
+def make_dataset(name: str, train: Split, test: Split, origin: Path | str) -> Dataset:
+    """A checked Dataset: types, shapes, label range and the registered per-class counts of
+    ``name`` (fedkd/data/integrity.py); ``origin`` (the file or folder read) is named in every error."""
     for split, (images, labels) in (("train", train), ("test", test)):
+        if images.dtype != np.uint8 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"{origin}: the {name} {split} split holds {images.dtype} images and {labels.dtype} "
+                "labels; allowed: uint8 images (N, C, H, W) and integer labels"
+            )
         if len(images) == 0:
             raise DataError(f"{origin}: the {name} {split} split holds no images")
         if len(images) != len(labels):
@@ -115,10 +149,20 @@ def make_dataset(
             raise DataError(
                 f"{origin}: {name} {split} images are {images.shape[1:]}; allowed: {INPUT_SHAPES[name]}"
             )
-    check_counts(name, "train", train[1], origin)
-    check_counts(name, "test", test[1], origin)
+    if name in EXPECTED:
+        check_counts(name, "train", train[1], origin)
+        check_counts(name, "test", test[1], origin)
+    else:
+        for labels in (train[1], test[1]):
+            check_labels(labels, NUM_CLASSES[name], origin)
+        if len(train[1]) != TRAIN_SIZES[name]:
+            raise DataError(
+                f"{origin}: the {name} train split holds {len(train[1])} images; "
+                f"allowed: {TRAIN_SIZES[name]} (its DatasetSpec's train_size)"
+            )
     mean, std = channel_stats(train[0])
-    return Dataset(name, train[0], train[1], test[0], test[1], NUM_CLASSES[name], mean, std)
+    train_y, test_y = train[1].astype(np.int64, copy=False), test[1].astype(np.int64, copy=False)
+    return Dataset(name, train[0], train_y, test[0], test_y, NUM_CLASSES[name], mean, std)
 
 
 def resolve_data_dir(data_dir: str) -> Path | None:
@@ -135,7 +179,7 @@ def _not_found(name: str, looked: list[Path], files: str) -> DataError:
     )
 
 
-@DATASETS.register("digits")
+@_builtin("digits", (1, 8, 8), DIGITS)
 def _load_digits(root: Path | None, download: bool) -> Dataset:
     """scikit-learn's 8x8 digits (ships with the package). Fixed 80/20 stratified split.
 
@@ -152,11 +196,11 @@ def _load_digits(root: Path | None, download: bool) -> Dataset:
     train_x, test_x, train_y, test_y = train_test_split(
         images, labels, test_size=0.2, stratify=labels, random_state=0
     )
-    return make_dataset("digits", (train_x, train_y), (test_x, test_y), "sklearn load_digits")
+    return (train_x, train_y), (test_x, test_y), "sklearn load_digits"
 
 
 def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loader:
-    def load(root: Path | None, download: bool) -> Dataset:
+    def load(root: Path | None, download: bool) -> tuple[Split, Split, str]:
         candidates = []
         if root is not None:
             candidates += [root / name, root / torchvision_name / "raw", root]
@@ -165,47 +209,46 @@ def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loa
         for folder in candidates:
             if has_idx_files(folder):
                 train, test = load_idx_split(folder, "train", name), load_idx_split(folder, "t10k", name)
-                return make_dataset(name, train, test, folder)
+                return train, test, str(folder)
         if download:
-            return make_dataset(name, *hub.fetch(name), f"the Hugging Face hub copy of {name}")
+            return *hub.fetch(name), f"the Hugging Face hub copy of {name}"
         raise _not_found(name, candidates, "train-images-idx3-ubyte.gz and the three other idx files")
 
     return load
 
 
-DATASETS.register("mnist")(_idx_loader("mnist", "MNIST", None))
-DATASETS.register("fashion-mnist")(
+_builtin("mnist", (1, 28, 28), DIGITS)(_idx_loader("mnist", "MNIST", None))
+_builtin("fashion-mnist", (1, 28, 28), FASHION_NAMES)(
     _idx_loader("fashion-mnist", "FashionMNIST", "/usr/share/datasets/fashion-mnist")
 )
 
 
-@DATASETS.register("cifar10")
-def _load_cifar10(root: Path | None, download: bool) -> Dataset:
+@_builtin("cifar10", (3, 32, 32), CIFAR10_NAMES)
+def _load_cifar10(root: Path | None, download: bool) -> tuple[Split, Split, str]:
     looked: list[Path] = []
     for base in (root, root / "cifar10") if root is not None else ():
         pickles = base / "cifar-10-batches-py"
         looked.append(pickles)
         if pickles.is_dir():
-            return make_dataset("cifar10", *cifar.load_pickles(pickles), pickles)
+            return *cifar.load_pickles(pickles), str(pickles)
     for base in (root / "cifar10-jpeg", root / "cifar10", root) if root is not None else ():
         archive = base / "cifar10-jpeg.tar.xz"
         looked.append(archive)
         if archive.is_file():
-            return make_dataset("cifar10", *cifar.load_jpeg_archive(archive), archive)
+            return *cifar.load_jpeg_archive(archive), str(archive)
     if download:
-        return make_dataset("cifar10", *hub.fetch("cifar10"), "the Hugging Face hub copy of cifar10")
+        return *hub.fetch("cifar10"), "the Hugging Face hub copy of cifar10"
     raise _not_found("cifar10", looked, "cifar-10-batches-py/ or cifar10-jpeg.tar.xz")
 
 
 def load_dataset(name: str, data_dir: str = "", download: bool = False) -> Dataset:
     """Load a registered dataset; cached per process, so clients in one worker share it."""
-    loader = DATASETS.get(name)
-    return _load_cached(name, resolve_data_dir(data_dir), download, loader)
+    return _load_cached(name, resolve_data_dir(data_dir), download, DATASETS.get(name).load)
 
 
 @lru_cache(maxsize=4)
 def _load_cached(name: str, root: Path | None, download: bool, loader: Loader) -> Dataset:
-    return loader(root, download)
+    return make_dataset(name, *loader(root, download))
 
 
 def clear_dataset_cache() -> None:

@@ -146,7 +146,7 @@ class FusionAlgorithm:
         return self.fixed_temperature if self.fixed_temperature is not None else train.temperature
 
 
-FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm")
+FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm", plugins=FusionAlgorithm)
 
 
 def transfer_row_count(cfg: ExperimentConfig, server_round: int = 1) -> int:
