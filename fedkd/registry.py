@@ -11,6 +11,7 @@ name itself; one that fails to load is a one-line PluginError naming it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -38,7 +39,9 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._plugin_type = plugins
         self._plugins: dict[str, str] = {}  # name -> entry point value, of the plugins loaded
-        self._looked = plugins is None  # plugins loaded or being loaded (one may ask), or none to load
+        self._loaded = plugins is None  # every installed plugin registered, or none to load
+        self._loading = False  # this thread is loading them (a plugin may ask the registry)
+        self._lock = threading.RLock()  # clients on threads wait for one load
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(item: T) -> T:
@@ -69,16 +72,19 @@ class Registry(Generic[T]):
     def load_plugins(self) -> None:
         """Register every installed plugin of this kind, once; a failure is raised again on the
         next call (the plugins loaded before it stay)."""
-        if self._looked:
+        if self._loaded:
             return
-        self._looked = True
-        try:
-            for ep in installed_plugins(self.kind):
-                if self._plugins.get(ep.name) != ep.value:
-                    self._adopt(ep)
-        except BaseException:
-            self._looked = False
-            raise
+        with self._lock:
+            if self._loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                for ep in installed_plugins(self.kind):
+                    if self._plugins.get(ep.name) != ep.value:
+                        self._adopt(ep)
+                self._loaded = True
+            finally:
+                self._loading = False
 
     def _adopt(self, ep: EntryPoint) -> None:
         where = f"plugin {ep.name} = {ep.value} (entry point group {plugin_group(self.kind)})"

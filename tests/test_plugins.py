@@ -1,11 +1,12 @@
 """Plugins reach the registries through entry points: loaded once, when a registry is first asked,
 registered under the entry point's name; a broken one is one line naming it. A plugin dataset's
-DatasetSpec is what the name-keyed facts (NUM_CLASSES, ...) and the loader checks read."""
+DatasetSpec is what validation, the server and the loader's checks read."""
 
 from __future__ import annotations
 
 import sys
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +16,7 @@ from click.testing import CliRunner
 import fedkd.registry as registry_module
 from experiments.cli import main
 from experiments.cli_algorithms import algorithm_cards, listing
-from fedkd.data.sources import (
-    CLASS_NAMES,
-    DATASETS,
-    INPUT_SHAPES,
-    NUM_CLASSES,
-    TRAIN_SIZES,
-    DatasetSpec,
-    clear_dataset_cache,
-    load_dataset,
-)
+from fedkd.data.sources import DATASETS, DatasetSpec, clear_dataset_cache, load_dataset
 from fedkd.errors import ConfigError, DataError, PluginError
 from fedkd.fusion import FUSIONS
 from fedkd.registry import Registry
@@ -54,7 +46,7 @@ def isolate(monkeypatch):
     def isolate(registry: Registry) -> None:
         for attr in ("_items", "_plugins"):
             monkeypatch.setattr(registry, attr, dict(getattr(registry, attr)))
-        monkeypatch.setattr(registry, "_looked", False)
+        monkeypatch.setattr(registry, "_loaded", False)
 
     return isolate
 
@@ -72,6 +64,15 @@ def test_a_plugin_is_registered_under_its_entry_point_name_once_when_first_asked
     with pytest.raises(ConfigError, match="unknown widget 'eight'; allowed: one, seven"):
         widgets.get("eight")
     assert scans == [{"group": "fedkd.widgets"}]
+
+
+def test_clients_on_threads_asking_at_once_all_wait_for_the_one_load(tmp_path, monkeypatch):
+    widgets = Registry("widget", plugins=int)
+    slow = "import time\ntime.sleep(0.5)\nSLOW = 5\n"  # a plugin that takes a while to import
+    groups = {"fedkd.widgets": {"slow": "widget_slow:SLOW"}}
+    monkeypatch.syspath_prepend(fake_install(tmp_path, groups, {"widget_slow": slow}))
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: widgets.get("slow"), range(4))) == [5] * 4
 
 
 def test_an_entry_point_may_name_a_module_that_registers_itself(tmp_path, monkeypatch):
@@ -158,23 +159,15 @@ def _splits(train_x, train_y, test_n: int = 3):
 GOOD = (np.full((6, 1, 4, 4), 7, np.uint8), np.array([0, 1, 2, 0, 1, 2]))
 
 
-def test_a_dataset_spec_is_what_the_name_keyed_facts_and_the_loader_read(isolate):
+def test_a_dataset_spec_is_what_validation_and_the_loader_read(isolate):
     isolate(DATASETS)
     DATASETS.register("tiny-set")(DatasetSpec(_splits(*GOOD), 3, (1, 4, 4), 6, ("a", "b", "c")))
-    facts = (
-        NUM_CLASSES["tiny-set"],
-        INPUT_SHAPES["tiny-set"],
-        TRAIN_SIZES["tiny-set"],
-        CLASS_NAMES["tiny-set"],
-    )
-    assert facts == (3, (1, 4, 4), 6, ("a", "b", "c")) and "tiny-set" in NUM_CLASSES
+    with pytest.raises(ConfigError, match=r"compression-k=3 is invalid; allowed: 1 \.\. 2 \(classes - 1\)"):
+        tiny_config(dataset="tiny-set", models="mlp", compression="topk", compression_k=3)
     try:
         data = load_dataset("tiny-set")
-        assert (
-            data.num_classes == 3
-            and data.train_y.dtype == np.int64
-            and data.mean == pytest.approx((7 / 255,))
-        )
+        assert (data.num_classes, data.class_names, data.train_y.dtype) == (3, ("a", "b", "c"), np.int64)
+        assert data.mean == pytest.approx((7 / 255,))
     finally:
         clear_dataset_cache()
 
