@@ -87,6 +87,14 @@ def test_run_with_out_writes_the_run_folder_as_fedkd_run_does(tmp_path):
         fedkd.run(toml, out=tmp_path / "run", rounds=1)
 
 
+def test_the_npz_recipe_runs_on_the_arrays_it_saved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace, printed = run_recipe("own_data.py")
+    results = namespace["results"]
+    assert results.payload["run_config"]["dataset"] == "npz" and (tmp_path / "mine.npz").is_file()
+    assert printed.strip() == str(results.final["alma"]) and 0 < results.final["alma"] <= 1
+
+
 def test_the_metric_recipe_reads_every_clients_accuracy_from_the_rounds():
     _, printed = run_recipe("metric.py")
     spread = json.loads(printed)

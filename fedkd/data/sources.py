@@ -1,23 +1,28 @@
-"""Dataset loaders: each returns uint8 images (N, C, H, W) and int64 labels with train/test splits.
+"""Datasets, each registered in DATASETS as a DatasetSpec: a loader of uint8 images (N, C, H, W)
+and integer labels with train/test splits, and what is known without loading (classes, image
+shape, train size, class names). The shipped sources are registered here, a plugin's through the
+fedkd.datasets entry points (fedkd/registry.py), and ``npz`` (your arrays) reads its spec from
+its file (fedkd/data/npz.py).
 
-``load_dataset(name, data_dir, download)`` is the one entry point. Files are looked up in the
-data directory (``data-dir`` / ``--data-dir``, else ``$FEDKD_DATA_DIR``) under the standard
-layouts; the Hugging Face hub is used only when ``download`` is set explicitly.
+``load_dataset(name, data_dir, download)`` is the one entry point to the data, ``dataset_spec``
+to its facts. Files are looked up in the data directory (``data-dir`` / ``--data-dir``, else
+``$FEDKD_DATA_DIR``) under the standard layouts; the Hugging Face hub is used only when
+``download`` is set explicitly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fedkd.data import cifar, hub
+from fedkd.config import DataConfig
+from fedkd.data import cifar, hub, npz
 from fedkd.data.errors import DataError
 from fedkd.data.idx import has_idx_files, load_idx_split
 from fedkd.data.integrity import EXPECTED, check_checksum, check_counts, check_labels
@@ -28,7 +33,7 @@ DATA_DIR_ENV = "FEDKD_DATA_DIR"
 
 @dataclass(frozen=True)
 class Dataset:
-    name: str
+    name: str  # as registered (DATASETS)
     train_x: np.ndarray  # (N_train, C, H, W) uint8
     train_y: np.ndarray  # (N_train,) int64
     test_x: np.ndarray  # (N_test, C, H, W) uint8
@@ -36,6 +41,7 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]  # per-channel mean of train_x / 255, for normalisation
     std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()  # what each label means (DatasetSpec)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -61,32 +67,21 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()  # what each label means, for figures and tables (empty: the label)
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", plugins=DatasetSpec)
+SpecReader = Callable[[Path | None], DatasetSpec]  # a dataset whose facts are in its file (npz)
+DATASETS: Registry[DatasetSpec | SpecReader] = Registry("dataset", plugins=DatasetSpec)
 
 
-class _SpecField(Mapping[str, Any]):
-    """Dataset name -> one field of its DatasetSpec: a read-only view, so the registry stays the
-    one place that holds it (a plugin's dataset is found here too)."""
-
-    def __init__(self, field_name: str) -> None:
-        self.field_name = field_name
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in DATASETS:
-            raise KeyError(name)
-        return getattr(DATASETS.get(name), self.field_name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(DATASETS.names())
-
-    def __len__(self) -> int:
-        return len(DATASETS.names())
+def dataset_spec(data: DataConfig) -> DatasetSpec:
+    """What is known of the clients' dataset without training: its registered spec, or (npz) the
+    one read from the file ``data-dir`` names."""
+    return _spec(data.dataset, data.data_dir)
 
 
-NUM_CLASSES: Mapping[str, int] = _SpecField("num_classes")
-INPUT_SHAPES: Mapping[str, tuple[int, int, int]] = _SpecField("input_shape")
-TRAIN_SIZES: Mapping[str, int] = _SpecField("train_size")
-CLASS_NAMES: Mapping[str, tuple[str, ...]] = _SpecField("class_names")
+def _spec(name: str, data_dir: str) -> DatasetSpec:
+    entry = DATASETS.get(name)
+    return entry if isinstance(entry, DatasetSpec) else entry(resolve_data_dir(data_dir))
+
+
 DIGITS = tuple(str(d) for d in range(10))  # digits and MNIST: the label is the digit itself
 FASHION_NAMES = (
     "T-shirt/top",
@@ -130,9 +125,13 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(means), tuple(stds)
 
 
-def make_dataset(name: str, train: Split, test: Split, origin: Path | str) -> Dataset:
-    """A checked Dataset: types, shapes, label range and the registered per-class counts of
-    ``name`` (fedkd/data/integrity.py); ``origin`` (the file or folder read) is named in every error."""
+def make_dataset(
+    name: str, train: Split, test: Split, origin: Path | str, spec: DatasetSpec | None = None
+) -> Dataset:
+    """A checked Dataset: types, shapes, label range and the per-class counts of ``name`` where
+    they are known (fedkd/data/integrity.py), against ``spec`` (None: the one registered under
+    ``name``); ``origin`` (the file or folder read) is named in every error."""
+    spec = _spec(name, "") if spec is None else spec
     for split, (images, labels) in (("train", train), ("test", test)):
         if images.dtype != np.uint8 or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(
@@ -145,24 +144,24 @@ def make_dataset(name: str, train: Split, test: Split, origin: Path | str) -> Da
             raise DataError(
                 f"{origin}: the {name} {split} split has {len(images)} images but {len(labels)} labels"
             )
-        if images.shape[1:] != INPUT_SHAPES[name]:
+        if images.shape[1:] != spec.input_shape:
             raise DataError(
-                f"{origin}: {name} {split} images are {images.shape[1:]}; allowed: {INPUT_SHAPES[name]}"
+                f"{origin}: {name} {split} images are {images.shape[1:]}; allowed: {spec.input_shape}"
             )
     if name in EXPECTED:
         check_counts(name, "train", train[1], origin)
         check_counts(name, "test", test[1], origin)
     else:
         for labels in (train[1], test[1]):
-            check_labels(labels, NUM_CLASSES[name], origin)
-        if len(train[1]) != TRAIN_SIZES[name]:
+            check_labels(labels, spec.num_classes, origin)
+        if len(train[1]) != spec.train_size:
             raise DataError(
                 f"{origin}: the {name} train split holds {len(train[1])} images; "
-                f"allowed: {TRAIN_SIZES[name]} (its DatasetSpec's train_size)"
+                f"allowed: {spec.train_size} (its DatasetSpec's train_size)"
             )
     mean, std = channel_stats(train[0])
     train_y, test_y = train[1].astype(np.int64, copy=False), test[1].astype(np.int64, copy=False)
-    return Dataset(name, train[0], train_y, test[0], test_y, NUM_CLASSES[name], mean, std)
+    return Dataset(name, train[0], train_y, test[0], test_y, spec.num_classes, mean, std, spec.class_names)
 
 
 def resolve_data_dir(data_dir: str) -> Path | None:
@@ -241,16 +240,34 @@ def _load_cifar10(root: Path | None, download: bool) -> tuple[Split, Split, str]
     raise _not_found("cifar10", looked, "cifar-10-batches-py/ or cifar10-jpeg.tar.xz")
 
 
-def load_dataset(name: str, data_dir: str = "", download: bool = False) -> Dataset:
-    """Load a registered dataset; cached per process, so clients in one worker share it."""
-    return _load_cached(name, resolve_data_dir(data_dir), download, DATASETS.get(name).load)
+@DATASETS.register("npz")
+def _npz_spec(root: Path | None) -> DatasetSpec:
+    """Your own arrays: the .npz file ``data-dir`` names (fedkd/data/npz.py)."""
+    path = npz.npz_path(root)
+    stat = path.stat()
+    return _read_npz_spec(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=4)
-def _load_cached(name: str, root: Path | None, download: bool, loader: Loader) -> Dataset:
-    return make_dataset(name, *loader(root, download))
+def _read_npz_spec(path: Path, mtime_ns: int, size: int) -> DatasetSpec:
+    """One version of the file, read once per process (every fact of the spec comes from it)."""
+    data = npz.read_npz(path)
+    train, test = data.train, data.test
+    load = lambda root, download: (train, test, str(path))  # the arrays read above
+    return DatasetSpec(load, data.num_classes, train[0].shape[1:], len(train[1]), data.class_names)
+
+
+def load_dataset(name: str, data_dir: str = "", download: bool = False) -> Dataset:
+    """Load a registered dataset; cached per process, so clients in one worker share it."""
+    return _load_cached(name, resolve_data_dir(data_dir), download, _spec(name, data_dir))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(name: str, root: Path | None, download: bool, spec: DatasetSpec) -> Dataset:
+    return make_dataset(name, *spec.load(root, download), spec)
 
 
 def clear_dataset_cache() -> None:
     """Forget loaded datasets (after files on disk changed)."""
     _load_cached.cache_clear()
+    _read_npz_spec.cache_clear()
