@@ -24,7 +24,9 @@ CONFIG_OPTIONS = {
     ),
     "dataset": click.option("--dataset", type=click.Choice(names("dataset")), help="Dataset of the clients."),
     "data-dir": click.option(
-        "--data-dir", type=str, help="Folder with the dataset files (else $FEDKD_DATA_DIR)."
+        "--data-dir",
+        type=str,
+        help="Folder with the dataset files; the .npz file for --dataset npz (else $FEDKD_DATA_DIR).",
     ),
     "download": click.option(
         "--download", is_flag=True, default=None, help="Fetch missing data from the Hugging Face hub."

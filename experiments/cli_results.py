@@ -41,7 +41,7 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     hist = class_histogram(dataset.train_y, split, dataset.num_classes)
     for line in partition_table(hist, split):
         click.echo(line)
-    click.echo(f"heatmap: {partition_figure(hist, Path(out) / 'partition.png', dataset.name)}")
+    click.echo(f"heatmap: {partition_figure(hist, Path(out) / 'partition.png', dataset.class_names)}")
 
 
 @click.command()

@@ -45,7 +45,7 @@ def log_targets(log: str) -> list[str]:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"  # dataset of the private data (digits is embedded; the others: data-dir)
-    data_dir: str = ""  # folder with the dataset files; allowed: a path, or empty ($FEDKD_DATA_DIR)
+    data_dir: str = ""  # the data folder (npz: the .npz file); allowed: a path, or empty ($FEDKD_DATA_DIR)
     download: bool = False  # fetch from the Hugging Face hub when files are missing; allowed: true, false
     num_clients: int = allowed(10, ">= 2", "and what the data allows")  # clients, one private partition each
     partitioner: str = "dirichlet"  # how the private data is split over the clients

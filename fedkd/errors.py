@@ -29,3 +29,8 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int, reason: str) -> None:
         super().__init__(reason)
         self.signum, self.reason = signum, reason
+
+
+class PluginError(ConfigError):
+    """An installed plugin (a ``fedkd.*`` entry point) that fails to load or registers nothing;
+    the message names the entry point."""

@@ -12,13 +12,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
+from fedkd.config import DataConfig
+from fedkd.data.sources import dataset_spec
 from fedkd.errors import ConfigError
 from fedkd.registry import Registry
 from fedkd.seeding import derive_seed
 
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
-MODELS: Registry[Builder] = Registry("model")
+MODELS: Registry[Builder] = Registry("model", plugins=Callable)  # a plugin: any builder, e.g. a class
 
 
 @MODELS.register("mlp")
@@ -200,11 +201,12 @@ def split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return model[:-1], model[-1]
 
 
-def representation_width(name: str, dataset: str, projection: int = 0) -> int:
+def representation_width(name: str, data: DataConfig, projection: int = 0) -> int:
     """D of architecture ``name``'s representation (the classifier's input) on ``dataset``."""
     if projection > 0:
         return projection
-    _, classifier = split_classifier(build_model(name, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], 0))
+    spec = dataset_spec(data)
+    _, classifier = split_classifier(build_model(name, spec.input_shape, spec.num_classes, 0))
     return int(classifier.in_features)
 
 
@@ -212,8 +214,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_layers(name: str, dataset: str, projection: int = 0) -> dict[str, tuple[tuple[int, ...], str]]:
+def model_layers(name: str, data: DataConfig, projection: int = 0) -> dict[str, tuple[tuple[int, ...], str]]:
     """Layer name -> (shape, dtype name) of architecture ``name`` on ``dataset``: what its weights
     look like on the wire, known without data (the server checks weight uploads against it)."""
-    model = build_model(name, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], 0, projection)
+    spec = dataset_spec(data)
+    model = build_model(name, spec.input_shape, spec.num_classes, 0, projection)
     return {key: (tuple(value.shape), str(value.numpy().dtype)) for key, value in model.state_dict().items()}

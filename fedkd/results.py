@@ -137,6 +137,11 @@ class RunResults:
             write_rounds(self.rounds_path, self.rounds)  # a fresh run never shows an old run's rounds
 
     @property
+    def final(self) -> dict[str, Any] | None:
+        """The last evaluated round's scores (None before one): ``alma``, ``global_acc``, ..."""
+        return self.payload["final"]
+
+    @property
     def rounds_path(self) -> Path | None:
         return self.path.parent / ROUNDS_FILE if self.path is not None else None
 

@@ -26,7 +26,7 @@ from fedkd.config import (
 )
 from fedkd.config_types import check_type_range
 from fedkd.data.partition import PARTITIONERS
-from fedkd.data.sources import DATASETS, NUM_CLASSES
+from fedkd.data.sources import DATASETS, dataset_spec
 from fedkd.errors import ConfigError
 from fedkd.fusion import FUSIONS
 from fedkd.fusion.fedproto import shared_width
@@ -135,7 +135,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             f"algorithm={f.algorithm} needs one representation width, but models={cfg.model.models!r} "
             f"have {sorted(widths)}; allowed: projection-width > 0 (a shared width, e.g. 64)",
         )
-    classes = NUM_CLASSES[d.dataset]
+    classes = dataset_spec(d).num_classes
     _require(
         f.compression_k < classes,
         f"compression-k={f.compression_k} is invalid; allowed: 1 .. {classes - 1} (classes - 1)",

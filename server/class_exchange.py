@@ -19,7 +19,7 @@ from flwr.app import Message, RecordDict
 from fedkd.atomic import atomic_write
 from fedkd.checkpoints import latest, tagged
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import NUM_CLASSES
+from fedkd.data.sources import dataset_spec
 from fedkd.protocol import COUNTS, KNOWLEDGE_KEY, ROWS, SOFT, TARGET_KEY, ProtocolError, dense_soft
 from server.exchange_base import Exchange, most_private_samples, target_record
 from server.replies import arrays_of
@@ -30,7 +30,7 @@ KNOWLEDGE_CHECKPOINT = ("server-knowledge", ".npz")  # the latest per-class know
 class ClassKnowledgeExchange(Exchange):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        self.classes = NUM_CLASSES[cfg.data.dataset]
+        self.classes = dataset_spec(cfg.data).num_classes
         self.width = self.fusion.knowledge_width(cfg)
         self.most = most_private_samples(cfg)
         self.latest: dict[int, np.ndarray] = {}  # pid -> its (C, D) knowledge after the last fusion

@@ -8,7 +8,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import TRAIN_SIZES
+from fedkd.data.sources import dataset_spec
 from fedkd.fusion import FUSIONS
 from fedkd.protocol import sparse_arrays
 
@@ -49,5 +49,5 @@ class Exchange:
 
 def most_private_samples(cfg: ExperimentConfig) -> float:
     """The most private training samples one client can hold: what any claim of a size is capped at."""
-    whole, cap = TRAIN_SIZES[cfg.data.dataset], cfg.data.max_client_samples
+    whole, cap = dataset_spec(cfg.data).train_size, cfg.data.max_client_samples
     return float(min(cap, whole) if cap > 0 else whole)

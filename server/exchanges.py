@@ -23,7 +23,7 @@ from fedkd.atomic import atomic_write
 from fedkd.checkpoints import latest, tagged
 from fedkd.compression import ARRAY_DTYPES
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import NUM_CLASSES
+from fedkd.data.sources import dataset_spec
 from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, model_layers
 from fedkd.protocol import (
@@ -51,7 +51,7 @@ class PredictionExchange(Exchange):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         # the server holds no data: shapes come from the config and the dataset's metadata
-        self.expected_shape = (cfg.data.transfer_size, NUM_CLASSES[cfg.data.dataset])
+        self.expected_shape = (cfg.data.transfer_size, dataset_spec(cfg.data).num_classes)
         self.state = self.fusion.start(cfg)  # carried from round to round (KT-pFL's C)
 
     def accept(self, reply: Message, server_round: int) -> np.ndarray:
@@ -105,7 +105,8 @@ class NoExchange(Exchange):
     def combine(
         self, accepted: dict[int, Any], replies: dict[int, Message], server_round: int
     ) -> tuple[dict[int, RecordDict], np.ndarray]:
-        empty = np.zeros((len(accepted), 0, NUM_CLASSES[self.cfg.data.dataset]))  # (K', 0, C): no uploads
+        classes = dataset_spec(self.cfg.data).num_classes
+        empty = np.zeros((len(accepted), 0, classes))  # (K', 0, C): no uploads
         result = self.fusion.fuse(empty, self.cfg.fusion)
         targets = [t for t in result.targets if t is not None]
         assert not targets, "an algorithm that uploads nothing cannot make targets"
@@ -116,8 +117,7 @@ def model_shapes(cfg: ExperimentConfig, arch: str | None = None) -> dict[str, tu
     """Layer names and shapes of one architecture (default: client 0's), from the config alone."""
     arch = arch or architecture_for(cfg.model.models, 0, cfg.data.num_clients)
     return {
-        name: shape
-        for name, (shape, _) in model_layers(arch, cfg.data.dataset, cfg.model.projection_width).items()
+        name: shape for name, (shape, _) in model_layers(arch, cfg.data, cfg.model.projection_width).items()
     }
 
 
@@ -131,7 +131,7 @@ class WeightExchange(Exchange):
         self.latest: dict[str, ArrayRecord] = {}  # architecture -> its last averaged model
         archs = {self.arch(pid) for pid in range(cfg.data.num_clients)}
         self.layers = {
-            arch: model_layers(arch, cfg.data.dataset, cfg.model.projection_width) for arch in archs
+            arch: model_layers(arch, cfg.data, cfg.model.projection_width) for arch in archs
         }  # what uploads hold
         self.limits = {"num-examples": (1.0, most_private_samples(cfg))}  # no client holds more
         self.pending: set[int] = set()  # sent the latest average in this round's distil phase

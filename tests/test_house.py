@@ -85,6 +85,7 @@ def test_no_first_party_import_hides_in_a_function_outside_the_cli():
                         hidden.append(f"{name}.{node.name} imports {module}")
     allowed = {"experiments.sweep.execute imports experiments.engines"}  # worker processes, engines' file
     allowed |= {"experiments.sweep.execute imports fedkd.data.federation"}
+    allowed |= {"fedkd.__getattr__ imports experiments"}  # fedkd.run: `import fedkd` stays light
     assert set(hidden) <= allowed, sorted(set(hidden) - allowed)
 
 

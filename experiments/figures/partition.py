@@ -11,21 +11,19 @@ from experiments.figures.common import client_ticks, new_figure, save
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import federation
 from fedkd.data.partition import class_histogram
-from fedkd.data.sources import CLASS_NAMES
 
 ANNOTATE_CELLS = 400  # write the count in each cell up to this many cells
 
 
-def class_labels(dataset: str, count: int) -> list[str]:
+def class_labels(names: tuple[str, ...], count: int) -> list[str]:
     """The dataset's class names where known (and as many as there are classes), else indices."""
-    names = CLASS_NAMES.get(dataset, ())
     return list(names) if len(names) == count else [str(c) for c in range(count)]
 
 
-def partition_figure(hist: np.ndarray, path: str | Path, dataset: str = "") -> Path:
-    """Clients x classes sample counts. hist: (K, C) int; ``dataset`` names the classes."""
+def partition_figure(hist: np.ndarray, path: str | Path, class_names: tuple[str, ...] = ()) -> Path:
+    """Clients x classes sample counts. hist: (K, C) int; ``class_names``: the dataset's (Dataset)."""
     k, c = hist.shape
-    labels = class_labels(dataset, c)
+    labels = class_labels(class_names, c)
     long_names = max(len(name) for name in labels) > 3
     fig, ax = new_figure(max(5.0, 0.55 * c + 2.5), max(3.0, min(0.3 * k + 2.0, 20)))
     image = ax.imshow(hist, aspect="auto", cmap="viridis", interpolation="nearest")
@@ -51,4 +49,4 @@ def run_partition_figure(run_config: dict[str, Any], path: str | Path) -> Path:
     cfg = ExperimentConfig.from_run_config(run_config)
     dataset, split = federation(cfg.data, cfg.run.seed)
     hist = class_histogram(dataset.train_y, split, dataset.num_classes)
-    return partition_figure(hist, path, dataset.name)
+    return partition_figure(hist, path, dataset.class_names)

@@ -1,8 +1,13 @@
-"""Dataset loaders: each returns uint8 images (N, C, H, W) and int64 labels with train/test splits.
+"""Datasets, each registered in DATASETS as a DatasetSpec: a loader of uint8 images (N, C, H, W)
+and integer labels with train/test splits, and what is known without loading (classes, image
+shape, train size, class names). The shipped sources are registered here, a plugin's through the
+fedkd.datasets entry points (fedkd/registry.py), and ``npz`` (your arrays) reads its spec from
+its file (fedkd/data/npz.py).
 
-``load_dataset(name, data_dir, download)`` is the one entry point. Files are looked up in the
-data directory (``data-dir`` / ``--data-dir``, else ``$FEDKD_DATA_DIR``) under the standard
-layouts; the Hugging Face hub is used only when ``download`` is set explicitly.
+``load_dataset(name, data_dir, download)`` is the one entry point to the data, ``dataset_spec``
+to its facts. Files are looked up in the data directory (``data-dir`` / ``--data-dir``, else
+``$FEDKD_DATA_DIR``) under the standard layouts; the Hugging Face hub is used only when
+``download`` is set explicitly.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkd.data import cifar, hub
+from fedkd.config import DataConfig
+from fedkd.data import cifar, hub, npz
 from fedkd.data.errors import DataError
 from fedkd.data.idx import has_idx_files, load_idx_split
-from fedkd.data.integrity import EXPECTED, check_checksum, check_counts
+from fedkd.data.integrity import EXPECTED, check_checksum, check_counts, check_labels
 from fedkd.registry import Registry
 
 DATA_DIR_ENV = "FEDKD_DATA_DIR"
@@ -27,7 +33,7 @@ DATA_DIR_ENV = "FEDKD_DATA_DIR"
 
 @dataclass(frozen=True)
 class Dataset:
-    name: str
+    name: str  # as registered (DATASETS)
     train_x: np.ndarray  # (N_train, C, H, W) uint8
     train_y: np.ndarray  # (N_train,) int64
     test_x: np.ndarray  # (N_test, C, H, W) uint8
@@ -35,6 +41,7 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]  # per-channel mean of train_x / 255, for normalisation
     std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()  # what each label means (DatasetSpec)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -42,48 +49,67 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
-Loader = Callable[[Path | None, bool], Dataset]
-DATASETS: Registry[Loader] = Registry("dataset")
+Split = cifar.Split  # images (N, C, H, W) uint8, labels (N,) integers
+# (data folder or None, download) -> (train, test, what was read: named in every error);
+# load_dataset checks the splits against the spec (make_dataset).
+Loader = Callable[[Path | None, bool], tuple[Split, Split, str]]
 
-# Known without loading anything: the server validates replies against these.
-NUM_CLASSES = {name: len(expected.train_counts) for name, expected in EXPECTED.items()}
-INPUT_SHAPES = {
-    "digits": (1, 8, 8),
-    "mnist": (1, 28, 28),
-    "fashion-mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-}
-# Images in each train split: no client trains on more (the server's bound on num-examples claims).
-TRAIN_SIZES = {name: sum(expected.train_counts) for name, expected in EXPECTED.items()}
-# What each label means, for figures and tables (digits and MNIST: the digit itself).
-CLASS_NAMES = {
-    "digits": tuple(str(d) for d in range(10)),
-    "mnist": tuple(str(d) for d in range(10)),
-    "fashion-mnist": (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ),
-    "cifar10": (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ),
-}
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its loader and what is known without loading it (the server checks
+    replies against these). A plugin registers one (docs/extending.md)."""
+
+    load: Loader
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W) of every image
+    train_size: int  # images in the train split: no client trains on more (bounds num-examples claims)
+    class_names: tuple[str, ...] = ()  # what each label means, for figures and tables (empty: the label)
+
+
+SpecReader = Callable[[Path | None], DatasetSpec]  # a dataset whose facts are in its file (npz)
+DATASETS: Registry[DatasetSpec | SpecReader] = Registry("dataset", plugins=DatasetSpec)
+
+
+def dataset_spec(data: DataConfig) -> DatasetSpec:
+    """What is known of the clients' dataset without training: its registered spec, or (npz) the
+    one read from the file ``data-dir`` names."""
+    return _spec(data.dataset, data.data_dir)
+
+
+def _spec(name: str, data_dir: str) -> DatasetSpec:
+    entry = DATASETS.get(name)
+    return entry if isinstance(entry, DatasetSpec) else entry(resolve_data_dir(data_dir))
+
+
+DIGITS = tuple(str(d) for d in range(10))  # digits and MNIST: the label is the digit itself
+FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _builtin(
+    name: str, input_shape: tuple[int, int, int], class_names: tuple[str, ...]
+) -> Callable[[Loader], Loader]:
+    """Register a shipped source, its class count and train size from its known per-class
+    counts (fedkd/data/integrity.py)."""
+
+    def register(load: Loader) -> Loader:
+        counts = EXPECTED[name].train_counts
+        DATASETS.register(name)(DatasetSpec(load, len(counts), input_shape, sum(counts), class_names))
+        return load
+
+    return register
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -100,25 +126,42 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def make_dataset(
-    name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], origin: Path | str
+    name: str, train: Split, test: Split, origin: Path | str, spec: DatasetSpec | None = None
 ) -> Dataset:
-    """A checked Dataset: shapes, label range and the registered per-class counts of ``name``
-    (fedkd/data/integrity.py); ``origin`` (the file or folder read) is named in every error."""
+    """A checked Dataset: types, shapes, label range and the per-class counts of ``name`` where
+    they are known (fedkd/data/integrity.py), against ``spec`` (None: the one registered under
+    ``name``); ``origin`` (the file or folder read) is named in every error."""
+    spec = _spec(name, "") if spec is None else spec
     for split, (images, labels) in (("train", train), ("test", test)):
+        if images.dtype != np.uint8 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"{origin}: the {name} {split} split holds {images.dtype} images and {labels.dtype} "
+                "labels; allowed: uint8 images (N, C, H, W) and integer labels"
+            )
         if len(images) == 0:
             raise DataError(f"{origin}: the {name} {split} split holds no images")
         if len(images) != len(labels):
             raise DataError(
                 f"{origin}: the {name} {split} split has {len(images)} images but {len(labels)} labels"
             )
-        if images.shape[1:] != INPUT_SHAPES[name]:
+        if images.shape[1:] != spec.input_shape:
             raise DataError(
-                f"{origin}: {name} {split} images are {images.shape[1:]}; allowed: {INPUT_SHAPES[name]}"
+                f"{origin}: {name} {split} images are {images.shape[1:]}; allowed: {spec.input_shape}"
             )
-    check_counts(name, "train", train[1], origin)
-    check_counts(name, "test", test[1], origin)
+    if name in EXPECTED:
+        check_counts(name, "train", train[1], origin)
+        check_counts(name, "test", test[1], origin)
+    else:
+        for labels in (train[1], test[1]):
+            check_labels(labels, spec.num_classes, origin)
+        if len(train[1]) != spec.train_size:
+            raise DataError(
+                f"{origin}: the {name} train split holds {len(train[1])} images; "
+                f"allowed: {spec.train_size} (its DatasetSpec's train_size)"
+            )
     mean, std = channel_stats(train[0])
-    return Dataset(name, train[0], train[1], test[0], test[1], NUM_CLASSES[name], mean, std)
+    train_y, test_y = train[1].astype(np.int64, copy=False), test[1].astype(np.int64, copy=False)
+    return Dataset(name, train[0], train_y, test[0], test_y, spec.num_classes, mean, std, spec.class_names)
 
 
 def resolve_data_dir(data_dir: str) -> Path | None:
@@ -135,7 +178,7 @@ def _not_found(name: str, looked: list[Path], files: str) -> DataError:
     )
 
 
-@DATASETS.register("digits")
+@_builtin("digits", (1, 8, 8), DIGITS)
 def _load_digits(root: Path | None, download: bool) -> Dataset:
     """scikit-learn's 8x8 digits (ships with the package). Fixed 80/20 stratified split.
 
@@ -152,11 +195,11 @@ def _load_digits(root: Path | None, download: bool) -> Dataset:
     train_x, test_x, train_y, test_y = train_test_split(
         images, labels, test_size=0.2, stratify=labels, random_state=0
     )
-    return make_dataset("digits", (train_x, train_y), (test_x, test_y), "sklearn load_digits")
+    return (train_x, train_y), (test_x, test_y), "sklearn load_digits"
 
 
 def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loader:
-    def load(root: Path | None, download: bool) -> Dataset:
+    def load(root: Path | None, download: bool) -> tuple[Split, Split, str]:
         candidates = []
         if root is not None:
             candidates += [root / name, root / torchvision_name / "raw", root]
@@ -165,49 +208,66 @@ def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loa
         for folder in candidates:
             if has_idx_files(folder):
                 train, test = load_idx_split(folder, "train", name), load_idx_split(folder, "t10k", name)
-                return make_dataset(name, train, test, folder)
+                return train, test, str(folder)
         if download:
-            return make_dataset(name, *hub.fetch(name), f"the Hugging Face hub copy of {name}")
+            return *hub.fetch(name), f"the Hugging Face hub copy of {name}"
         raise _not_found(name, candidates, "train-images-idx3-ubyte.gz and the three other idx files")
 
     return load
 
 
-DATASETS.register("mnist")(_idx_loader("mnist", "MNIST", None))
-DATASETS.register("fashion-mnist")(
+_builtin("mnist", (1, 28, 28), DIGITS)(_idx_loader("mnist", "MNIST", None))
+_builtin("fashion-mnist", (1, 28, 28), FASHION_NAMES)(
     _idx_loader("fashion-mnist", "FashionMNIST", "/usr/share/datasets/fashion-mnist")
 )
 
 
-@DATASETS.register("cifar10")
-def _load_cifar10(root: Path | None, download: bool) -> Dataset:
+@_builtin("cifar10", (3, 32, 32), CIFAR10_NAMES)
+def _load_cifar10(root: Path | None, download: bool) -> tuple[Split, Split, str]:
     looked: list[Path] = []
     for base in (root, root / "cifar10") if root is not None else ():
         pickles = base / "cifar-10-batches-py"
         looked.append(pickles)
         if pickles.is_dir():
-            return make_dataset("cifar10", *cifar.load_pickles(pickles), pickles)
+            return *cifar.load_pickles(pickles), str(pickles)
     for base in (root / "cifar10-jpeg", root / "cifar10", root) if root is not None else ():
         archive = base / "cifar10-jpeg.tar.xz"
         looked.append(archive)
         if archive.is_file():
-            return make_dataset("cifar10", *cifar.load_jpeg_archive(archive), archive)
+            return *cifar.load_jpeg_archive(archive), str(archive)
     if download:
-        return make_dataset("cifar10", *hub.fetch("cifar10"), "the Hugging Face hub copy of cifar10")
+        return *hub.fetch("cifar10"), "the Hugging Face hub copy of cifar10"
     raise _not_found("cifar10", looked, "cifar-10-batches-py/ or cifar10-jpeg.tar.xz")
+
+
+@DATASETS.register("npz")
+def _npz_spec(root: Path | None) -> DatasetSpec:
+    """Your own arrays: the .npz file ``data-dir`` names (fedkd/data/npz.py)."""
+    path = npz.npz_path(root)
+    stat = path.stat()
+    return _read_npz_spec(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _read_npz_spec(path: Path, mtime_ns: int, size: int) -> DatasetSpec:
+    """One version of the file, read once per process (every fact of the spec comes from it)."""
+    data = npz.read_npz(path)
+    train, test = data.train, data.test
+    load = lambda root, download: (train, test, str(path))  # the arrays read above
+    return DatasetSpec(load, data.num_classes, train[0].shape[1:], len(train[1]), data.class_names)
 
 
 def load_dataset(name: str, data_dir: str = "", download: bool = False) -> Dataset:
     """Load a registered dataset; cached per process, so clients in one worker share it."""
-    loader = DATASETS.get(name)
-    return _load_cached(name, resolve_data_dir(data_dir), download, loader)
+    return _load_cached(name, resolve_data_dir(data_dir), download, _spec(name, data_dir))
 
 
 @lru_cache(maxsize=4)
-def _load_cached(name: str, root: Path | None, download: bool, loader: Loader) -> Dataset:
-    return loader(root, download)
+def _load_cached(name: str, root: Path | None, download: bool, spec: DatasetSpec) -> Dataset:
+    return make_dataset(name, *spec.load(root, download), spec)
 
 
 def clear_dataset_cache() -> None:
     """Forget loaded datasets (after files on disk changed)."""
     _load_cached.cache_clear()
+    _read_npz_spec.cache_clear()

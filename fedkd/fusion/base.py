@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig, TrainConfig
-from fedkd.data.sources import NUM_CLASSES
+from fedkd.data.sources import dataset_spec
 from fedkd.fusion_cards import Card
 from fedkd.registry import Registry
 
@@ -146,7 +146,7 @@ class FusionAlgorithm:
         return self.fixed_temperature if self.fixed_temperature is not None else train.temperature
 
 
-FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm")
+FUSIONS: Registry[FusionAlgorithm] = Registry("algorithm", plugins=FusionAlgorithm)
 
 
 def transfer_row_count(cfg: ExperimentConfig, server_round: int = 1) -> int:
@@ -158,7 +158,7 @@ def transfer_row_count(cfg: ExperimentConfig, server_round: int = 1) -> int:
 def knowledge_rows(cfg: ExperimentConfig, server_round: int = 1) -> int:
     """Rows of an upload or a target: the round's transfer rows, or the classes (data-free)."""
     if FUSIONS.get(cfg.fusion.algorithm).uploads_class_knowledge:
-        return NUM_CLASSES[cfg.data.dataset]
+        return dataset_spec(cfg.data).num_classes
     return transfer_row_count(cfg, server_round)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fedkd.config import ExperimentConfig
-from fedkd.data.sources import NUM_CLASSES
+from fedkd.data.sources import dataset_spec
 from fedkd.fusion.base import FUSIONS, FusionResult
 from fedkd.fusion.class_knowledge import ClassKnowledgeAlgorithm, class_shares
 from fedkd.fusion_cards import CARDS
@@ -46,7 +46,7 @@ class FD(ClassKnowledgeAlgorithm):
     card = CARDS["fd"]
 
     def knowledge_width(self, cfg: ExperimentConfig) -> int:
-        return NUM_CLASSES[cfg.data.dataset]
+        return dataset_spec(cfg.data).num_classes
 
     def statistic(self, cfg: ExperimentConfig, model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         return predict_proba(model, x, self.knowledge_temperature(cfg.train))  # (N, C) at the upload T

@@ -21,7 +21,7 @@ import torch
 
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import transfer_inputs
-from fedkd.data.sources import INPUT_SHAPES, NUM_CLASSES
+from fedkd.data.sources import dataset_spec
 from fedkd.fusion.base import FUSIONS, FusionAlgorithm
 from fedkd.fusion.fedmd import class_score_consensus
 from fedkd.fusion_cards import CARDS
@@ -41,10 +41,8 @@ def distil_architecture(
     server_round: int,
 ) -> StateDict:
     """One architecture's averaged model, distilled towards the (N, C) teacher on x (N, C, H, W)."""
-    dataset = cfg.data.dataset
-    model = build_model(
-        arch, INPUT_SHAPES[dataset], NUM_CLASSES[dataset], cfg.run.seed, cfg.model.projection_width
-    )
+    spec = dataset_spec(cfg.data)
+    model = build_model(arch, spec.input_shape, spec.num_classes, cfg.run.seed, cfg.model.projection_width)
     model.load_state_dict(state)
     model.to(resolve_device(cfg.train.device))
     distill_steps(

@@ -56,7 +56,7 @@ def shared_width(cfg: ExperimentConfig) -> set[int]:
     names = {
         architecture_for(cfg.model.models, pid, cfg.data.num_clients) for pid in range(cfg.data.num_clients)
     }
-    return {representation_width(name, cfg.data.dataset, cfg.model.projection_width) for name in names}
+    return {representation_width(name, cfg.data, cfg.model.projection_width) for name in names}
 
 
 class FedProto(ClassKnowledgeAlgorithm):
