@@ -122,12 +122,6 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         f"mechanism={pv.mechanism} noises rows of probabilities, but algorithm={f.algorithm} uploads "
         f"{algorithm.upload_summary()}; allowed: mechanism=none with this algorithm",
     )
-    _require(
-        cfg.model.projection_width == 0 or cfg.model.projection_width >= NUM_CLASSES[d.dataset],
-        f"projection-width={cfg.model.projection_width} is below the {NUM_CLASSES[d.dataset]} classes of "
-        f"{d.dataset} (a linear bottleneck would cap the classifier's rank); allowed: 0, or >= "
-        f"{NUM_CLASSES[d.dataset]}",
-    )
     if algorithm.uploads == "class-prototypes":
         widths = shared_width(cfg)
         _require(
@@ -136,6 +130,11 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             f"have {sorted(widths)}; allowed: projection-width > 0 (a shared width, e.g. 64)",
         )
     classes = dataset_spec(d).num_classes
+    _require(
+        cfg.model.projection_width == 0 or cfg.model.projection_width >= classes,
+        f"projection-width={cfg.model.projection_width} is below the {classes} classes of {d.dataset} (a "
+        f"linear bottleneck would cap the classifier's rank); allowed: 0, or >= {classes}",
+    )
     _require(
         f.compression_k < classes,
         f"compression-k={f.compression_k} is invalid; allowed: 1 .. {classes - 1} (classes - 1)",

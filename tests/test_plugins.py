@@ -190,3 +190,15 @@ def test_a_plugin_dataset_is_checked_against_its_spec_in_one_line(isolate, train
         assert says in str(caught.value)
     finally:
         clear_dataset_cache()
+
+
+def test_the_names_listing_commands_offer_include_installed_plugins(tmp_path, monkeypatch):
+    """`--algorithm`, `--dataset` and `fedkd keys --toml` list names without importing anything: an
+    installed plugin's name is read from its entry point, not from its code (never imported)."""
+    from fedkd import choices  # noqa: PLC0415
+
+    groups = {"fedkd.algorithms": {"median": "never_imported:ALG"}, "fedkd.datasets": {"mine": "x:Y"}}
+    monkeypatch.syspath_prepend(fake_install(tmp_path, groups, {}))
+    assert "median" in choices.names("algorithm") and "knfu" in choices.names("algorithm")
+    assert "mine" in choices.names("dataset") and "digits" in choices.names("dataset")
+    assert "never_imported" not in sys.modules
