@@ -20,6 +20,7 @@ from typing import Any
 
 from experiments.run_records import axis_text
 from fedkd.config import ExperimentConfig
+from fedkd.run_identity import NEUTRAL_VALUES
 
 # how and where a run executed: they change no number of a table
 EXECUTION = (
@@ -78,6 +79,9 @@ def setting_line(configs: list[dict[str, Any]], seeds: list[int], axes: Collecti
     val-fraction=0.2; budget: local-epochs=2, ...; seeds 0-2 (3).`` ``axes``: the sweep's axes
     (a key varying outside them was tuned)."""
     defaults = {k: axis_text(v) for k, v in ExperimentConfig().to_run_config().items()}
+    configs = [
+        {**NEUTRAL_VALUES, **c} for c in configs
+    ]  # a run made before a key existed ran at its neutral value
     fixed = fixed_keys(configs)
     first = [*HEADLINE, *(["alpha"] if fixed.get("partitioner") == "dirichlet" else [])]
     others = [k for k, v in fixed.items() if k not in (*first, *BUDGET) and defaults.get(k) != v]

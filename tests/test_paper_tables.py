@@ -131,3 +131,13 @@ def test_latex_report_compiles(sweep, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 0
     assert "Overfull" not in done.stdout  # the tables fit the text width
+
+
+def test_a_key_added_after_older_runs_is_not_mistaken_for_a_tuned_one():
+    """Runs recorded before projection-width existed lack it; they ran at its neutral value, so a
+    sweep that adds runs which hold it does not call it tuned."""
+    old = {k: v for k, v in ExperimentConfig().to_run_config().items() if k != "projection-width"}
+    new = {**old, "projection-width": 0, "algorithm": "fd"}
+    line = setting_line([old, new], [0, 0], ["algorithm", "seed"])
+    assert "tuned" not in line and "projection-width" not in line
+    assert "projection-width" in setting_line([old, {**new, "projection-width": 64}], [0, 0], ["algorithm", "seed"])
