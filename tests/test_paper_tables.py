@@ -140,4 +140,6 @@ def test_a_key_added_after_older_runs_is_not_mistaken_for_a_tuned_one():
     new = {**old, "projection-width": 0, "algorithm": "fd"}
     line = setting_line([old, new], [0, 0], ["algorithm", "seed"])
     assert "tuned" not in line and "projection-width" not in line
-    assert "projection-width" in setting_line([old, {**new, "projection-width": 64}], [0, 0], ["algorithm", "seed"])
+    assert "projection-width" in setting_line(
+        [old, {**new, "projection-width": 64}], [0, 0], ["algorithm", "seed"]
+    )
