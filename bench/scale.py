@@ -139,7 +139,7 @@ def _ideal(row: dict, rows: list[dict]) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    """The README table: one row per (configuration, engine)."""
+    """The docs/scale.md table: one row per (configuration, engine)."""
     lines = [
         "| clients (per round) | engine | round s | clients' own compute s | x own compute | ideal s "
         "| x ideal | clients / s | start-up s | peak MB | kB on the wire / round | written kB |",

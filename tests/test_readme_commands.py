@@ -1,6 +1,6 @@
-"""Every `fedkd` command in the README's (and docs/usage.md's) fenced bash blocks runs, in order,
-in one scratch folder, as printed, with small settings substituted so the whole page takes
-minutes: each run, sweep and tune gets SMALL (one round, four clients, ...), a sweep or tune
+"""Every `fedkd` command in the fenced bash blocks of README.md, docs/usage.md and docs/results.md
+runs, in that order, in one scratch folder, as printed, with small settings substituted so the
+pages take minutes: each run, sweep and tune gets SMALL (one round, four clients, ...), a sweep or tune
 file is replaced by a copy with one value per axis (two seeds, every algorithm) and a tuning
 file made by the page's own `fedkd tune`, workers and trials are cut. Shell lines that are not
 fedkd (installs, pytest) are left out; `export` sets the environment; `> FILE` writes FILE."""
@@ -20,7 +20,7 @@ from experiments.cli import main
 from experiments.cli_sweep import resolve_sweep_file
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("README.md", "docs/usage.md")
+PAGES = ("README.md", "docs/usage.md", "docs/results.md")
 BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 SMALL = {
     "engine": "inprocess",  # the same numbers as ray on CPU (docs/engines.md), without starting Ray
@@ -43,11 +43,9 @@ EXPECTED_ERRORS = {"fedkd run --resume runs/fedmd-a01": "already completed; noth
 def page_commands() -> list[tuple[str, str]]:
     """(page, shell line) of every fenced bash block, in page order."""
     found = []
-    for page in PAGES:
-        path = ROOT / page
-        if path.exists():
-            for block in BLOCK.findall(path.read_text()):
-                found += [(page, line) for line in block.splitlines() if line.strip()]
+    for page in PAGES:  # every page must exist: one that moves must move here too
+        for block in BLOCK.findall((ROOT / page).read_text()):
+            found += [(page, line) for line in block.splitlines() if line.strip()]
     return found
 
 
