@@ -95,8 +95,9 @@ def test_fedproto_loss_is_cross_entropy_plus_weighted_squared_distance():
 
 
 def test_projection_width_gives_every_architecture_one_representation_width():
-    assert len({representation_width(m, "digits") for m in ("mlp", "cnn-s", "lenet5")}) == 3
-    assert {representation_width(m, "digits", 16) for m in ("mlp", "cnn-s", "lenet5")} == {16}
+    digits = ExperimentConfig().data
+    assert len({representation_width(m, digits) for m in ("mlp", "cnn-s", "lenet5")}) == 3
+    assert {representation_width(m, digits, 16) for m in ("mlp", "cnn-s", "lenet5")} == {16}
     model = build_model("lenet5", (1, 8, 8), 10, seed=0, projection=16)
     assert model[-1].in_features == 16 and model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     # projection 0 is the zoo's model as it is: the same weights for the same seed
