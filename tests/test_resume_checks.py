@@ -66,7 +66,7 @@ def another_value(cfg, key):
     if isinstance(current, bool):
         candidates = [not current]
     elif isinstance(current, int):
-        candidates = [current + 1, current + 2, 1, 2, 5]
+        candidates = [current + 1, current + 2, 1, 2, 5, 16]  # 16: a projection at least the classes wide
     elif isinstance(current, float):
         candidates = [current * 2, current / 2, current + 0.1, 0.5, 1.0, 2.0]
     else:
