@@ -131,7 +131,9 @@ def test_a_checkpoint_folder_that_turns_read_only_fails_the_run(tmp_path):
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr
     failed = [line for line in stderr.splitlines() if line.startswith("fedkd: run failed:")]
-    assert len(failed) == 1 and "checkpoint not written" in failed[0] and "Permission denied" in failed[0]
+    # whichever write meets the read-only folder first: a client's checkpoint or the server's switch
+    assert len(failed) == 1 and "Permission denied" in failed[0]
+    assert "checkpoint not written" in failed[0] or "/checkpoints/.current.json" in failed[0]
     saved = json.loads((out / "results.json").read_text())
     assert saved["status"] == "failed" and "Permission denied" in saved["status_reason"]
     assert saved["rounds_done"] < 40
