@@ -29,3 +29,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int, reason: str) -> None:
         super().__init__(reason)
         self.signum, self.reason = signum, reason
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        """Whole across processes: a worker's interruption reaches its pool's parent intact."""
+        return type(self), (self.signum, self.reason)
