@@ -20,12 +20,9 @@ from fedkd.compression import ROWS, SOFT, pack_mask, unpack_mask
 from fedkd.data.sources import TRAIN_SIZES
 from fedkd.fusion import FUSIONS
 from fedkd.protocol import KNOWLEDGE_KEY, METRICS_KEY, WEIGHTS_KEY
-from tests.conftest import tiny_config
+from tests.conftest import exercising, tiny_config
 from tests.hostile import Hostile, refused, run_hostile
 
-# settings an algorithm's card lists that make the fuzz reach more of its code (a fresh subset
-# of the transfer rows each round)
-SETTINGS = {"fedmd-subset": 40}
 Mutation = Callable[[dict[str, np.ndarray], np.random.Generator], bool | None]  # -> refused?
 ROW_FORGERIES = ("withheld", "moved", "dropped", "padding", "removed")
 
@@ -238,8 +235,7 @@ def test_a_well_formed_upload_with_hostile_values_is_refused_and_an_unusual_one_
 ):
     algorithm, name = case
     card = FUSIONS.get(algorithm).card
-    extra = {key: value for key, value in SETTINGS.items() if key in card.settings}
-    cfg = tiny_config(algorithm=algorithm, models="mlp", **extra)
+    cfg = tiny_config(models="mlp", **exercising(algorithm))
     kind, mutate = mutations(cfg.data.transfer_size, cfg.data.dataset, card.sparse)[name]
     verdicts: list[bool] = []
 
