@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXIT_S = 60  # a process that has not ended this long after the signal is deadlocked
 
 
-def start_cli(args: list[str], tmp_path: Path, own_tmp: bool = True) -> tuple[subprocess.Popen, Path]:
-    """``own_tmp``: the run's $TMPDIR is a fresh folder (offloaded client states go there; not
-    for Ray, whose socket paths under it must stay short)."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+def start_cli(
+    args: list[str], tmp_path: Path, own_tmp: bool = True, scratch: Path | None = None
+) -> tuple[subprocess.Popen, Path]:
+    """``own_tmp``: the run's $TMPDIR is a fresh folder (offloaded client states go there), or
+    ``scratch`` (Ray's socket paths under it must stay short: not a folder below ``tmp_path``)."""
+    if scratch is None:
+        scratch = tmp_path / "tmp"
+        scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **({"TMPDIR": str(scratch)} if own_tmp else {})}
     command = [sys.executable, "-m", "experiments.cli", *args]
     proc = subprocess.Popen(

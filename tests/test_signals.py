@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -107,14 +109,22 @@ def test_a_signal_ends_a_sweep_on_ray_and_its_tasks_cleanly(tmp_path, signum):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_ends_a_ray_run_cleanly(tmp_path, signum):
+    """With offload-idle asked for, $TMPDIR holds nothing of fedkd's afterwards: only Ray's own
+    session folder (its logs, which Ray keeps by design)."""
     out = tmp_path / "run"
-    proc, scratch = start_cli(["run", *TINY, "--engine", "ray", "--out", str(out)], tmp_path, own_tmp=False)
-    wait_for(proc, lambda: _has_round(out), "round 1", limit=300)
-    stderr = stop(proc, signum)
-    assert proc.returncode == 128 + signum, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["status"] == "interrupted" and not list(out.rglob("*.tmp"))
+    scratch = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))
+    try:
+        args = ["run", *TINY, "--engine", "ray", "--set", "offload-idle=true", "--out", str(out)]
+        proc, _ = start_cli(args, tmp_path, scratch=scratch)
+        wait_for(proc, lambda: _has_round(out), "round 1", limit=300)
+        stderr = stop(proc, signum)
+        assert proc.returncode == 128 + signum, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        saved = json.loads((out / "results.json").read_text())
+        assert saved["status"] == "interrupted" and not list(out.rglob("*.tmp"))
+        assert {path.name for path in scratch.iterdir()} <= {"ray"}, sorted(scratch.iterdir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 HALF_REPLY = """
