@@ -3,6 +3,7 @@ signal, then checking what is left (tests/test_signals.py, tests/test_tune_signa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_S = 60  # a process that has not ended this long after the signal is deadlocked
+
+
+def tiny_sweep(name: str, grid: str, **base: object) -> str:
+    """A sweep file of tiny in-process runs (seconds each); ``base`` adds or replaces keys."""
+    keys = {"engine": "inprocess", "num-clients": 3, "rounds": 1, "local-epochs": 1, "distill-epochs": 1}
+    keys |= {"transfer-size": 60, **base}
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in keys.items())
+    return f'name = "{name}"\n[base]\n{lines}\n[grid]\n{grid}\n'
 
 
 def start_cli(

@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli_processes import ROOT, start_cli, stop, wait_for
+from tests.cli_processes import ROOT, start_cli, stop, tiny_sweep, wait_for
 
 TINY = ["--num-clients", "3", "--set", "local-epochs=1", "--set", "distill-epochs=1"]
 TINY += ["--set", "transfer-size=60", "--rounds", "500"]
@@ -60,21 +59,7 @@ def test_a_signal_ends_an_inprocess_run_cleanly(tmp_path, signum, point):
     _assert_clean_interrupt(proc, stderr, signum, [out], scratch)
 
 
-LONG_SWEEP = textwrap.dedent(
-    """
-    name = "long"
-    [base]
-    engine = "inprocess"
-    num-clients = 3
-    rounds = 500
-    local-epochs = 1
-    distill-epochs = 1
-    transfer-size = 60
-    offload-idle = true
-    [grid]
-    seed = [0, 1]
-    """
-)
+LONG_SWEEP = tiny_sweep("long", "seed = [0, 1]", rounds=500, **{"offload-idle": True})
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)

@@ -9,28 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from tests.cli_processes import ROOT, alive, descendants, start_cli, stop, wait_for
+from tests.cli_processes import ROOT, alive, descendants, start_cli, stop, tiny_sweep, wait_for
 
-TUNE = textwrap.dedent(
-    """
-    name = "tiny"
-    [base]
-    engine = "inprocess"
-    num-clients = 3
-    rounds = 1
-    local-epochs = 1
-    distill-epochs = 1
-    transfer-size = 60
-    max-client-samples = 40
-    [grid]
-    alpha = [0.5, 1.0]
-    """
-)
+TUNE = tiny_sweep("tiny", "alpha = [0.5, 1.0]", **{"max-client-samples": 40})
 
 
 @pytest.mark.slow

@@ -235,7 +235,7 @@ def test_a_well_formed_upload_with_hostile_values_is_refused_and_an_unusual_one_
 ):
     algorithm, name = case
     card = FUSIONS.get(algorithm).card
-    cfg = tiny_config(models="mlp", **exercising(algorithm))
+    cfg = tiny_config(**{"models": "mlp", **exercising(algorithm)})
     kind, mutate = mutations(cfg.data.transfer_size, cfg.data.dataset, card.sparse)[name]
     verdicts: list[bool] = []
 
