@@ -151,11 +151,12 @@ def _num_examples(value: float, refused_when: bool) -> Mutation:
 
 
 def mutations(
-    transfer_size: int, dataset: str, sparse: bool = False
+    transfer_size: int, dataset: str, sparse: bool = False, rows: int | None = None
 ) -> dict[str, tuple[str, Mutation | None]]:
     """name -> (what it changes: predictions, weights or metrics; how); ``sparse``: the algorithm
-    lets clients withhold rows."""
+    lets clients withhold rows; ``rows``: the transfer rows of the round (a subset's), if not all."""
     whole = TRAIN_SIZES[dataset]  # no client holds more than the whole train split
+    total = rows or transfer_size  # what a row mask spans
     return {
         "honest": ("honest", None),
         **{f"soft-{v}": ("predictions", _set(v)) for v in (math.nan, math.inf, -math.inf)},
@@ -166,7 +167,7 @@ def mutations(
         "soft-one-hot": ("predictions", _one_hot),
         "soft-uniform": ("predictions", _uniform),
         "soft-shuffled": ("predictions", _shuffled_rows),
-        **{f"rows-{how}": ("predictions", _mask(how, transfer_size, sparse)) for how in ROW_FORGERIES},
+        **{f"rows-{how}": ("predictions", _mask(how, total, sparse)) for how in ROW_FORGERIES},
         **{f"weights-{how}": ("weights", _weights(how)) for how in ("nan", "inf", "transposed", "flattened")},
         **{f"weights-{how}": ("weights", _weights(how)) for how in ("rescaled", "huge")},
         **{
@@ -236,7 +237,9 @@ def test_a_well_formed_upload_with_hostile_values_is_refused_and_an_unusual_one_
     algorithm, name = case
     card = FUSIONS.get(algorithm).card
     cfg = tiny_config(**{"models": "mlp", **exercising(algorithm)})
-    kind, mutate = mutations(cfg.data.transfer_size, cfg.data.dataset, card.sparse)[name]
+    subset = FUSIONS.get(algorithm).transfer_rows(cfg, server_round)
+    rows = len(subset) if subset is not None else None
+    kind, mutate = mutations(cfg.data.transfer_size, cfg.data.dataset, card.sparse, rows)[name]
     verdicts: list[bool] = []
 
     def act(reply: Message, msg: Message, history: list[Message]) -> Message | None:
