@@ -155,7 +155,7 @@ def raise_if_signalled() -> None:
 def ignore_signals(note: bool = False) -> None:
     """In a worker process whose parent decides when to stop: ignore both until a run starts
     (``note``: note them for ``raise_if_signalled``, for workers that do more than runs)."""
-    _depth[0] = 0
+    _depth[0], _deferring[0] = 0, False
     _taken.clear()
     _noted.clear()
     for signum in SIGNALS:
