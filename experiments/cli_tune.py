@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import click
 
 from experiments.cli_options import config_options
+from experiments.stop_signals import deferred_signals, raise_if_signalled
 from experiments.tune_space import DEFAULT_TRIALS
 from fedkd.errors import ConfigError
 
@@ -82,9 +84,12 @@ def tune(
         f"tune {spec.name}: {len(studies)} studies (algorithm x cell), {trials} trials each, scored on "
         f"validation ALMA over seed(s) {', '.join(map(str, seeds))}, {workers} worker(s) -> {folder}"
     )
-    for study in run_studies(studies, folder, trials, seeds, workers):
-        click.echo(f"  {study.name}: {trials} trials done")
-    empty = write_outputs(studies, folder, trials, seeds)
+    with deferred_signals():  # SIGINT/SIGTERM: the tune stops at its next safe point, resumable
+        with closing(run_studies(studies, folder, trials, seeds, workers)) as done:
+            for study in done:
+                click.echo(f"  {study.name}: {trials} trials done")
+        raise_if_signalled()
+        empty = write_outputs(studies, folder, trials, seeds)
     click.echo(f"every trial: {folder / TRIALS_FILE}")
     if empty:
         click.echo(f"fedkd: error: no trial of {', '.join(empty)} could be scored (trials.csv)", err=True)

@@ -130,11 +130,10 @@ def run_ray(
         # stop Ray; the CLI then exits at once instead of waiting on that thread.
         done = None if isinstance(stop, KeyboardInterrupt) else give_up_later(signum, None)
         mark = Path(cfg.run.out_dir) / RESULTS_FILE if cfg.run.out_dir else None
-        if mark is not None:
+        if mark is not None:  # final: what the ServerApp thread writes after it keeps this status
             mark_interrupted(mark, reason(signum))
         _shutdown_ray()
-        if mark is not None:  # the ServerApp thread may have written "running" meanwhile
-            mark_interrupted(mark, reason(signum))
+        if mark is not None:
             remove_temp_files(mark.parent)  # of clients stopped mid-checkpoint
         if done is not None:
             done.set()

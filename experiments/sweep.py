@@ -18,18 +18,17 @@ import json
 import os
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.stop_signals import ignore_signals, signal_taken, stop_on_signals
+from experiments.stop_signals import stop_on_signals
 from experiments.tuned import Tuned, load_tuned
+from experiments.worker_pool import in_pool
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.config_files import read_toml
 from fedkd.folder_lock import SWEEP_LOCK, folder_lock
-from fedkd.orphans import die_with_parent
 from fedkd.results import json_safe
 from fedkd.results_files import RESULTS_FILE, mark_interrupted, read_json_lines
 from fedkd.run_identity import NON_IDENTITY_KEYS, identity_keys
@@ -251,31 +250,7 @@ def _run_unlocked(
             append_row(table, row)
             yield row
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(os.getpid(),))
-    try:
-        queue = iter(todo)
-        running: set[Future] = set()
-        for run in itertools.islice(queue, workers):
-            running.add(pool.submit(execute, run, str(out)))
-        while running:
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                row = future.result()
-                append_row(table, row)
-                yield row
-                nxt = next(queue, None)
-                if nxt is not None:
-                    running.add(pool.submit(execute, nxt, str(out)))
-    except BaseException:  # a signal here (or the consumer closed us): interrupt the runs in flight
-        for process in list((pool._processes or {}).values()):  # no public list of them
-            if process.is_alive():
-                os.kill(process.pid, signal_taken())
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # interrupted runs end in seconds
-
-
-def _start_worker(parent: int) -> None:
-    """A sweep worker dies with the sweep, and takes SIGINT/SIGTERM only while it runs a run."""
-    die_with_parent(parent)
-    ignore_signals()
+    with closing(in_pool(functools.partial(execute, out_dir=str(out)), todo, workers)) as done:
+        for _, row in done:
+            append_row(table, row)
+            yield row

@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from experiments.stop_signals import deferred_signals, raise_if_signalled, stop_on_signals
 from experiments.sweep import (
     NON_IDENTITY_KEYS,
     RUNS_FILE,
@@ -47,10 +48,10 @@ from experiments.sweep import (
 )
 from experiments.tune_space import base_point, space_of, suggest
 from experiments.tuned import TUNE_SEEDS_FROM, TunedEntry, write_tuned
+from experiments.worker_pool import in_pool
 from fedkd.atomic import atomic_write
 from fedkd.config import ConfigError, ExperimentConfig
 from fedkd.csv_cells import cell
-from fedkd.orphans import die_with_parent
 from fedkd.results_files import load_results
 from fedkd.seeding import derive_seed
 from fedkd.validation import validate_config
@@ -118,21 +119,23 @@ def run_studies(
     studies: list[Study], out: Path, trials: int, seeds: list[int], workers: int, run: RunFn | None = None
 ) -> Iterator[Study]:
     """Tune every study (``workers`` processes side by side); yield each as it is done. ``run``
-    runs one config (default: the sweep's ``execute``)."""
+    runs one config (default: the sweep's ``execute``). SIGINT or SIGTERM ends the run in flight
+    as it ends a run, and the studies at their next trial, never mid-way through a journal write:
+    the journal stays whole, and the same command resumes. Close the iterator when done with it."""
     run = run or execute
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers, len(studies)))
     with sweep_lock(out):
         if workers == 1:
-            for study in studies:
-                run_study(study, out, trials, seeds, 1, run)
-                yield study
+            with deferred_signals():
+                for study in studies:
+                    run_study(study, out, trials, seeds, 1, run)
+                    yield study
             return
-        with ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(run_study, s, out, trials, seeds, workers, run): s for s in studies}
-            for future in as_completed(futures):
-                future.result()
-                yield futures[future]
+        job = partial(run_study, out=out, trials=trials, seeds=seeds, workers=workers, run=run)
+        with stop_on_signals(), closing(in_pool(job, studies, workers, note_signals=True)) as done:
+            for study, _ in done:
+                yield study
 
 
 def _storage(out: Path) -> JournalStorage:
@@ -168,6 +171,7 @@ def run_study(study: Study, out: Path, trials: int, seeds: list[int], workers: i
     flat = study.config.to_run_config()
     space = space_of(study.algorithm)
     while (position := len(_scored(handle))) < trials:
+        raise_if_signalled()  # a safe point: the journal holds every trial told so far
         root = study.config.run.seed
         handle.sampler = optuna.samplers.TPESampler(seed=derive_seed(root, "tune", study.name, position))
         if position == 0:  # the base config itself: tuning must beat it on validation to replace it
@@ -202,6 +206,7 @@ def score_trial(
         done = {row["id"]: row for row in read_rows(out / RUNS_FILE) if row.get("status") == "ok"}
         row = done.get(planned.run_id)
         if row is None:
+            raise_if_signalled()
             row = run(planned, str(out))
             append_row(out / RUNS_FILE, row)
         scores.append(validation_alma(row, out))

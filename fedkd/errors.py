@@ -30,6 +30,10 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(reason)
         self.signum, self.reason = signum, reason
 
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        """Whole across processes: a worker's interruption reaches its pool's parent intact."""
+        return type(self), (self.signum, self.reason)
+
 
 class PluginError(ConfigError):
     """An installed plugin (a ``fedkd.*`` entry point) that fails to load or registers nothing;

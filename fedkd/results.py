@@ -29,6 +29,7 @@ from fedkd.results_files import (
     load_run_config,
     mark_interrupted,
     saved_run_config,
+    write_results,
     write_rounds,
 )
 
@@ -182,7 +183,7 @@ class RunResults:
 
     def flush(self) -> None:
         if self.path is not None:
-            atomic_write_json(self.path, self.payload)
+            write_results(self.path, self.payload)
 
 
 def write_config_toml(folder: str | Path, cfg: ExperimentConfig) -> Path:

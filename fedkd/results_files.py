@@ -14,6 +14,9 @@ import json
 import logging
 import math
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,10 @@ RESULTS_FILE = "results.json"
 ROUNDS_FILE = "rounds.jsonl"  # beside results.json: one line per finished round
 CONFIG_FILE = "config.toml"  # beside results.json: `fedkd run --config DIR/config.toml` repeats the run
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
+WRITE_WAIT_S = 5.0  # longest wait for another writer of results.json before writing anyway
 log = logging.getLogger("flwr.fedkd")
+_writing = threading.Lock()
+_marked: dict[Path, dict[str, str]] = {}  # results file -> the status marked from outside its run
 
 
 def json_safe(value: Any) -> Any:
@@ -150,12 +156,37 @@ def saved_failure(path: str | Path) -> str | None:
     return payload.get("status_reason") if payload.get("status") == "failed" else None
 
 
-def mark_interrupted(path: str | Path, reason: str = INTERRUPTED) -> None:
-    """Mark an existing results file as interrupted (rounds kept), from outside the run."""
+@contextmanager
+def _one_writer() -> Iterator[None]:
+    """results.json has one writer at a time in this process; a writer stuck on a dead disk for
+    WRITE_WAIT_S does not keep the watchdog (experiments/stop_signals.py) from marking it."""
+    held = _writing.acquire(timeout=WRITE_WAIT_S)
     try:
-        payload = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return
-    if payload.get("status") == "running":
-        payload.update(status="interrupted", status_reason=reason)
+        yield
+    finally:
+        if held:
+            _writing.release()
+
+
+def write_results(path: str | Path, payload: dict[str, Any]) -> None:
+    """Rewrite a run's results.json (atomically) from the run itself: a status marked from
+    outside the run (``mark_interrupted``) stays, whatever the run writes after it."""
+    with _one_writer():
+        payload.update(_marked.get(Path(path).absolute(), {}))
         atomic_write_json(path, payload)
+
+
+def mark_interrupted(path: str | Path, reason: str = INTERRUPTED) -> None:
+    """Mark a running run's results as interrupted (rounds kept), from outside the run (a watchdog,
+    an engine stopping its workers): never in the middle of the run's own write, and final for
+    what the run writes later in this process (its thread may still be finishing a round)."""
+    with _one_writer():
+        try:
+            payload = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            payload = None  # not written yet: what the run writes first is marked
+        if payload is not None and payload.get("status") != "running":
+            return  # it ended on its own
+        marked = _marked[Path(path).absolute()] = {"status": "interrupted", "status_reason": reason}
+        if payload is not None:
+            atomic_write_json(path, {**payload, **marked})

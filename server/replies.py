@@ -19,7 +19,14 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SType
 
-from fedkd.protocol import METRICS_KEY, ProtocolError, array_from_npy, error_summary
+from fedkd.protocol import (
+    METRICS_KEY,
+    ProtocolError,
+    array_from_npy,
+    checked_metrics,
+    error_summary,
+    partition_id_of,
+)
 
 Upload = Callable[[Message, int], Any]  # (reply, server round) -> the checked upload
 
@@ -36,15 +43,17 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A reply refused, and why. ``pid`` and ``metrics``: what it stated, when they were readable
-    (the compute was spent even if the upload is refused); ``claimed``: a partition id another node
-    holds (the hello leaves both nodes out)."""
+    """A reply refused, and why. ``pid`` and ``metrics``: its partition and metrics, when they were
+    readable and the partition is this node's (the compute was spent even if the upload is
+    refused); ``claimed``: a partition id another node holds (the hello leaves both nodes out);
+    ``stated``: the partition id it gave, if readable, whether or not it is this node's."""
 
     node: int
     reason: str
     pid: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     claimed: int | None = None
+    stated: int | None = None
 
 
 @dataclass
@@ -77,7 +86,9 @@ class PhaseRequests:
 class Roster(Protocol):
     """What decode_reply needs of server/roster.py's NodeRoster (structural: roster.py imports us)."""
 
-    def read(self, reply: Message, required: tuple[str, ...]) -> tuple[int, dict[str, float]]: ...
+    num_clients: int
+
+    def check(self, node: int, pid: int) -> None: ...
 
     def register(self, node: int, pid: int) -> None: ...
 
@@ -91,19 +102,22 @@ def decode_reply(
     upload: Upload | None = None,
 ) -> Decoded | Rejected:
     """Every reply the server receives goes through here; it returns, never raises."""
-    node, pid, metrics = _node_of(reply), None, {}
+    node, pid, metrics, stated = _node_of(reply), None, {}, None
     try:
         requests.bind(reply)
-        pid, metrics = roster.read(reply, required)
+        raw = metrics_of(reply)
+        stated = partition_id_of(raw, roster.num_clients)
+        checked = checked_metrics(raw, required)
+        roster.check(node, stated)
+        pid, metrics = stated, checked
         value = upload(reply, server_round) if upload is not None else None
         roster.register(node, pid)
         return Decoded(node, pid, metrics, value)
     except ProtocolError as why:
-        return Rejected(node, str(why), pid, metrics, getattr(why, "pid", None))
+        return Rejected(node, str(why), pid, metrics, getattr(why, "pid", None), stated)
     except Exception as exc:  # noqa: BLE001 - total by contract: whatever slipped the checks is a bad reply
-        return Rejected(
-            node, f"malformed reply ({type(exc).__name__}: {error_summary(str(exc))})", pid, metrics
-        )
+        why = f"malformed reply ({type(exc).__name__}: {error_summary(str(exc))})"
+        return Rejected(node, why, pid, metrics, stated=stated)
 
 
 def _node_of(reply: Message) -> int:

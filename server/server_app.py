@@ -117,6 +117,7 @@ def _run_owned(
             for pid in past["participants"]:
                 strategy.ledger.record_release(int(pid))
     results.payload["environment"]["client_devices"] = strategy.client_devices  # filled by hello
+    results.payload["hello_failed_clients"] = strategy.roster.hello_failed  # as failed_clients, by hello
     if strategy.ledger is not None:
         results.payload["privacy"] = privacy_record(cfg, strategy.ledger, seeded_noise)
     try:

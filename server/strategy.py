@@ -286,9 +286,6 @@ class KnowledgeFusionStrategy:
     def _reject(self, out: RoundOutcome, rejected: Rejected, phase: str, server_round: int) -> None:
         """Record a refused reply (a node whose reply was accepted keeps it: a duplicate or a
         replay never undoes the reply it copies)."""
-        node, reason = rejected.node, rejected.reason
-        pid = self.pid_of_node.get(node, rejected.pid)
-        out.failed.append({"node_id": node, "partition_id": pid, "phase": phase, "reason": reason})
-        log.warning(
-            "round %d: dropped %s reply of node %s (partition %s): %s", server_round, phase, node, pid, reason
-        )
+        out.failed.append(entry := self.roster.refusal(rejected, phase))
+        what = f"{phase} reply of node {rejected.node} (partition {entry['partition_id']})"
+        log.warning("round %d: dropped %s: %s", server_round, what, rejected.reason)

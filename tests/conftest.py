@@ -40,6 +40,21 @@ def tiny_config(**overrides) -> ExperimentConfig:
     return validate_config(ExperimentConfig().with_overrides(base))
 
 
+# settings that make an algorithm run more of its code than its defaults do: a fresh subset of the
+# transfer rows each round (FedMD), server-side distillation steps (FedDF)
+EXERCISED = {"fedmd-subset": 40, "feddf-server-steps": 5}
+
+
+def exercising(algorithm: str) -> dict[str, object]:
+    """tiny_config overrides for ``algorithm``: one architecture where it needs one, and the
+    EXERCISED settings its card says it reads."""
+    from fedkd.fusion import FUSIONS
+
+    fusion = FUSIONS.get(algorithm)
+    reads = {key: value for key, value in EXERCISED.items() if key in fusion.card.settings}
+    return {"algorithm": algorithm, **({"models": "mlp"} if fusion.needs_one_architecture else {}), **reads}
+
+
 @pytest.fixture
 def tiny() -> ExperimentConfig:
     return tiny_config()

@@ -28,10 +28,12 @@ class Hostile:
         self.history: dict[int, list[Message]] = {pid: [] for pid in bad}
         self.tampered: list[tuple[int, int, str]] = []  # (partition, round, phase) forged or doubled
         self.doubled: set[str] = set()  # ids of the messages whose reply goes out twice
+        self.pid_of_node: dict[int, int] = {}  # what the test knows, whatever the replies say
 
     def __call__(self, msg: Message, context) -> Message:
         reply = self.app(msg, context)
         pid, kind = int(context.node_config["partition-id"]), msg.metadata.message_type
+        self.pid_of_node[context.node_id] = pid
         if pid not in self.bad or kind not in (self.phases or (kind,)):
             if pid in self.bad:
                 self.history[pid].append(reply)
@@ -60,10 +62,14 @@ def run_hostile(cfg, hostile: Hostile) -> RunResults:
         return run_inprocess(cfg, client_app=hostile)
 
 
-def refused(results: RunResults) -> dict[tuple[int, int, str], str]:
-    """(partition, round, phase) -> reason, for every reply the run recorded as refused."""
-    return {
-        (f["partition_id"], record["round"], f["phase"]): f["reason"]
-        for record in results.rounds
-        for f in record["failed_clients"]
-    }
+def refused(results: RunResults, hostile: Hostile | None = None) -> dict[tuple[int, int, str], str]:
+    """(partition, round, phase) -> reason, for every reply the run recorded as refused (round 0:
+    the hello); a reply that gave no readable partition id is ``hostile``'s by its node id."""
+    hello = [(0, f) for f in results.payload["hello_failed_clients"]]
+    rounds = [(record["round"], f) for record in results.rounds for f in record["failed_clients"]]
+    known = hostile.pid_of_node if hostile is not None else {}
+
+    def partition(f: dict) -> int:
+        return known.get(f["node_id"], -1) if f["partition_id"] is None else f["partition_id"]
+
+    return {(partition(f), rnd, f["phase"]): f["reason"] for rnd, f in hello + rounds}

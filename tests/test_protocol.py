@@ -100,6 +100,9 @@ def test_a_hello_without_info_leaves_that_node_out_and_keeps_the_others():
     results = run_inprocess(cfg, client_app=no_info)
     assert results.payload["environment"]["client_devices"].keys() == {0, 2, 3}
     assert sorted(results.rounds[0]["client_acc"]) == [0, 2, 3]
+    [refused] = results.payload["hello_failed_clients"]
+    assert (refused["partition_id"], refused["phase"]) == (BAD, "query.hello")
+    assert "device" in refused["reason"]
 
 
 def test_two_nodes_claiming_one_partition_id_are_both_left_out():
@@ -110,6 +113,27 @@ def test_two_nodes_claiming_one_partition_id_are_both_left_out():
     )
     assert results.payload["environment"]["client_devices"].keys() == {2, 3}
     assert sorted(results.rounds[0]["client_acc"]) == [2, 3]
+    refused = results.payload["hello_failed_clients"]
+    assert [f["partition_id"] for f in refused] == [0, 0] and len({f["node_id"] for f in refused}) == 2
+    assert all("claimed by nodes" in f["reason"] for f in refused)
+
+
+def test_a_run_whose_every_hello_is_refused_fails_and_says_why_for_each_node(tmp_path):
+    """The file a failed start leaves is where its user looks: each node's refusal is there."""
+    cfg = tiny_config(**{"rounds": 1, "out-dir": str(tmp_path)})
+    client_app = make_client_app(cfg)
+
+    def no_info(msg: Message, context) -> Message:
+        reply = client_app(msg, context)
+        if msg.metadata.message_type != "query.hello":
+            return reply
+        return Message(RecordDict({METRICS_KEY: reply.content[METRICS_KEY]}), reply_to=msg)
+
+    with pytest.raises(RuntimeError, match="no client answered"):
+        run_inprocess(cfg, client_app=no_info)
+    saved = load_results(tmp_path)
+    assert saved["status"] == "failed"
+    assert sorted(f["partition_id"] for f in saved["hello_failed_clients"]) == [0, 1, 2]
 
 
 def test_protocol_checks_golden():

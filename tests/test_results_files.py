@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from click.testing import CliRunner
 
 from experiments.cli import main
 from experiments.engines import run_inprocess
+from fedkd import results_files
 from fedkd.results import RunResults
-from fedkd.results_files import ROUNDS_FILE, load_results, read_rounds
+from fedkd.results_files import RESULTS_FILE, ROUNDS_FILE, load_results, mark_interrupted, read_rounds
 from tests.conftest import tiny_config
 from tests.test_resume import InterruptAt
 
@@ -107,3 +109,39 @@ def test_an_interrupted_run_in_the_old_layout_resumes_and_moves_to_rounds_jsonl(
     saved = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert "rounds" not in saved and saved["rounds_done"] == 3 and saved["status"] == "completed"
     assert _numbers(read_rounds(tmp_path / "cut" / ROUNDS_FILE)) == _numbers(reference)
+
+
+def test_a_status_marked_from_outside_the_run_is_final_for_what_the_run_writes_after(tmp_path):
+    """The watchdog, or the Ray engine, marks a run interrupted while its ServerApp thread may still
+    finish a round and then fail (Ray is gone): the round counts, the status stays interrupted."""
+    path = tmp_path / RESULTS_FILE
+    results = RunResults(tiny_config(), path)
+    results.flush()
+    mark_interrupted(path, "interrupted by SIGTERM")
+    results.append({"round": 1, "evaluated": False})
+    results.finish("failed", "the Ray cluster is gone")
+    saved = load_results(tmp_path)
+    assert (saved["status"], saved["status_reason"]) == ("interrupted", "interrupted by SIGTERM")
+    assert saved["rounds_done"] == len(saved["rounds"]) == 1
+
+
+def test_marking_a_run_never_writes_back_what_it_read_before_the_runs_own_write(tmp_path, monkeypatch):
+    """The mark reads results.json, then writes it: a round the run recorded in between was lost
+    (results.json behind rounds.jsonl), unless the two writers take turns."""
+    path = tmp_path / RESULTS_FILE
+    results = RunResults(tiny_config(), path)
+    results.flush()
+    recording = threading.Thread(target=results.append, args=({"round": 1, "evaluated": False},))
+    real_write = results_files.atomic_write_json
+
+    def write(target, payload):
+        if payload.get("status") == "interrupted" and not recording.ident:  # the mark's own write
+            recording.start()
+            recording.join(1.0)  # the run records its round now, if it may
+        real_write(target, payload)
+
+    monkeypatch.setattr(results_files, "atomic_write_json", write)
+    mark_interrupted(path, "interrupted by SIGTERM")
+    recording.join()
+    saved = load_results(tmp_path)
+    assert saved["status"] == "interrupted" and saved["rounds_done"] == len(saved["rounds"]) == 1

@@ -5,62 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import textwrap
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli_processes import ROOT, start_cli, stop, tiny_sweep, wait_for
+
 TINY = ["--num-clients", "3", "--set", "local-epochs=1", "--set", "distill-epochs=1"]
 TINY += ["--set", "transfer-size=60", "--rounds", "500"]
 # where the signal lands: seconds after the run's first round is recorded (None: as soon as
 # results.json exists, i.e. during the hello or the first round)
 POINTS = [None, 0.0, 0.4]
-EXIT_S = 60  # a run that has not ended this long after the signal is deadlocked
-
-
-def _start(args: list[str], tmp_path: Path, own_tmp: bool = True) -> tuple[subprocess.Popen, Path]:
-    """``own_tmp``: the run's $TMPDIR is a fresh folder (offloaded client states go there; not
-    for Ray, whose socket paths under it must stay short)."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"TMPDIR": str(scratch)} if own_tmp else {})}
-    command = [sys.executable, "-m", "experiments.cli", *args]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    return proc, scratch
-
-
-def _wait_for(proc: subprocess.Popen, ready, what: str, limit: float = 180) -> None:
-    deadline = time.monotonic() + limit
-    while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"{what} never happened: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.02)
 
 
 def _has_round(folder: Path) -> bool:
     rounds = folder / "rounds.jsonl"
     return rounds.exists() and rounds.stat().st_size > 0
-
-
-def _stop(proc: subprocess.Popen, signum: int, times: int = 1) -> str:
-    """Send ``signum`` (``times`` in a row, as an impatient user does) and wait for the exit."""
-    for _ in range(times):
-        proc.send_signal(signum)
-        time.sleep(0.05)
-    try:
-        _, stderr = proc.communicate(timeout=EXIT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"no exit {EXIT_S} s after {signal.Signals(signum).name}: deadlocked")
-    return stderr
 
 
 def _assert_clean_interrupt(
@@ -83,31 +49,17 @@ def _assert_clean_interrupt(
 def test_a_signal_ends_an_inprocess_run_cleanly(tmp_path, signum, point):
     out = tmp_path / "run"
     args = ["run", *TINY, "--engine", "inprocess", "--set", "workers=2", "--set", "offload-idle=true"]
-    proc, scratch = _start([*args, "--out", str(out)], tmp_path)
+    proc, scratch = start_cli([*args, "--out", str(out)], tmp_path)
     if point is None:
-        _wait_for(proc, (out / "results.json").exists, "results.json")
+        wait_for(proc, (out / "results.json").exists, "results.json")
     else:
-        _wait_for(proc, lambda: _has_round(out), "round 1")
+        wait_for(proc, lambda: _has_round(out), "round 1")
         time.sleep(point)
-    stderr = _stop(proc, signum, times=3 if point == 0.4 else 1)
+    stderr = stop(proc, signum, times=3 if point == 0.4 else 1)
     _assert_clean_interrupt(proc, stderr, signum, [out], scratch)
 
 
-LONG_SWEEP = textwrap.dedent(
-    """
-    name = "long"
-    [base]
-    engine = "inprocess"
-    num-clients = 3
-    rounds = 500
-    local-epochs = 1
-    distill-epochs = 1
-    transfer-size = 60
-    offload-idle = true
-    [grid]
-    seed = [0, 1]
-    """
-)
+LONG_SWEEP = tiny_sweep("long", "seed = [0, 1]", rounds=500, **{"offload-idle": True})
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
@@ -115,10 +67,10 @@ def test_a_signal_ends_a_sweep_and_its_runs_in_flight_cleanly(tmp_path, signum):
     sweep = tmp_path / "long.toml"
     sweep.write_text(LONG_SWEEP)
     out = tmp_path / "sweep"
-    proc, scratch = _start(["sweep", str(sweep), "--out", str(out), "--workers", "2"], tmp_path)
+    proc, scratch = start_cli(["sweep", str(sweep), "--out", str(out), "--workers", "2"], tmp_path)
     runs = lambda: sorted((out / "runs").glob("*"))  # noqa: E731
-    _wait_for(proc, lambda: len(runs()) == 2 and all(_has_round(r) for r in runs()), "a round of both runs")
-    stderr = _stop(proc, signum)
+    wait_for(proc, lambda: len(runs()) == 2 and all(_has_round(r) for r in runs()), "a round of both runs")
+    stderr = stop(proc, signum)
     _assert_clean_interrupt(proc, stderr, signum, runs(), scratch)
     table = out / "runs.jsonl"
     assert not table.exists() or table.read_text() == "", "an interrupted run is not a finished row"
@@ -131,25 +83,33 @@ def test_a_signal_ends_a_sweep_on_ray_and_its_tasks_cleanly(tmp_path, signum):
     sweep.write_text(LONG_SWEEP.replace("offload-idle = true", ""))
     out = tmp_path / "sweep"
     args = ["sweep", str(sweep), "--out", str(out), "--executor", "ray"]
-    proc, scratch = _start(args, tmp_path, own_tmp=False)
+    proc, scratch = start_cli(args, tmp_path, own_tmp=False)
     runs = lambda: sorted((out / "runs").glob("*"))  # noqa: E731
     limit = 300
-    _wait_for(proc, lambda: len(runs()) == 2 and all(_has_round(r) for r in runs()), "both runs", limit)
-    stderr = _stop(proc, signum)
+    wait_for(proc, lambda: len(runs()) == 2 and all(_has_round(r) for r in runs()), "both runs", limit)
+    stderr = stop(proc, signum)
     _assert_clean_interrupt(proc, stderr, signum, runs(), scratch, reason=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
 def test_a_signal_ends_a_ray_run_cleanly(tmp_path, signum):
+    """With offload-idle asked for, $TMPDIR holds nothing of fedkd's afterwards: only Ray's own
+    session folder (its logs, which Ray keeps by design)."""
     out = tmp_path / "run"
-    proc, scratch = _start(["run", *TINY, "--engine", "ray", "--out", str(out)], tmp_path, own_tmp=False)
-    _wait_for(proc, lambda: _has_round(out), "round 1", limit=300)
-    stderr = _stop(proc, signum)
-    assert proc.returncode == 128 + signum, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["status"] == "interrupted" and not list(out.rglob("*.tmp"))
+    scratch = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))
+    try:
+        args = ["run", *TINY, "--engine", "ray", "--set", "offload-idle=true", "--out", str(out)]
+        proc, _ = start_cli(args, tmp_path, scratch=scratch)
+        wait_for(proc, lambda: _has_round(out), "round 1", limit=300)
+        stderr = stop(proc, signum)
+        assert proc.returncode == 128 + signum, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        saved = json.loads((out / "results.json").read_text())
+        assert saved["status"] == "interrupted" and not list(out.rglob("*.tmp"))
+        assert {path.name for path in scratch.iterdir()} <= {"ray"}, sorted(scratch.iterdir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 HALF_REPLY = """
@@ -194,3 +154,65 @@ def test_stopping_the_pool_never_blocks_on_a_reply_cut_in_half(tmp_path):
         timeout=120,
     )
     assert (proc.returncode, proc.stdout.strip()) == (0, "stopped"), proc.stderr[-2000:]
+
+
+LOST_SIGNAL = """
+import os, signal, time
+from experiments.stop_signals import stop_on_signals
+
+# the signal lands in an at-fork hook, where Python prints an exception and goes on
+os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
+try:
+    with stop_on_signals():
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(20)  # the rest of the run
+        print("the block went on", flush=True)
+except KeyboardInterrupt as stop:
+    print("interrupted", stop.signum, flush=True)
+"""
+
+
+def test_a_signal_that_lands_where_python_drops_exceptions_still_stops_at_once(tmp_path):
+    """A run forks its workers: a signal in Python's at-fork hooks had its Interrupted printed
+    (a traceback) and dropped, and the run went on to exit 0 as if never stopped."""
+    script = tmp_path / "lost_signal.py"
+    script.write_text(LOST_SIGNAL)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert (proc.stdout, proc.stderr) == (f"interrupted {int(signal.SIGTERM)}\n", "")
+    assert time.monotonic() - start < 15  # at once: not after the run, nor after a watchdog's grace
+
+
+DEFERRED = """
+import os, pickle, signal
+from experiments.stop_signals import deferred_signals, raise_if_signalled, stop_on_signals
+
+with deferred_signals():
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("the write went on", flush=True)  # a journal write is never cut half-way
+    try:
+        with stop_on_signals():
+            print("a run started", flush=True)
+    except KeyboardInterrupt as stop:
+        print("the run never started", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # a second signal changes nothing
+    try:
+        raise_if_signalled()
+    except KeyboardInterrupt as stop:
+        copy = pickle.loads(pickle.dumps(stop))  # as a pool worker's interruption reaches its parent
+        print("interrupted", copy.signum, copy.reason, flush=True)
+"""
+
+
+def test_a_deferred_signal_waits_for_a_safe_point_and_stops_the_next_run_before_it_starts(tmp_path):
+    script = tmp_path / "deferred.py"
+    script.write_text(DEFERRED)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = ["the write went on", "the run never started", "interrupted 15 interrupted by SIGTERM"]
+    assert proc.stdout.splitlines() == expected, proc.stdout + proc.stderr
