@@ -257,7 +257,8 @@ def test_fd_with_privacy_noises_and_accounts_class_rows(tmp_path):
 def test_a_resumed_data_free_run_matches_an_uninterrupted_one(tmp_path, overrides):
     """The server's latest per-class knowledge is checkpointed with the round: a run resumed after
     round 2 continues with the knowledge round 3's local steps need."""
-    from tests.test_resume import InterruptAt, _numbers  # noqa: PLC0415 - its cut machinery
+    from tests.cuts import numbers as _numbers  # noqa: PLC0415 - the cut machinery
+    from tests.test_resume import InterruptAt  # noqa: PLC0415
 
     whole = tiny_config(rounds=4, **{**overrides, "out-dir": str(tmp_path / "whole")})
     reference = json.loads(json.dumps(run_inprocess(whole).rounds))

@@ -25,7 +25,9 @@ from fedkd.results_files import load_results
 from fedkd.run_identity import RESUME_FREE_KEYS
 from fedkd.validation import validate_config
 from tests.conftest import tiny_config
-from tests.test_resume import InterruptAt, _numbers, _resume
+from tests.cuts import numbers as _numbers
+from tests.cuts import resume as _resume
+from tests.test_resume import InterruptAt
 
 ROUNDS, CUT = 4, 3  # a 4-round run cut as round 3 starts: 2 rounds done
 
