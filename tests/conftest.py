@@ -52,7 +52,15 @@ def exercising(algorithm: str) -> dict[str, object]:
 
     fusion = FUSIONS.get(algorithm)
     reads = {key: value for key, value in EXERCISED.items() if key in fusion.card.settings}
-    return {"algorithm": algorithm, **({"models": "mlp"} if fusion.needs_one_architecture else {}), **reads}
+    one_width = (
+        {"projection-width": 16} if fusion.uploads == "class-prototypes" else {}
+    )  # prototypes need one
+    return {
+        "algorithm": algorithm,
+        **({"models": "mlp"} if fusion.needs_one_architecture else {}),
+        **one_width,
+        **reads,
+    }
 
 
 @pytest.fixture

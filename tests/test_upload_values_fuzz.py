@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fedkd.compression import ROWS, SOFT, pack_mask, unpack_mask
-from fedkd.data.sources import TRAIN_SIZES
+from fedkd.data.sources import DATASETS
 from fedkd.fusion import FUSIONS
 from fedkd.protocol import KNOWLEDGE_KEY, METRICS_KEY, WEIGHTS_KEY
 from tests.conftest import exercising, tiny_config
@@ -155,7 +155,7 @@ def mutations(
 ) -> dict[str, tuple[str, Mutation | None]]:
     """name -> (what it changes: predictions, weights or metrics; how); ``sparse``: the algorithm
     lets clients withhold rows; ``rows``: the transfer rows of the round (a subset's), if not all."""
-    whole = TRAIN_SIZES[dataset]  # no client holds more than the whole train split
+    whole = DATASETS.get(dataset).train_size  # no client holds more than the whole train split
     total = rows or transfer_size  # what a row mask spans
     return {
         "honest": ("honest", None),
