@@ -73,6 +73,7 @@ def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
         "budget",
         "rounds_file",  # the rounds are in rounds.jsonl beside it, one line each
         "rounds_done",
+        "hello_failed_clients",  # refused hello replies (none here)
         "final",
     }
     saved = load_results(tmp_path)
