@@ -116,9 +116,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         "weights unprotected; allowed: mechanism=none with this algorithm",
     )
     _require(
-        pv.mechanism == "none"
-        or algorithm.uploads in ("nothing", "class-predictions")
-        or algorithm.uploads_predictions,
+        pv.mechanism == "none" or algorithm.uploads == "nothing" or algorithm.card.noisable,
         f"mechanism={pv.mechanism} noises rows of probabilities, but algorithm={f.algorithm} uploads "
         f"{algorithm.upload_summary()}; allowed: mechanism=none with this algorithm",
     )
