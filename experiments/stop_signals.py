@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fedkd.errors import Interrupted
+from fedkd.errors import Interrupted, set_stopping
 from fedkd.results_files import INTERRUPTED
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -78,6 +78,7 @@ def stop_on_signals(on_give_up: Callable[[str], None] | None = None) -> Iterator
     raise_if_signalled()  # deferred work noted a signal: the run it was about to start never starts
     _taken.clear()
     _lost.clear()
+    set_stopping(None)
 
     def on_signal(signum: int, frame: Any) -> None:
         if _taken and not _lost:
@@ -85,6 +86,7 @@ def stop_on_signals(on_give_up: Callable[[str], None] | None = None) -> Iterator
         if not _taken:
             _taken.append((signum, give_up_later(signum, on_give_up)))
             _received[0] += 1
+            set_stopping(interrupted(signum))
         _lost.clear()
         raise interrupted(_taken[0][0])
 
@@ -158,5 +160,6 @@ def ignore_signals(note: bool = False) -> None:
     _depth[0], _deferring[0] = 0, False
     _taken.clear()
     _noted.clear()
+    set_stopping(None)
     for signum in SIGNALS:
         signal.signal(signum, _note if note else signal.SIG_IGN)

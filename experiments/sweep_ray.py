@@ -126,13 +126,19 @@ def _run_on_ray(
 
 def _interrupt_tasks(ray: Any, pending: dict[Any, PlannedRun], out: Path, signum: int) -> None:
     """Cancel the runs in flight: Ray raises KeyboardInterrupt in each, whose run then marks its
-    results and removes its files; what has not ended after GRACE_S is marked from here."""
+    results and removes its files. A task still running after GRACE_S / 2 is killed (its worker
+    process ended) before its results are marked from here: a live task would write over the mark."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end
     for ref in pending:
         ray.cancel(ref)
-    if pending:  # within half the driver's own grace (experiments/stop_signals.py)
-        ray.wait(list(pending), num_returns=len(pending), timeout=GRACE_S / 2)
+    refs = list(pending)
+    if refs:  # within the driver's own grace (experiments/stop_signals.py)
+        _, stuck = ray.wait(refs, num_returns=len(refs), timeout=GRACE_S / 2)
+        for ref in stuck:
+            ray.cancel(ref, force=True)
+        if stuck:
+            ray.wait(stuck, num_returns=len(stuck), timeout=GRACE_S / 4)
     for run in pending.values():
         folder = out / "runs" / run.run_id
         mark_interrupted(folder / RESULTS_FILE, reason(signum))

@@ -35,6 +35,21 @@ class Interrupted(KeyboardInterrupt):
         return type(self), (self.signum, self.reason)
 
 
+_stopping: list[Interrupted] = []  # the interruption this process is ending for, once one came
+
+
+def stopping() -> Interrupted | None:
+    """The interruption under way in this process (set by experiments/stop_signals.py). Code that
+    turns exceptions into results (a ClientApp's error reply) raises it instead: a C extension
+    turns a KeyboardInterrupt raised in its Python callback into its own error (torch.save's
+    "unexpected pos"), and the run would go on as if no signal had come."""
+    return _stopping[0] if _stopping else None
+
+
+def set_stopping(stop: Interrupted | None) -> None:
+    _stopping[:] = [] if stop is None else [stop]
+
+
 class PluginError(ConfigError):
     """An installed plugin (a ``fedkd.*`` entry point) that fails to load or registers nothing;
     the message names the entry point."""

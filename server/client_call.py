@@ -10,7 +10,7 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from fedkd.errors import RunFolderError
+from fedkd.errors import RunFolderError, stopping
 from fedkd.protocol import CHECKPOINT_NOT_WRITTEN
 
 log = logging.getLogger("flwr.fedkd")
@@ -22,10 +22,14 @@ def error_reply(message: Message, reason: str, code: int = ErrorCode.UNKNOWN) ->
 
 
 def call_client_app(app: ClientApp, message: Message, context: Context) -> Message:
-    """The app's reply; a ClientApp exception is reported as an error reply, as Flower does."""
+    """The app's reply; a ClientApp exception is reported as an error reply, as Flower does,
+    unless this process is stopping for a signal (the exception may be that signal, disguised)."""
     try:
         return app(message, context)
     except Exception as exc:  # noqa: BLE001 - reported as an error reply, as Flower does
+        stop = stopping()
+        if stop is not None:
+            raise stop from exc
         log.debug("ClientApp raised on node %s:\n%s", context.node_id, traceback.format_exc())
         return error_reply(message, f"{type(exc).__name__}: {exc}", ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
 

@@ -216,3 +216,90 @@ def test_a_deferred_signal_waits_for_a_safe_point_and_stops_the_next_run_before_
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = ["the write went on", "the run never started", "interrupted 15 interrupted by SIGTERM"]
     assert proc.stdout.splitlines() == expected, proc.stdout + proc.stderr
+
+
+DISGUISED = """
+import io, json, os, signal, sys
+import torch
+from experiments.engines import run_inprocess
+from experiments.stop_signals import stop_on_signals
+from fedkd.results_files import mark_interrupted
+from clients.client_app import make_client_app
+from tests.conftest import tiny_config
+
+out = sys.argv[1]
+cfg = tiny_config(rounds=4).with_overrides({"out-dir": out, "workers": 1})
+real = make_client_app(cfg)
+
+class SignalledWriter(io.BytesIO):
+    calls = 0
+
+    def write(self, data):
+        SignalledWriter.calls += 1
+        if SignalledWriter.calls == 3:  # lands in a Python callback of torch's C++ zip writer
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().write(data)
+
+def client(message, context):
+    if message.metadata.group_id == "2":
+        torch.save(torch.zeros(100), SignalledWriter())  # the interruption comes back a RuntimeError
+    return real(message, context)
+
+try:
+    with stop_on_signals(lambda why: mark_interrupted(os.path.join(out, "results.json"), why)):
+        run_inprocess(cfg, client_app=client)
+    print("the run went on", flush=True)
+except KeyboardInterrupt as stop:
+    print("interrupted", stop.signum, flush=True)
+"""
+
+
+def test_a_signal_a_c_extension_turns_into_its_own_error_still_stops_the_run(tmp_path):
+    """torch.save turns a KeyboardInterrupt raised in its write callback into RuntimeError
+    ("unexpected pos"): the client's reply was dropped as a failure and the run went on."""
+    script = tmp_path / "disguised.py"
+    script.write_text(DISGUISED)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout == f"interrupted {int(signal.SIGINT)}\n", proc.stdout + proc.stderr[-2000:]
+    saved = json.loads((out / "results.json").read_text())
+    rounds = (out / "rounds.jsonl").read_text().splitlines()
+    assert saved["status"] == "interrupted" and len(rounds) == 1, (saved["status"], len(rounds))
+
+
+@pytest.mark.slow
+def test_a_ray_task_deaf_to_its_cancel_is_killed_before_the_driver_marks_its_results(tmp_path):
+    """A task whose KeyboardInterrupt never surfaces (swallowed, or disguised by a C extension)
+    went on writing results.json as running over the driver's interrupted mark."""
+    import ray
+
+    from experiments.sweep import PlannedRun
+    from experiments.sweep_ray import _interrupt_tasks, _ray_runtime_env
+    from tests.conftest import tiny_config
+
+    results = tmp_path / "runs" / "deaf" / "results.json"
+    results.parent.mkdir(parents=True)
+
+    def deaf(path: str) -> None:
+        while True:
+            try:
+                while True:
+                    Path(path).write_text(json.dumps({"status": "running"}))
+                    time.sleep(0.05)
+            except KeyboardInterrupt:
+                continue
+
+    ray.init(num_cpus=1, include_dashboard=False, runtime_env=_ray_runtime_env())
+    try:
+        task = ray.remote(deaf).remote(str(results))
+        deadline = time.monotonic() + 60
+        while not results.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _interrupt_tasks(ray, {task: PlannedRun("deaf", {}, tiny_config())}, tmp_path, signal.SIGINT)
+        time.sleep(1.0)  # what a live task would write after the mark
+        assert json.loads(results.read_text())["status"] == "interrupted"
+    finally:
+        ray.shutdown()
