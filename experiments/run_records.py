@@ -18,6 +18,7 @@ import numpy as np
 
 from fedkd.csv_cells import cell
 from fedkd.errors import ConfigError
+from fedkd.metric_specs import recorded_names
 
 METRICS = ("alma", "alma_se", "global_acc", "self_weight")  # the final evaluated round's
 # what a run cost, mean per round: kB up + down, clients' summed compute s, the server's compute s
@@ -30,6 +31,14 @@ AT_VAL = ("val_round", "alma_at_val", "alma_matched_at_val", "global_at_val")
 # sum; the server's own steps per round
 STEPS = ("private_steps", "transfer_steps", "client_steps", "server_steps", "pretrain_steps")
 NUMBERS = (*METRICS, *COSTS, *MATCHED, *AT_VAL, *STEPS)
+
+
+def numbers() -> tuple[str, ...]:
+    """runs.csv's numeric columns: NUMBERS, then each recorded metric's final round mean
+    (fedkd/metric_specs.py; a plugin's too)."""
+    return (*NUMBERS, *recorded_names())
+
+
 OK, FAILED = "ok", "failed"
 
 
@@ -72,7 +81,7 @@ def axis_text(value: Any) -> str:
 # -- CSV -----------------------------------------------------------------------------------------
 def write_runs_csv(table: RunTable) -> str:
     buffer = io.StringIO()
-    fields = [*table.axes, "seed", *NUMBERS, "status"]
+    fields = [*table.axes, "seed", *numbers(), "status"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in table.records:
@@ -90,7 +99,7 @@ def read_runs_csv(text: str) -> RunTable:
     for row in reader:
         record: dict[str, Any] = {a: axis_text(row[a]) for a in axes}
         record["seed"] = int(row["seed"])
-        for metric in NUMBERS:  # an older runs.csv lacks the later columns: nan
+        for metric in numbers():  # an older runs.csv lacks the later columns: nan
             record[metric] = float(row[metric]) if row.get(metric) else math.nan
         record["status"] = row.get("status") or OK
         records.append(record)
@@ -103,12 +112,12 @@ def run_record(axes: list[str], row: dict[str, Any]) -> dict[str, Any]:
     only its axes, seed and status."""
     record: dict[str, Any] = {a: axis_text(row["axes"].get(a, "")) for a in axes}
     record["seed"] = int(row["axes"].get("seed", row["config"].get("seed", 0)))
-    record.update(dict.fromkeys(NUMBERS, math.nan))
+    record.update(dict.fromkeys(numbers(), math.nan))
     if "history" not in row:
         return {**record, "status": FAILED}
     history = row["history"]
     final = history.get("final") or row["final"]
-    for metric in METRICS:
+    for metric in (*METRICS, *recorded_names()):
         record[metric] = _float(final.get(metric))
     rounds = history["rounds"]
     evaluated = [r for r in rounds if r.get("evaluated", True)]

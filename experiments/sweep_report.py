@@ -40,6 +40,7 @@ from experiments.sweep import RUNS_FILE, read_rows
 from experiments.tables import methods_of, resolve_reference, results_tables, sorted_by_axes
 from fedkd.csv_cells import cell
 from fedkd.errors import ConfigError
+from fedkd.metric_specs import recorded, recorded_names
 from fedkd.results_files import atomic_write_text, load_results
 
 SEED = "seed"
@@ -133,7 +134,7 @@ def summary(table: RunTable) -> list[dict[str, Any]]:
                 "alma_se_run": mean(key + "_se"),
                 "global_mean": mean("global_acc"),
                 "self_weight": mean("self_weight"),
-                **{column: mean(column) for column in (*STEPS, *COSTS)},
+                **{column: mean(column) for column in (*STEPS, *COSTS, *recorded_names())},
             }
         )
     return out
@@ -174,24 +175,29 @@ SUMMARY_COLUMNS = {
 }
 
 
+def summary_columns() -> dict[str, str]:
+    """Column -> header of the summary: fedkd's, then each recorded metric (final round mean)."""
+    return {**SUMMARY_COLUMNS, **{spec.record: spec.header for spec in recorded()}}
+
+
 def markdown_table(axes: list[str], table: list[dict[str, Any]], key: str = "alma") -> str:
     """``key``: the headline ALMA the ALMA columns hold (named in the header when it is the
     label-mix-matched one)."""
-    names = dict(SUMMARY_COLUMNS)
+    names = summary_columns()
     if key == "alma_matched":
         names["alma_mean"] = "final ALMA (matched) mean"
     header = [*axes, *names.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
         lines.append(
-            "| " + " | ".join([row[a] for a in axes] + [_cell(k, row[k]) for k in SUMMARY_COLUMNS]) + " |"
+            "| " + " | ".join([row[a] for a in axes] + [_cell(k, row[k]) for k in summary_columns()]) + " |"
         )
     return "\n".join(lines)
 
 
 def csv_text(axes: list[str], table: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*axes, *SUMMARY_COLUMNS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*axes, *summary_columns()], lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: cell(value) for key, value in row.items()} for row in table)
     return buffer.getvalue()

@@ -6,6 +6,7 @@ engines differ only in how messages move, never in what is computed.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from fedkd.client_phases import (
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData, client_data
 from fedkd.fusion import FUSIONS
+from fedkd.metric_specs import computed
 from fedkd.models import architecture_for, build_model
 from fedkd.training import (
     FitStats,
@@ -123,14 +125,16 @@ def local_step(
     return StepResult(
         _snapshot(model),
         preds,
-        {
-            "train-loss": fit.loss,
-            "num-examples": float(len(data.train_y)),
-            "private-samples": float(samples),
-            "private-steps": float(steps),
-            "pretrain-steps": float(pretrain.steps),
-            "compute-seconds": time.perf_counter() - start,
-        },
+        reported(
+            {
+                "train-loss": fit.loss,
+                "num-examples": float(len(data.train_y)),
+                "private-samples": float(samples),
+                "private-steps": float(steps),
+                "pretrain-steps": float(pretrain.steps),
+                "compute-seconds": time.perf_counter() - start,
+            }
+        ),
         counts,
     )
 
@@ -180,7 +184,7 @@ def distill_step(
         if evaluate:
             metrics.update(evaluate_client(model, data))
     metrics["compute-seconds"] = time.perf_counter() - start
-    return StepResult(_snapshot(model), None, metrics)
+    return StepResult(_snapshot(model), None, reported(metrics))
 
 
 def adopted_weights(state: StateDict | None, replacement: StateDict | None) -> StateDict | None:
@@ -231,4 +235,18 @@ def evaluate_client(model: torch.nn.Module, data: ClientData) -> dict[str, float
         if len(y):
             metrics[f"{name}-acc"] = accuracy(model, x, y)
             metrics[f"{name}-size"] = float(len(y))
+    measured = computed()
+    if measured:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():  # a measurement: no autograd, no BatchNorm statistics updated
+            for spec in measured:
+                metrics[spec.key] = float(spec.compute(model, data))
+        model.train(was_training)
     return metrics
+
+
+def reported(metrics: dict[str, float]) -> dict[str, float]:
+    """What a client sends: its finite metrics (a loss over no step, or of a diverged model, is
+    not a number and is left out rather than refused by the server)."""
+    return {key: value for key, value in metrics.items() if math.isfinite(value)}

@@ -17,6 +17,7 @@ import numpy as np
 
 from fedkd import compression
 from fedkd.knowledge import simplex_violation
+from fedkd.metric_specs import metric_specs
 
 # message types (Flower: "<category>.<action>")
 HELLO = "query.hello"
@@ -37,59 +38,30 @@ SOFT = compression.SOFT  # the array inside KNOWLEDGE_KEY / TARGET_KEY records
 ROWS = compression.ROWS  # packed (N_t,) bool: which rows a sparse upload or target holds
 COUNTS = "counts"  # (M,) float32: private samples per class of the M rows present (fedproto)
 
-# metric keys and their allowed ranges (inclusive). A count is at most 2^53 (integers are exact in
-# float64 up to there), so a sum over any number of clients stays finite and exact enough.
-MAX_COUNT = float(2**53)
-ACCURACY = (0.0, 1.0)
-COUNT = (0.0, MAX_COUNT)
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    "local-acc": ACCURACY,
-    "global-acc": ACCURACY,
-    "local-test-size": COUNT,
-    "matched-acc": ACCURACY,
-    "matched-size": COUNT,
-    "val-acc": ACCURACY,
-    "val-size": COUNT,
-    "num-examples": COUNT,
-    "private-samples": COUNT,
-    "transfer-samples": COUNT,
-    "private-steps": COUNT,
-    "transfer-steps": COUNT,
-    "pretrain-steps": COUNT,
-    "compute-seconds": COUNT,
-    "rolled-back": ACCURACY,
-}
 SIMPLEX_TOLERANCE = 1e-3
 
-# Every number a client sends besides its (optionally noised) soft predictions: none of these is
-# noised or accounted by the privacy mechanism. results.json (privacy.unprotected) and the threat
-# model in docs/privacy.md list them; a test keeps the three in step with METRIC_RANGES.
-UNPROTECTED: dict[str, str] = {
+# What a client sends besides its metrics (fedkd/metric_specs.py) and its (optionally noised)
+# soft predictions: none of it is noised or accounted by the privacy mechanism.
+OTHER_FIELDS: dict[str, str] = {
     "partition-id": "which private split the node holds (hello and every reply)",
     "device": "what the client computes on (hello)",
-    "train-loss": "mean training loss on the private training data",
-    "num-examples": "size of the private training set",
-    "private-samples": "private samples processed this round",
-    "local-acc": "accuracy on the client's private held-out split",
-    "local-test-size": "size of that held-out split",
-    "global-acc": "accuracy of the privately trained model on the shared global test set",
-    "matched-acc": "accuracy on a test-set sample drawn with the client's training label mix",
-    "matched-size": "size of that sample (follows the private label mix)",
-    "val-acc": "accuracy on the client's private validation split",
-    "val-size": "size of that validation split",
-    "private-steps": "optimiser steps on private data this round",
-    "transfer-steps": "optimiser steps on the transfer set this round",
-    "pretrain-steps": "optimiser steps pretraining on the labelled transfer set (a client's first round)",
-    "distill-loss": "distillation loss on the public transfer set",
-    "transfer-samples": "transfer rows distilled on this round",
-    "rolled-back": "whether the guard (on a private validation slice) undid the distillation",
-    "compute-seconds": "time spent on the client's own compute",
     "weights": "the whole model (weight-uploading algorithms only: fedavg, feddf)",
     "rows": "which transfer rows a client uploads predictions for (selective-fd: from its private data)",
     "classes": "which classes a client holds: the rows of its per-class uploads (fd, fedproto)",
     "counts": "how many private samples a client holds of each class: its label histogram (fedproto)",
     "error-reason": "the first line of a client's error message, when its step fails",
 }
+
+
+def unprotected() -> dict[str, str]:
+    """Every field a client sends unnoised, with what it reveals: results.json
+    (privacy.unprotected) and the threat model in docs/privacy.md list them (a test keeps the
+    two in step)."""
+    return {**{spec.key: spec.reveals for spec in metric_specs()}, **OTHER_FIELDS}
+
+
+def metric_ranges() -> dict[str, tuple[float, float]]:
+    return {spec.key: spec.range for spec in metric_specs()}
 
 
 # A client whose checkpoint cannot be written (run folder full or read-only) raises with this in
@@ -131,7 +103,7 @@ def checked_metrics(
     if missing:
         raise ProtocolError(f"reply has no {missing[0]!r} metric")
     out: dict[str, float] = {}
-    for key, (low, high) in {**METRIC_RANGES, **(limits or {})}.items():
+    for key, (low, high) in {**metric_ranges(), **(limits or {})}.items():
         if key not in metrics:
             continue
         value = _finite(metrics[key])

@@ -1,8 +1,8 @@
 """A named registry so that every pluggable part is chosen by name, never by ``eval``.
 
 A registry made with ``plugins=`` also takes entries from installed packages: the Python entry
-points of the group ``fedkd.<kind>s`` (``fedkd.algorithms``, ``fedkd.models``,
-``fedkd.datasets``; docs/extending.md). They are loaded once, the first time the registry is
+points of the group ``fedkd.<kind>s`` (``fedkd.algorithms``, ``fedkd.models``, ``fedkd.datasets``,
+``fedkd.metrics``; docs/extending.md). They are loaded once, the first time the registry is
 asked for its names or for a name it does not hold, so `import fedkd` never runs a plugin and
 every reader of the registry (validation, the CLI, sweeps, reports) sees them. An entry point
 names an object (registered under the entry point's name) or a module that registers that
@@ -63,6 +63,12 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         self.load_plugins()
         return sorted(self._items)
+
+    def ordered(self) -> list[str]:
+        """The names in registration order (built-ins as their modules register them, then the
+        installed plugins by name): for readers whose order is part of an output (CSV columns)."""
+        self.load_plugins()
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         if name not in self._items:

@@ -16,6 +16,7 @@ from fedkd.config import ExperimentConfig, as_dict
 from fedkd.config_doc import render_toml
 from fedkd.environment import environment_info
 from fedkd.errors import ConfigError
+from fedkd.metric_specs import recorded_names
 from fedkd.results_files import (
     CONFIG_FILE,
     INTERRUPTED,
@@ -94,6 +95,19 @@ def default_out_dir(cfg: ExperimentConfig, now: datetime | None = None, base: st
             path, n = Path(base) / f"{name}-{n}", n + 1
 
 
+# what ``final`` holds of the last evaluated round, besides the recorded metrics' round means
+FINAL_KEYS = (
+    "alma",
+    "alma_se",
+    "alma_matched",
+    "alma_matched_se",
+    "val_alma",
+    "global_acc",
+    "self_weight",
+    "round",
+)
+
+
 def earlier_wall_s(rounds: list[dict[str, Any]], final: dict[str, Any] | None) -> float:
     """Wall seconds the earlier invocations of a resumed run spent up to its last kept round: the
     total at their last evaluated round plus the kept rounds after it (0 for a fresh run)."""
@@ -153,19 +167,7 @@ class RunResults:
             append_json_line(self.rounds_path, record)
         self.payload["rounds_done"] = len(self.rounds)
         if record.get("evaluated", True):
-            self.payload["final"] = {
-                key: record.get(key)
-                for key in (
-                    "alma",
-                    "alma_se",
-                    "alma_matched",
-                    "alma_matched_se",
-                    "val_alma",
-                    "global_acc",
-                    "self_weight",
-                    "round",
-                )
-            }
+            self.payload["final"] = {key: record.get(key) for key in (*FINAL_KEYS, *recorded_names())}
             self.payload["final"]["total_wall_s"] = self.earlier_wall_s + time.perf_counter() - self.started
         self.flush()
 

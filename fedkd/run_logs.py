@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from fedkd.config import ExperimentConfig, log_targets
 from fedkd.csv_cells import cell
+from fedkd.metric_specs import recorded_names
 from fedkd.models import architecture_for
 from fedkd.results_files import atomic_write_text
 from fedkd.tensorboard_log import TensorBoardLog
@@ -71,11 +72,21 @@ class RoundLog(Protocol):
     def close(self) -> None: ...
 
 
+def round_columns() -> tuple[str, ...]:
+    """rounds.csv's columns: fedkd's, then each recorded metric's round mean (fedkd/metric_specs.py)."""
+    return (*ROUND_COLUMNS, *recorded_names())
+
+
+def client_columns() -> tuple[str, ...]:
+    """clients.csv's columns: fedkd's, then each recorded metric's per-client value."""
+    return (*CLIENT_COLUMNS, *recorded_names())
+
+
 def round_row(record: dict[str, Any]) -> list[str]:
     counted = {key: len(record[key]) for key in ("participants", "failed_clients", "rolled_back")}
     epsilon = max(record["epsilon"].values()) if record.get("epsilon") else None
     values = {**record, **counted, "epsilon_max": epsilon}
-    return [cell(values.get(column)) for column in ROUND_COLUMNS]
+    return [cell(values.get(column)) for column in round_columns()]
 
 
 def client_rows(record: dict[str, Any], architectures: list[str]) -> list[list[str]]:
@@ -100,8 +111,9 @@ def client_rows(record: dict[str, Any], architectures: list[str]) -> list[list[s
             "transfer_steps": record.get("transfer_steps", {}).get(pid),
             "rolled_back": pid in rolled if pid in asked else None,
             "epsilon": epsilon.get(pid),
+            **{name: (record.get(f"client_{name}") or {}).get(pid) for name in recorded_names()},
         }
-        rows.append([cell(values[column]) for column in CLIENT_COLUMNS])
+        rows.append([cell(values[column]) for column in client_columns()])
     return rows
 
 
@@ -128,9 +140,9 @@ class CsvLog:
         k = cfg.data.num_clients
         self.architectures = [architecture_for(cfg.model.models, pid, k) for pid in range(k)]
         self.rounds_path, self.clients_path = folder / ROUNDS_CSV, folder / CLIENTS_CSV
-        atomic_write_text(self.rounds_path, csv_text([list(ROUND_COLUMNS), *map(round_row, kept)]))
+        atomic_write_text(self.rounds_path, csv_text([list(round_columns()), *map(round_row, kept)]))
         clients = [row for record in kept for row in client_rows(record, self.architectures)]
-        atomic_write_text(self.clients_path, csv_text([list(CLIENT_COLUMNS), *clients]))
+        atomic_write_text(self.clients_path, csv_text([list(client_columns()), *clients]))
 
     def write(self, record: dict[str, Any]) -> None:
         append_text(self.rounds_path, csv_text([round_row(record)]))

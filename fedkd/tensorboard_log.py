@@ -1,6 +1,7 @@
 """TensorBoard logs of a run (``log = "tensorboard"``): ``tensorboard --logdir RUN_FOLDER``.
 
-Scalars per round (tags below: accuracy, communication, privacy, fusion) and the round's weight
+Scalars per round (tags below: accuracy, communication, privacy, fusion; clients/ for the
+recorded metrics of fedkd/metric_specs.py) and the round's weight
 matrix as an image (over the round's participants, in partition-id order: row i, how much the
 i-th participant learned from the j-th; brighter = more). A round
 that was not evaluated has no accuracy scalars. The ``tensorboard`` package is an optional extra
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+
+from fedkd.metric_specs import recorded_names
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder
 SCALARS = {  # tag -> the round record's key
@@ -32,9 +35,14 @@ WEIGHTS_TAG = "fusion/weights"
 IMAGE_PIXELS = 256  # the weights image is about this wide, whatever the number of clients
 
 
+def scalars() -> dict[str, str]:
+    """Tag -> round-record key: fedkd's, then each recorded metric's round mean under clients/."""
+    return {**SCALARS, **{f"clients/{name}": name for name in recorded_names()}}
+
+
 def round_scalars(record: dict[str, Any]) -> dict[str, float]:
     """The scalars of one round: those it has (finite), by tag."""
-    values = {tag: record.get(key) for tag, key in SCALARS.items()}
+    values = {tag: record.get(key) for tag, key in scalars().items()}
     if record.get("epsilon"):
         values[EPSILON_TAG] = max(record["epsilon"].values())
     return {tag: float(v) for tag, v in values.items() if v is not None and math.isfinite(float(v))}

@@ -9,6 +9,7 @@ from typing import Any
 
 from flwr.app import Message
 
+from fedkd.metric_specs import recorded
 from fedkd.metrics import alma, mean_finite, prefixed
 
 
@@ -42,6 +43,13 @@ class RoundOutcome:
     server_steps: int = 0  # the server's own optimiser steps (FedDF), all architectures
     bytes_up: int = 0
     bytes_down: int = 0
+    recorded: dict[str, dict[int, float]] = field(default_factory=dict)  # record name -> pid -> value
+
+    def record(self, pid: int, metrics: dict[str, float]) -> None:
+        """Keep an accepted reply's recorded metrics (fedkd/metric_specs.py), whichever phase sent them."""
+        for spec in recorded():
+            if spec.key in metrics:
+                self.recorded.setdefault(spec.record, {})[pid] = metrics[spec.key]
 
     def tally(self, pid: int, metrics: dict[str, float]) -> None:
         """Add a reply's compute time and sample counts."""

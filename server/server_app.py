@@ -21,7 +21,7 @@ from fedkd.checkpoints import CHECKPOINTS, prepare_resume, start_fresh
 from fedkd.config import ExperimentConfig
 from fedkd.folder_lock import folder_lock
 from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
-from fedkd.protocol import UNPROTECTED
+from fedkd.protocol import unprotected
 from fedkd.results import (
     INTERRUPTED,
     RESULTS_FILE,
@@ -153,7 +153,7 @@ def privacy_record(cfg: ExperimentConfig, ledger: PrivacyLedger, seeded_noise: b
         if seeded_noise
         else "OS secure random source, fresh per release",
         # a ledger exists only for prediction uploads, so no weights leave these clients
-        "unprotected": {k: v for k, v in UNPROTECTED.items() if k != "weights"},
+        "unprotected": {k: v for k, v in unprotected().items() if k != "weights"},
         "noise_scale": noise_scale(cfg.privacy, release_rows(cfg)),
         "effective_noise_multiplier": ledger.effective_multiplier()
         if cfg.privacy.mechanism == "gaussian"

@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from fedkd.checkpoints import switch
 from fedkd.config import ExperimentConfig
 from fedkd.fusion import FUSIONS
+from fedkd.metric_specs import EVALUATE, required_keys, with_recorded_metrics
 from fedkd.metrics import mean_self_weight, positions
 from fedkd.privacy import run_ledger
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError, checked_metrics
@@ -35,7 +36,6 @@ from server.roster import NodeRoster, hello
 from server.round_state import Evaluation, RoundOutcome, payload_bytes
 
 log = logging.getLogger("flwr.fedkd")
-EVALUATION_METRICS = ("local-acc", "global-acc", "local-test-size")  # in every evaluated distil reply
 
 
 class KnowledgeFusionStrategy:
@@ -148,28 +148,31 @@ class KnowledgeFusionStrategy:
             first = out.failed[0]["reason"] if out.failed else "no reply"
             raise RuntimeError(f"round {server_round}: no client completed the round; first problem: {first}")
         fused = sorted(p for p, content in contents.items() if TARGET_KEY in content)
-        return {
-            "round": server_round,
-            "evaluated": evaluation.evaluated,
-            **evaluation.scores(),
-            "private_samples": dict(sorted(out.private_samples.items())),
-            "transfer_samples": dict(sorted(out.transfer_samples.items())),
-            "private_steps": {pid: int(v) for pid, v in sorted(out.private_steps.items())},
-            "transfer_steps": {pid: int(v) for pid, v in sorted(out.transfer_steps.items())},
-            "pretrain_steps": {pid: int(v) for pid, v in sorted(out.pretrain_steps.items()) if v},
-            "server_steps": out.server_steps,
-            "self_weight": mean_self_weight(weights, positions(fused, participants)),
-            "weights": weights.tolist(),  # over the round's participants only (rows and columns)
-            "bytes_up": out.bytes_up,
-            "bytes_down": out.bytes_down,
-            "wall_s": time.perf_counter() - start,
-            "compute_s": out.compute_s,
-            "server_compute_s": out.server_compute_s,
-            "failed_clients": out.failed,
-            "rolled_back": sorted(out.rolled_back),
-            "participants": participants,
-            "epsilon": self._account(out.asked),
-        }
+        return with_recorded_metrics(
+            out.recorded,
+            {
+                "round": server_round,
+                "evaluated": evaluation.evaluated,
+                **evaluation.scores(),
+                "private_samples": dict(sorted(out.private_samples.items())),
+                "transfer_samples": dict(sorted(out.transfer_samples.items())),
+                "private_steps": {pid: int(v) for pid, v in sorted(out.private_steps.items())},
+                "transfer_steps": {pid: int(v) for pid, v in sorted(out.transfer_steps.items())},
+                "pretrain_steps": {pid: int(v) for pid, v in sorted(out.pretrain_steps.items()) if v},
+                "server_steps": out.server_steps,
+                "self_weight": mean_self_weight(weights, positions(fused, participants)),
+                "weights": weights.tolist(),  # over the round's participants only (rows and columns)
+                "bytes_up": out.bytes_up,
+                "bytes_down": out.bytes_down,
+                "wall_s": time.perf_counter() - start,
+                "compute_s": out.compute_s,
+                "server_compute_s": out.server_compute_s,
+                "failed_clients": out.failed,
+                "rolled_back": sorted(out.rolled_back),
+                "participants": participants,
+                "epsilon": self._account(out.asked),
+            },
+        )
 
     # -- phases ---------------------------------------------------------------------------
     def _send(self, grid: Grid, messages: list[Message], out: RoundOutcome, label: str) -> list[Message]:
@@ -218,6 +221,7 @@ class KnowledgeFusionStrategy:
             out.node_of[result.pid] = result.node
             out.accepted[result.pid] = result.upload
             out.replies[result.pid] = reply
+            out.record(result.pid, result.metrics)
 
     def _combine(self, out: RoundOutcome, participants: list[int], rnd: int) -> tuple[dict, np.ndarray]:
         """Targets per client, and the weights over ``participants`` (row = student): 100 x 100
@@ -259,7 +263,7 @@ class KnowledgeFusionStrategy:
             "distillation + evaluation" if evaluation.evaluated else "distillation"
         )
         requests = PhaseRequests(messages)
-        required = EVALUATION_METRICS if evaluation.evaluated else ()
+        required = required_keys(EVALUATE) if evaluation.evaluated else ()
         for reply in self._send(grid, messages, out, label):
             result = decode_reply(reply, requests, self.roster, server_round, required, self._scores)
             if result.pid is not None:  # readable claims count even when the upload is refused
@@ -269,6 +273,7 @@ class KnowledgeFusionStrategy:
                 continue
             if evaluation.evaluated:
                 evaluation.add(result.pid, result.metrics)
+            out.record(result.pid, result.metrics)
             evaluation.completed.append(result.pid)
             if result.metrics.get("rolled-back", 0.0):
                 out.rolled_back.append(result.pid)

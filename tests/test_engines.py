@@ -7,6 +7,7 @@ from flwr.app import Message
 
 from clients.client_app import make_client_app
 from experiments.engines import run_experiment, run_inprocess
+from fedkd.metric_specs import recorded_names
 from fedkd.results_files import load_results
 from server.inprocess_grid import InProcessGrid
 from tests.conftest import tiny_config
@@ -82,7 +83,8 @@ def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
     assert saved["environment"]["cuda_available"] in (True, False) and saved["final"]["total_wall_s"] > 0
     assert saved["config"]["fusion"]["algorithm"] == algorithm
     assert len(saved["rounds"]) == cfg.run.rounds
-    assert set(saved["rounds"][0]) == ROUND_KEYS
+    recorded = {key for name in recorded_names() for key in (name, f"client_{name}")}
+    assert set(saved["rounds"][0]) == ROUND_KEYS | recorded  # the metric specs' fields besides fedkd's
     assert saved["final"]["alma"] == pytest.approx(first.rounds[-1]["alma"])
     assert 0.0 < saved["final"]["alma"] <= 1.0
     k = cfg.data.num_clients

@@ -150,6 +150,9 @@ def test_an_installed_plugin_package_is_listed_run_and_swept_without_touching_fe
     args = ["run", *TINY, "--algorithm", "median", "--dataset", "inverted-digits", "--out", str(out)]
     _fedkd(env, tmp_path, *args, "--set", "models=tiny-cnn,mlp")
     config = json.loads((out / "results.json").read_text())["run_config"]
+    for line in (out / "rounds.jsonl").read_text().splitlines():  # the plugin's metric, recorded
+        record = json.loads(line)
+        assert sorted(record["client_confidence"]) == ["0", "1", "2"] and 0 < record["confidence"] <= 1
     assert (config["algorithm"], config["dataset"], config["models"]) == (
         "median",
         "inverted-digits",
@@ -163,5 +166,8 @@ def test_an_installed_plugin_package_is_listed_run_and_swept_without_touching_fe
     assert {(row["config"]["dataset"], row["config"]["models"]) for row in rows} == {
         ("inverted-digits", "tiny-cnn,mlp")
     }
+    _fedkd(env, tmp_path, "report", "swept")
+    header = (tmp_path / "swept" / "runs.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["confidence", "status"]
     after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
     assert after.stdout == tree_before.stdout

@@ -158,17 +158,19 @@ def test_every_number_a_client_sends_is_declared():
     from pathlib import Path
 
     from experiments.engines import run_inprocess
-    from fedkd.protocol import UNPROTECTED
+    from fedkd.protocol import unprotected
+
+    declared = unprotected()
 
     seen: set[str] = set()
     for overrides in ({"algorithm": "knfu-guard"}, {"algorithm": "fedavg", "models": "mlp"}):
         cfg = tiny_config(rounds=1, **overrides)
         run_inprocess(cfg, client_app=Recording(cfg, seen))
     assert {"local-acc", "train-loss", "distill-loss", "rolled-back", "weights", "device"} <= seen
-    assert seen <= set(UNPROTECTED), seen - set(UNPROTECTED)
+    assert seen <= set(declared), seen - set(declared)
     threat_model = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
-    assert all(f"`{key}`" in threat_model for key in UNPROTECTED), [
-        k for k in UNPROTECTED if f"`{k}`" not in threat_model
+    assert all(f"`{key}`" in threat_model for key in declared), [
+        k for k in declared if f"`{k}`" not in threat_model
     ]
 
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedkd.fusion import FUSIONS
-from fedkd.protocol import INFO_KEY, MAX_COUNT, METRIC_RANGES, METRICS_KEY
+from fedkd.metric_specs import MAX_COUNT
+from fedkd.protocol import INFO_KEY, METRICS_KEY, metric_ranges
 from tests.conftest import tiny_config
 from tests.hostile import Hostile, refused, run_hostile
 
@@ -24,7 +25,7 @@ def _bad_value(key: str) -> st.SearchStrategy:
     if key == "partition-id":
         inside = st.integers(0, 3).filter(lambda v: v != 1)  # another node's partition
         return st.one_of(inside, st.floats(0.1, 0.9), st.just(float("nan")), st.integers(4, 2**62))
-    low, high = METRIC_RANGES[key]
+    low, high = metric_ranges()[key]
     high = min(high, MAX_COUNT)
     outside = st.floats(allow_nan=True).filter(lambda v: not low <= v <= high)
     big = st.integers(int(high) + 2, 2**1100)  # float(2**53 + 1) rounds back to 2**53
@@ -37,7 +38,7 @@ def _metric_forgery(keys: list[str]) -> st.SearchStrategy:
     )
 
 
-METRIC_FORGERY = _metric_forgery([*METRIC_RANGES, "partition-id"])
+METRIC_FORGERY = _metric_forgery([*metric_ranges(), "partition-id"])
 RECORD_FORGERY = st.tuples(
     st.just("record"), st.integers(0, 5), st.sampled_from(["metric", "config", "array", "missing"])
 )
@@ -60,7 +61,7 @@ LOCAL_ACT = st.one_of(*COMMON, METRIC_FORGERY, RECORD_FORGERY, ARRAY_FORGERY)
 DISTILL_ACT = st.one_of(*COMMON, METRIC_FORGERY, RECORD_FORGERY)
 # another node's partition id in a hello leaves both nodes out (by design): not generated here
 HELLO_ACT = st.one_of(
-    st.none(), st.just(("duplicate",)), _metric_forgery(list(METRIC_RANGES)), RECORD_FORGERY
+    st.none(), st.just(("duplicate",)), _metric_forgery(list(metric_ranges())), RECORD_FORGERY
 )
 READS = {
     "train.local": (METRICS_KEY,),

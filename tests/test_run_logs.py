@@ -11,10 +11,10 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALA
 
 from experiments.cli import main
 from experiments.engines import run_experiment
+from fedkd.metric_specs import recorded_names
 from fedkd.results_files import load_results
-from fedkd.run_logs import CLIENT_COLUMNS, ROUND_COLUMNS
-from fedkd.tensorboard_log import EPSILON_TAG, TENSORBOARD_DIR, WEIGHTS_TAG
-from fedkd.tensorboard_log import SCALARS as TB_SCALARS
+from fedkd.run_logs import client_columns, round_columns
+from fedkd.tensorboard_log import EPSILON_TAG, TENSORBOARD_DIR, WEIGHTS_TAG, scalars
 from tests.conftest import tiny_config
 
 COUNTED = {"participants", "failed_clients", "rolled_back"}  # rounds.csv counts these lists
@@ -49,9 +49,9 @@ def test_csv_rows_equal_the_results(logged_run):
     out, saved = logged_run
     with open(out / "rounds.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["round"] for r in rows] == ["1", "2", "3"] and list(rows[0]) == list(ROUND_COLUMNS)
+    assert [r["round"] for r in rows] == ["1", "2", "3"] and list(rows[0]) == list(round_columns())
     for row, record in zip(rows, saved["rounds"], strict=True):
-        for column in ROUND_COLUMNS:
+        for column in round_columns():
             if column in COUNTED:
                 assert int(row[column]) == len(record[column]), column
             elif column == "epsilon_max":
@@ -61,7 +61,7 @@ def test_csv_rows_equal_the_results(logged_run):
     assert rows[0]["alma"] == "" and rows[1]["alma"] != ""  # round 1 was not evaluated
     with open(out / "clients.csv") as handle:
         clients = list(csv.DictReader(handle))
-    assert len(clients) == 3 * 3 and list(clients[0]) == list(CLIENT_COLUMNS)
+    assert len(clients) == 3 * 3 and list(clients[0]) == list(client_columns())
     for row in clients:
         record = saved["rounds"][int(row["round"]) - 1]
         pid = row["partition_id"]
@@ -70,13 +70,17 @@ def test_csv_rows_equal_the_results(logged_run):
         assert _value(row["epsilon"]) == pytest.approx(record["epsilon"][pid], rel=1e-11)
         assert _same(row["global_acc"], record["client_global_acc"].get(pid))
         assert row["architecture"] == ["mlp", "cnn-s", "lenet5"][int(pid)]
+        for name in recorded_names():  # every recorded metric (fedkd/metric_specs.py), per client
+            assert _same(row[name], record[f"client_{name}"].get(pid)), name
+    assert {"train_loss", "distill_loss"} <= set(recorded_names())
+    assert all(r["client_train_loss"] and r["train_loss"] > 0 for r in saved["rounds"])
 
 
 def test_tensorboard_scalars_and_weights_image_equal_the_results(logged_run):
     out, saved = logged_run
     events = EventAccumulator(str(out / TENSORBOARD_DIR), size_guidance={SCALARS: 0, IMAGES: 0})
     events.Reload()
-    for tag, key in TB_SCALARS.items():
+    for tag, key in scalars().items():
         logged = {e.step: e.value for e in events.Scalars(tag)}
         expected = {r["round"]: r[key] for r in saved["rounds"] if r[key] is not None}
         assert logged.keys() == expected.keys(), tag  # a round without the value logs nothing

@@ -104,7 +104,8 @@ def test_sweep_resume_and_report(tmp_path):
         "alpha,algorithm,compression,seed,alma,alma_se,global_acc,self_weight,"
         "kb_per_round,client_s_per_round,server_s_per_round,alma_matched,alma_matched_se,"
         "val_round,alma_at_val,alma_matched_at_val,global_at_val,"
-        "private_steps,transfer_steps,client_steps,server_steps,pretrain_steps,status"
+        "private_steps,transfer_steps,client_steps,server_steps,pretrain_steps,"
+        "train_loss,distill_loss,status"  # then the recorded metrics (fedkd/metric_specs.py)
     )
     assert len(runs_csv) == 1 + SMOKE_RUNS
     _check_costs(out)
