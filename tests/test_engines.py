@@ -8,7 +8,7 @@ from flwr.app import Message
 from clients.client_app import make_client_app
 from experiments.engines import run_experiment, run_inprocess
 from fedkd.results_files import load_results
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from tests.conftest import tiny_config
 
 ROUND_KEYS = {
