@@ -5,7 +5,6 @@ compared with."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -86,39 +85,104 @@ class PeakMemory:
 
 
 def plain_loop(cfg, on_round) -> None:
-    """The same computation as the engines (local step, fusion, distillation; the same seeded
-    ``fraction`` of clients per round), with no messaging and one client at a time."""
+    """The engines' computation with no messaging and one client at a time: fedkd's client steps
+    (fedkd/client_steps.py) and the round loop's own server side (server/strategy.py: the same
+    seeded ``fraction`` of clients, its exchange's combine with the algorithm's ``fuse_round`` and
+    server state, what each client is sent), uploads and targets rounded as they travel (float32,
+    withheld rows). Refuses what only messages carry (weight uploads, which Flower's FedAvg
+    aggregates as reply messages) and the client mods (noise, compression). Each round's record:
+    seconds, the fusion weights and, in evaluated rounds, each client's accuracies."""
     import numpy as np
 
     from fedkd.client_steps import distill_step, local_step
     from fedkd.fusion import FUSIONS
-    from fedkd.seeding import numpy_rng
+    from server.round_state import RoundOutcome
+    from server.strategy import KnowledgeFusionStrategy
 
+    refused = plain_loop_refusal(cfg)
+    if refused:
+        raise ValueError(refused)
     fusion = FUSIONS.get(cfg.fusion.algorithm)
-    pids = list(range(cfg.data.num_clients))
+    strategy = KnowledgeFusionStrategy(cfg)  # its exchange holds the server state across rounds
+    exchange, pids = strategy.exchange, list(range(cfg.data.num_clients))
     states: dict[int, object] = {}
-    k = min(len(pids), max(cfg.run.min_replies, math.ceil(cfg.run.fraction * len(pids))))
     for server_round in range(1, cfg.run.rounds + 1):
         start = time.perf_counter()
-        asked = (
-            pids
-            if k == len(pids)
-            else sorted(numpy_rng(cfg.run.seed, "participation", server_round).choice(pids, k, replace=False))
-        )
-        preds, compute = [], 0.0
-        for pid in asked:
-            step = local_step(cfg, int(pid), server_round, states.get(pid), fusion.uploads == "predictions")
+        out = RoundOutcome(asked=strategy.participants({p: p for p in pids}, server_round))
+        for pid in out.asked:
+            knowledge = _received(cfg, exchange.local_content(pid), server_round)
+            step = local_step(cfg, pid, server_round, states.get(pid), fusion.uploads != "nothing", knowledge)
             states[pid] = step.state
-            compute += step.metrics["compute-seconds"]
-            preds.append(step.predictions.astype(np.float32).astype(np.float64))
-        result = fusion.fuse(np.stack(preds), cfg.fusion)
-        for i, pid in enumerate(asked):
-            step = distill_step(cfg, int(pid), server_round, states[pid], result.targets[i])
+            out.tally(pid, step.metrics)
+            out.node_of[pid] = pid
+            out.accepted[pid] = _sent(fusion, step.predictions, step.counts)
+        contents, weights = strategy._combine(out, out.asked, server_round)  # the round loop's own
+        evaluated, scores = strategy.evaluates(server_round), {"client_acc": {}, "client_global_acc": {}}
+        for pid in out.asked:
+            content = contents.get(pid) or exchange.distill_content(pid)  # no fusion: what it holds
+            target = _received(cfg, content, server_round)
+            step = distill_step(cfg, pid, server_round, states[pid], target, evaluate=evaluated)
             states[pid] = step.state
-            compute += step.metrics["compute-seconds"]
+            out.tally(pid, step.metrics)
+            if evaluated:
+                scores["client_acc"][pid] = step.metrics["local-acc"]
+                scores["client_global_acc"][pid] = step.metrics["global-acc"]
+        exchange.confirm(out.asked)
         on_round(
-            {"wall_s": time.perf_counter() - start, "compute_s": compute, "bytes_up": 0, "bytes_down": 0}
+            {
+                "round": server_round,
+                "wall_s": time.perf_counter() - start,
+                "compute_s": out.compute_s,
+                "bytes_up": 0,
+                "bytes_down": 0,
+                "weights": np.asarray(weights).tolist(),
+                **scores,
+            }
         )
+
+
+def plain_loop_refusal(cfg) -> str | None:
+    """Why the plain loop cannot run ``cfg`` (one line), or None."""
+    from fedkd.fusion import FUSIONS
+
+    fusion = FUSIONS.get(cfg.fusion.algorithm)
+    if fusion.uploads_weights:
+        return (
+            f"plain loop: {cfg.fusion.algorithm} uploads {fusion.uploads}, which only messages carry "
+            "(Flower's FedAvg aggregates reply messages); supported: uploads of predictions, "
+            "class-predictions, class-prototypes or nothing"
+        )
+    if cfg.privacy.mechanism != "none" or cfg.fusion.compression != "none":
+        return "plain loop: noise and compression are client mods on messages; supported: both none"
+    return None
+
+
+def _sent(fusion, soft, counts):
+    """An upload as the server's exchange accepts it after the wire (float32; withheld rows and
+    absent classes all-NaN; class counts of the rows present): None when nothing is uploaded."""
+    if soft is None:
+        return None
+    import numpy as np
+
+    from fedkd.protocol import dense_soft, sparse_arrays
+
+    values = dense_soft(sparse_arrays(soft), *soft.shape, None)
+    if not fusion.uploads_class_knowledge:
+        return values
+    present = ~np.isnan(soft).all(axis=1)
+    return values, None if counts is None else counts[present].astype(np.float32).astype(np.float64)
+
+
+def _received(cfg, content, server_round: int):
+    """The target (or per-class knowledge) in a message's content as the client decodes it; None
+    when it holds none."""
+    from fedkd.fusion import knowledge_rows
+    from fedkd.protocol import SOFT, TARGET_KEY, dense_soft
+
+    if TARGET_KEY not in content:
+        return None
+    arrays = {name: arr.numpy() for name, arr in content[TARGET_KEY].items()}
+    return dense_soft(arrays, knowledge_rows(cfg, server_round), arrays[SOFT].shape[1], None)
 
 
 def run_driver(driver: str, cfg) -> dict:

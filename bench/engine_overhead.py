@@ -2,7 +2,7 @@
 
     python bench/engine_overhead.py [--clients 10 100] [--rounds 5]
 
-Drivers: ``plain`` (a bare Python loop over fedkd's client steps and fusion, no Flower),
+Drivers: ``plain`` (a bare Python loop over fedkd's client steps and the round loop's exchange, no messaging),
 ``inprocess`` (ServerApp + ClientApp through the in-process Grid) and ``ray`` (Flower's
 Simulation Engine). Each runs in a fresh subprocess; reported per driver: per-round seconds
 (median of rounds 2..R), start-up seconds (until round 1 begins), round 1 seconds (Ray

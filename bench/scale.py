@@ -5,17 +5,17 @@
 MNIST, small MLPs, KnFu, IID split (partition minimums lowered; at 10,000 clients, 6 samples each,
 two label-sorted shards per client so that each can hold out a test sample), 1 local + 1
 distillation epoch. ``CLIENTS@FRACTION`` registers CLIENTS and asks that share each round. Engines:
-``plain`` (a bare loop over fedkd's client steps, one client at a time, no Flower, no files),
-``inprocess`` (Flower ServerApp + ClientApp through the in-process Grid, clients side by side in one
-worker process per core, results and checkpoints written), ``inprocess-threads`` (the same with one
-worker thread per core), ``inprocess-offload`` (worker processes, idle clients' state on disk; only
-when named in --engines) and ``ray`` (Flower's Simulation Engine, the same files). Each
-configuration runs in a fresh process. Per round (median of rounds 2..R): wall seconds; the clients'
-own compute, measured by the plain loop (one client at a time, nothing competing); the ideal round
-for an engine that runs ``slots`` clients at once (own compute / slots); wall / own compute; wall /
-ideal; peak memory of the whole process tree (driver + worker processes + Ray; proportional set
-sizes, so pages that forked workers share with the driver count once); clients per second; bytes on
-the wire; what was written.
+``plain`` (a bare loop over fedkd's client steps and the round loop's exchange, one client at a
+time, no messaging, no files), ``inprocess`` (Flower ServerApp + ClientApp through the in-process
+Grid, clients side by side in one worker process per core, results and checkpoints written),
+``inprocess-threads`` (the same with one worker thread per core), ``inprocess-offload`` (worker
+processes, idle clients' state on disk; only when named in --engines) and ``ray`` (Flower's
+Simulation Engine, the same files). Each configuration runs in a fresh process. Per round (median
+of rounds 2..R): wall seconds; the clients' own compute, measured by the plain loop (one client at
+a time, nothing competing); the ideal round for an engine that runs ``slots`` clients at once (own
+compute / slots); wall / own compute; wall / ideal; peak memory of the whole process tree (driver +
+worker processes + Ray; proportional set sizes, so pages that forked workers share with the driver
+count once); clients per second; bytes on the wire; what was written.
 
 Targets (issue: scale): at 100 clients inprocess <= 1.1x and ray <= 1.3x the clients' own
 compute per round; 10,000 registered clients with 100 per round in <= 8 GB. Wall / ideal (how

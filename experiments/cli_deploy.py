@@ -105,7 +105,7 @@ def _certs(certs: str | None, insecure: bool, where: str) -> Path | None:
 def deploy_superlink(certs, host, port, database, no_node_auth, control_from, insecure, print_only) -> None:
     """Start flower-superlink with TLS, SuperNode authentication and a Control API closed to outsiders."""
     from experiments.deploy import superlink_command
-    from server.control_gate import parse_networks
+    from server.deploy.control_gate import parse_networks
 
     folder = _certs(certs, insecure, "SuperLink")
     try:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from experiments.cli_options import SPLIT_OPTIONS, config_options
 from fedkd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fedkd.data.partition import FederatedSplit
 
 REPORT_FORMATS = {"markdown": "results.md", "latex": "results.tex"}  # --format: the file it prints
 DPI_OPTION = click.option(
@@ -25,6 +30,24 @@ DPI_OPTION = click.option(
 )
 
 
+def partition_table(hist: np.ndarray, split: FederatedSplit) -> list[str]:
+    """The partition report: hist is (K, C) private-train class counts; one line per client
+    (train and test sizes, classes held, class counts) plus a header and totals."""
+    k, c = hist.shape
+    lines = [f"{'client':>6} {'train':>6} {'test':>5} {'cls':>3} | " + " ".join(f"{j:>5}" for j in range(c))]
+    for pid in range(k):
+        lines.append(
+            f"{pid:>6} {len(split.client_train[pid]):>6} {len(split.client_test[pid]):>5}"
+            f" {int((hist[pid] > 0).sum()):>3} | " + " ".join(f"{int(v):>5}" for v in hist[pid])
+        )
+    lines.append(
+        f"{'total':>6} {int(hist.sum()):>6} {sum(len(t) for t in split.client_test):>5}     | "
+        + " ".join(f"{int(v):>5}" for v in hist.sum(axis=0))
+    )
+    lines.append(f"transfer set: {len(split.transfer)} samples (labels used only by pretrain-epochs)")
+    return lines
+
+
 @click.command()
 @config_options(*SPLIT_OPTIONS)
 @click.option("--out", type=str, default="runs/partition", show_default=True, help="Folder for the report.")
@@ -34,7 +57,6 @@ def partition(config_file: str | None, sets: tuple[str, ...], out: str, **shorth
     from experiments.run_setup import build_config
     from fedkd.data.federation import federation
     from fedkd.data.partition import class_histogram
-    from fedkd.data.partition_table import partition_table
 
     cfg = build_config(config_file, shorthands, sets, None)
     dataset, split = federation(cfg.data, cfg.run.seed)
@@ -150,10 +172,10 @@ def plot(results_file: str, out: str | None, dpi: int) -> None:
 def audit(config_file, sets, multipliers, out, **shorthands) -> None:
     """Membership and label-distribution inference on released soft targets, without and with
     noise, each with a no-model baseline and bootstrap 95% intervals (docs/privacy.md)."""
+    from experiments.audit import run_audit
     from experiments.audit_table import audit_markdown
     from experiments.figures.privacy import audit_figure
     from experiments.run_setup import build_config
-    from fedkd.audit import run_audit
     from fedkd.results_files import atomic_write_json, atomic_write_text
 
     cfg = build_config(config_file, shorthands, sets, None)

@@ -125,9 +125,9 @@ def superlink_command(
     control_from: tuple[str, ...] = (),
 ) -> list[str]:
     """flower-superlink with TLS (unless ``certs`` is None) and SuperNode authentication, run
-    behind :mod:`server.control_gate` so that its Control and Runtime APIs answer only loopback,
+    behind :mod:`server.deploy.control_gate` so that its Control and Runtime APIs answer only loopback,
     the bind address and ``control_from``."""
-    gate = [sys.executable, "-P", "-m", "server.control_gate"]  # -P: no shadowing from the cwd
+    gate = [sys.executable, "-P", "-m", "server.deploy.control_gate"]  # -P: no shadowing from the cwd
     for network in control_from:
         gate += ["--control-from", network]
     cmd = [

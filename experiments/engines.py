@@ -29,7 +29,7 @@ from fedkd.config import ExperimentConfig
 from fedkd.results import RESULTS_FILE, RunResults, mark_interrupted
 from fedkd.training import resolve_device
 from fedkd.validation import validate_config
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from server.server_app import make_server_app
 
 OnRound = Callable[[dict[str, Any]], None] | None

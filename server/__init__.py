@@ -1,1 +1,2 @@
-"""Flower server side: the ServerApp, the round loop and an in-process Grid."""
+"""Flower server side: the ServerApp and the round loop; the in-process engine (inprocess/) and
+the deployed SuperLink's gate (deploy/) in their own subpackages."""

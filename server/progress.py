@@ -128,7 +128,7 @@ def collect_replies(
     """Send ``messages`` and collect their replies as ``grid.send_and_receive`` does, telling
     ``phase`` of each reply as it arrives.
 
-    A grid that runs the ClientApp while sending (server/inprocess_grid.py) reports each reply
+    A grid that runs the ClientApp while sending (server/inprocess/grid.py) reports each reply
     through its ``on_reply`` hook; on Flower's grids the replies are pulled as they come."""
     if hasattr(grid, "on_reply"):
         grid.on_reply = phase.reply

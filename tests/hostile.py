@@ -12,7 +12,7 @@ from clients.client_app import make_client_app
 from experiments import engines
 from experiments.engines import run_inprocess
 from fedkd.results import RunResults
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 
 # (the honest reply, the message it answers, the partition's earlier honest replies) -> a forgery,
 # "duplicate" (deliver the honest reply twice) or None (send the honest reply)

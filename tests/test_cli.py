@@ -178,7 +178,7 @@ def test_deploy_commands_print_secure_flower_commands_and_refuse_bad_input(tmp_p
     assert (creds / "keys" / "node-0").read_bytes() != before
     public = _run(["deploy", "superlink", "--certs", str(creds / "certs"), "--host", "0.0.0.0", "--print"])
     assert public.exit_code == 0 and "Control API answers only loopback" in public.output
-    assert "server.control_gate" in public.output
+    assert "server.deploy.control_gate" in public.output
     lab = _run(
         ["deploy", "superlink", "--certs", str(creds / "certs"), "--control-from", "10.0.0.0/24", "--print"]
     )

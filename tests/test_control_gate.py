@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from server.control_gate import (
+from server.deploy.control_gate import (
     LOOPBACK,
     ControlGate,
     _own_address,

@@ -284,7 +284,7 @@ def test_data_free_numbers_are_identical_on_ray_and_inprocess(tmp_path, override
 def test_audit_measures_the_label_leak_of_per_class_uploads():
     """FedProto's counts are the label histogram (TV 0); FD's rows say which classes a client
     holds, a better estimate than a blind guess; noise hides neither (the rows are not noised)."""
-    from fedkd.audit import run_audit  # noqa: PLC0415 - scipy: only here
+    from experiments.audit import run_audit  # noqa: PLC0415 - scipy: only here
 
     base = {"models": "mlp", "rounds": 1, "alpha": 0.3, "num-clients": 6}
     proto = run_audit(tiny_config(**{**base, "algorithm": "fedproto"}), [3.0])["label_distribution"]

@@ -9,7 +9,7 @@ from clients.client_app import make_client_app
 from experiments.engines import run_experiment, run_inprocess
 from fedkd.metric_specs import recorded_names
 from fedkd.results_files import load_results
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from tests.conftest import tiny_config
 
 ROUND_KEYS = {

@@ -22,7 +22,7 @@ from fedkd.config_files import load_config_file
 from fedkd.results import default_out_dir
 from fedkd.results_files import load_results
 from fedkd.validation import validate_config
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from server.server_app import app as flwr_server_app
 from tests.test_cli import TINY
 

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from experiments.engines import inprocess_workers, run_inprocess, task_identity
 from fedkd.errors import ConfigError
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from tests.conftest import tiny_config
 
 

@@ -8,7 +8,7 @@ from clients.client_app import make_client_app, resolve_config
 from experiments.engines import run_experiment, task_identity
 from fedkd.config import ConfigError
 from fedkd.training import resolve_device
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from server.strategy import KnowledgeFusionStrategy
 from tests.conftest import tiny_config
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from experiments.audit import run_audit
 from experiments.cli import main
 from experiments.engines import run_experiment
-from fedkd.audit import run_audit
 from fedkd.config import PrivacyConfig
 from fedkd.knowledge import softmax
 from fedkd.privacy import (
@@ -181,7 +181,7 @@ def test_flwr_runs_draw_secret_noise_and_fedkds_own_simulations_repeat_it():
 
     import clients.client_app as client_app
     from experiments.engines import task_identity
-    from server.inprocess_grid import InProcessGrid
+    from server.inprocess.grid import InProcessGrid
 
     cfg = tiny_config(mechanism="gaussian", **{"noise-multiplier": 0.5})
 

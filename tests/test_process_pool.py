@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 import experiments.engines as engines
 from experiments.engines import run_inprocess, task_identity
 from fedkd.config import ConfigError
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -115,7 +115,7 @@ def test_a_signal_ends_a_ray_run_cleanly(tmp_path, signum):
 HALF_REPLY = """
 import os, struct, sys, threading, time
 from pathlib import Path
-from server.process_pool import ProcessPool
+from server.inprocess.pool import ProcessPool
 
 def half_reply(flag):
     # in a worker: start a 1 MB reply, send 10 bytes of it, hang (killed there by stop())

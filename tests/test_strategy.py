@@ -8,7 +8,7 @@ from clients.client_app import soft_record
 from experiments.engines import task_identity
 from fedkd.knowledge import softmax
 from fedkd.protocol import KNOWLEDGE_KEY, METRICS_KEY, TARGET_KEY
-from server.inprocess_grid import InProcessGrid
+from server.inprocess.grid import InProcessGrid
 from server.round_state import payload_bytes
 from server.strategy import KnowledgeFusionStrategy
 from tests.conftest import tiny_config

@@ -15,7 +15,7 @@ named with ``--control-from`` (list 127.0.0.1/32 too to keep loopback). The gate
 TCP peer address alone: uvicorn's proxy headers are switched off, so no ``X-Forwarded-For``,
 ``Forwarded`` or ``X-Real-IP`` header changes who a caller is.
 
-Run as ``python -m server.control_gate [--control-from CIDR ...] -- <flower-superlink args>``;
+Run as ``python -m server.deploy.control_gate [--control-from CIDR ...] -- <flower-superlink args>``;
 ``fedkd deploy superlink`` does this for you.
 """
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse our own options, then run Flower's SuperLink entry point with the gate installed."""
     argv = sys.argv[1:] if argv is None else argv
     ours, flower_args = _split(argv)
-    parser = argparse.ArgumentParser(prog="python -m server.control_gate")
+    parser = argparse.ArgumentParser(prog="python -m server.deploy.control_gate")
     parser.add_argument("--control-from", action="append", default=[], metavar="CIDR")
     args = parser.parse_args(ours)
     try:

@@ -5,7 +5,7 @@ like the Simulation Engine, turns a ClientApp exception into an error reply. Use
 ``--engine inprocess`` for tests, debugging and fast sweeps.
 
 The messages of a phase are delivered side by side by ``workers`` worker processes
-(server/process_pool.py; given an ``app_factory``) or threads. Every client computes from its own
+(server/inprocess/pool.py; given an ``app_factory``) or threads. Every client computes from its own
 seeded generators, so the numbers do not depend on ``workers`` or the pool (tested). A ``timeout``
 bounds the whole batch, as on Flower's engines. On threads, a client that hangs is left behind on
 its own thread and counted as not answering, messages not yet started by then are not started,
@@ -30,8 +30,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from server.client_call import call_client_app, error_reply, seconds_left
-from server.idle_state import IdleStates
-from server.process_pool import AppFactory, ProcessPool
+from server.inprocess.idle_state import IdleStates
+from server.inprocess.pool import AppFactory, ProcessPool
 
 log = logging.getLogger("flwr.fedkd")
 
@@ -51,7 +51,7 @@ class InProcessGrid(Grid):
     ) -> None:
         """``app_factory`` (picklable, building ``client_app`` anew): with ``workers`` > 1, the
         clients run in that many worker processes instead of threads (forked only ``on_cpu``).
-        ``offload_idle``: between calls, a node's state waits on disk (server/idle_state.py)."""
+        ``offload_idle``: between calls, a node's state waits on disk (server/inprocess/idle_state.py)."""
         self._offload = IdleStates() if offload_idle else None
         self._client_app = client_app
         self._workers = max(1, workers)
@@ -164,7 +164,7 @@ class InProcessGrid(Grid):
         return [box[0] if box else None for box in boxes]
 
     def _deliver_in_processes(self, messages: list[Message], timeout: float | None) -> list[Message | None]:
-        """One batch on the worker processes (server/process_pool.py); each node's context goes
+        """One batch on the worker processes (server/inprocess/pool.py); each node's context goes
         with its message and comes back updated. None: no reply in time."""
         assert self._processes is not None
         replies: list[Message | None] = [None] * len(messages)
