@@ -95,15 +95,14 @@ def plain_loop(cfg, on_round) -> None:
     import numpy as np
 
     from fedkd.client_steps import distill_step, local_step
-    from fedkd.fusion import FUSIONS
     from server.round_state import RoundOutcome
     from server.strategy import KnowledgeFusionStrategy
 
     refused = plain_loop_refusal(cfg)
     if refused:
         raise ValueError(refused)
-    fusion = FUSIONS.get(cfg.fusion.algorithm)
     strategy = KnowledgeFusionStrategy(cfg)  # its exchange holds the server state across rounds
+    fusion = strategy.fusion
     exchange, pids = strategy.exchange, list(range(cfg.data.num_clients))
     states: dict[int, object] = {}
     for server_round in range(1, cfg.run.rounds + 1):
@@ -143,9 +142,9 @@ def plain_loop(cfg, on_round) -> None:
 
 def plain_loop_refusal(cfg) -> str | None:
     """Why the plain loop cannot run ``cfg`` (one line), or None."""
-    from fedkd.fusion import FUSIONS
+    from fedkd.run_plan import run_plan
 
-    fusion = FUSIONS.get(cfg.fusion.algorithm)
+    fusion = run_plan(cfg).algorithm
     if fusion.uploads_weights:
         return (
             f"plain loop: {cfg.fusion.algorithm} uploads {fusion.uploads}, which only messages carry "

@@ -23,10 +23,10 @@ from flwr.app import Array, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from clients.records import carries_knowledge, partition_id
-from fedkd.budget import compute_budget
 from fedkd.config import ExperimentConfig
 from fedkd.privacy import privatize
 from fedkd.protocol import CONFIG_KEY, KNOWLEDGE_KEY, SOFT
+from fedkd.run_plan import run_plan
 from fedkd.seeding import numpy_rng
 
 
@@ -55,7 +55,7 @@ def make_privacy_mod(resolve: Callable[[Context], ExperimentConfig], seeded: boo
         record = reply.content[KNOWLEDGE_KEY]
         soft = record[SOFT].numpy().astype(np.float64)  # (M, C): the rows this client sends
         if len(soft):
-            noised = privatize(soft, cfg.privacy, compute_budget(cfg).temperature, rng)
+            noised = privatize(soft, cfg.privacy, run_plan(cfg).temperature, rng)
             record[SOFT] = Array(np.ascontiguousarray(noised, dtype=np.float32))
         return reply
 

@@ -30,13 +30,12 @@ import numpy as np
 import torch
 from scipy import stats
 
-from fedkd.budget import compute_budget
 from fedkd.client_steps import local_step, training_data
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData
-from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, build_model
 from fedkd.privacy import privatize
+from fedkd.run_plan import run_plan
 from fedkd.seeding import numpy_rng
 from fedkd.training import predict_proba
 
@@ -79,7 +78,7 @@ def released(cfg: ExperimentConfig, clean: np.ndarray, multiplier: float, *tag: 
         cfg.privacy, mechanism="gaussian", noise_multiplier=multiplier, calibrate_from="noise-multiplier"
     )
     rng = numpy_rng(cfg.run.seed, "audit-noise", f"{multiplier:g}", *tag)
-    return privatize(clean, privacy, compute_budget(cfg).temperature, rng)
+    return privatize(clean, privacy, run_plan(cfg).temperature, rng)
 
 
 def _auc(members: np.ndarray, outsiders: np.ndarray) -> float:
@@ -122,7 +121,7 @@ def membership_rows(
     cfg: ExperimentConfig, clients: list[AuditedClient], multipliers: list[float]
 ) -> list[dict]:
     """Confidence and label-only attacks and the no-model reference, per noise multiplier."""
-    temperature = compute_budget(cfg).temperature
+    temperature = run_plan(cfg).temperature
     clean = []
     for c in clients:
         x = torch.cat([c.data.train_x, c.data.test_x])  # members first, then the held-out split
@@ -165,7 +164,7 @@ def label_distribution_rows(
     cfg: ExperimentConfig, clients: list[AuditedClient], multipliers: list[float]
 ) -> list[dict]:
     """Total-variation error of the EPD as a label-histogram estimate, against blind guesses."""
-    temperature = compute_budget(cfg).temperature
+    temperature = run_plan(cfg).temperature
     truth = np.stack([c.histogram for c in clients])  # (K, C)
     sizes = np.array([len(c.data.train_y) for c in clients], dtype=np.float64)
     prior = (truth * sizes[:, None]).sum(axis=0) / sizes.sum()  # (C,) the population's labels
@@ -176,7 +175,7 @@ def label_distribution_rows(
 
     blind_uniform = mean_with_ci(tv(np.broadcast_to(uniform, truth.shape)), cfg.run.seed)
     blind_prior = mean_with_ci(tv(np.broadcast_to(prior, truth.shape)), cfg.run.seed)
-    algorithm = FUSIONS.get(cfg.fusion.algorithm)
+    algorithm = run_plan(cfg).algorithm
     clean = [predict_proba(c.model, c.data.transfer_x, temperature) for c in clients]  # K x (N_t, C)
     rows = []
     for multiplier in [0.0, *multipliers]:
@@ -208,7 +207,7 @@ def label_distribution_rows(
 def class_upload_estimate(cfg: ExperimentConfig, client: AuditedClient) -> np.ndarray:
     """(C,) the label histogram a per-class upload reveals: its counts when it sends them, else
     uniform over the classes it has rows for (the row mask is never noised)."""
-    means, counts = FUSIONS.get(cfg.fusion.algorithm).class_knowledge(cfg, client.model, client.data)
+    means, counts = run_plan(cfg).algorithm.class_knowledge(cfg, client.model, client.data)
     if counts is not None:
         return counts / counts.sum()
     held = ~np.isnan(means).all(axis=1)  # (C,)

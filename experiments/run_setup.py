@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedkd.budget import compute_budget
 from fedkd.checkpoints import CHECKPOINTS, check_resumable
 from fedkd.config import ExperimentConfig, log_targets
 from fedkd.config_files import load_config_file
@@ -26,6 +25,7 @@ from fedkd.results import prepare_out_dir
 from fedkd.results_files import RESULTS_FILE, ROUNDS_FILE, load_results, saved_run_config
 from fedkd.run_identity import RESUME_FREE_KEYS
 from fedkd.run_logs import CLIENTS_CSV, ROUNDS_CSV
+from fedkd.run_plan import run_plan
 from fedkd.tensorboard_log import TENSORBOARD_DIR
 from fedkd.validation import validate_config
 
@@ -77,7 +77,7 @@ def describe_federation(cfg: ExperimentConfig) -> list[str]:
         f"{cfg.data.partitioner} alpha={cfg.data.alpha} | transfer set {len(split.transfer)} | "
         f"{cfg.run.rounds} rounds | engine {cfg.run.engine} | seed {cfg.run.seed}"
     ]
-    lines.append(compute_budget(cfg).describe() + f" | eval every {cfg.run.eval_every} round(s)")
+    lines.append(run_plan(cfg).budget.describe() + f" | eval every {cfg.run.eval_every} round(s)")
     if cfg.privacy.mechanism != "none":
         ledger = PrivacyLedger(cfg.privacy, release_rows(cfg))
         lines.append(

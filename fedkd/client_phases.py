@@ -12,7 +12,7 @@ import torch
 from fedkd.budget import ComputeBudget
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData
-from fedkd.fusion import FUSIONS
+from fedkd.run_plan import run_plan
 from fedkd.seeding import torch_generator
 from fedkd.training import CROSS_ENTROPY, FitStats, ModelLoss, distill, local_train
 
@@ -27,7 +27,7 @@ def private_loss(cfg: ExperimentConfig, model: torch.nn.Module, knowledge: np.nd
     the client holds per-class ``knowledge`` from the server."""
     if knowledge is None or np.isnan(knowledge).all():
         return CROSS_ENTROPY
-    return FUSIONS.get(cfg.fusion.algorithm).private_loss(cfg, model, knowledge)
+    return run_plan(cfg).algorithm.private_loss(cfg, model, knowledge)
 
 
 def pretrain_public(
@@ -56,7 +56,7 @@ def distill_transfer(
     target: np.ndarray,
     budget: ComputeBudget,
 ) -> FitStats:
-    rows = FUSIONS.get(cfg.fusion.algorithm).transfer_rows(cfg, server_round)
+    rows = run_plan(cfg).algorithm.transfer_rows(cfg, server_round)
     x = rows_of(data.transfer_x, rows)  # (N, C, H, W): this round's transfer rows
     target = np.asarray(target, dtype=np.float64)
     present = ~np.isnan(target).any(axis=1)  # (N,): rows that have a target

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedkd.budget import ComputeBudget, compute_budget
+from fedkd.budget import ComputeBudget
 from fedkd.client_phases import (
     distill_transfer,
     makeup,
@@ -26,9 +26,9 @@ from fedkd.client_phases import (
 )
 from fedkd.config import ExperimentConfig
 from fedkd.data.federation import ClientData, client_data
-from fedkd.fusion import FUSIONS
 from fedkd.metric_specs import computed
 from fedkd.models import architecture_for, build_model
+from fedkd.run_plan import run_plan
 from fedkd.training import (
     FitStats,
     accuracy,
@@ -72,7 +72,7 @@ def _snapshot(model: torch.nn.Module) -> StateDict:
 
 def training_data(cfg: ExperimentConfig, pid: int) -> ClientData:
     """The client's tensors as its algorithm trains on them (guard slice held out when guarded)."""
-    guarded = FUSIONS.get(cfg.fusion.algorithm).guarded
+    guarded = run_plan(cfg).algorithm.guarded
     return client_data(cfg.data, cfg.run.seed, pid, cfg.fusion.guard_fraction if guarded else 0.0)
 
 
@@ -91,8 +91,8 @@ def local_step(
     the upload is the client's per-class knowledge."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
-    budget = compute_budget(cfg)
-    algorithm = FUSIONS.get(cfg.fusion.algorithm)
+    budget = run_plan(cfg).budget
+    algorithm = run_plan(cfg).algorithm
     rows = algorithm.transfer_rows(cfg, server_round)
     counts = None
     with client_compute(cfg):
@@ -156,7 +156,7 @@ def distill_step(
     target is per-class knowledge: no distillation, a regulariser of the private steps."""
     start = time.perf_counter()
     data = training_data(cfg, pid)
-    budget = compute_budget(cfg)
+    budget = run_plan(cfg).budget
     metrics: dict[str, float] = {
         "private-samples": 0.0,
         "transfer-samples": 0.0,
@@ -164,7 +164,7 @@ def distill_step(
         "transfer-steps": 0.0,
     }
     knowledge = None
-    if FUSIONS.get(cfg.fusion.algorithm).uploads_class_knowledge:
+    if run_plan(cfg).algorithm.uploads_class_knowledge:
         knowledge, target = target, None
     if target is not None and np.isnan(target).all():
         target = None  # no row has a target: nothing to distil on

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkd.config import PrivacyConfig
-from fedkd.fusion import FUSIONS, knowledge_rows
+from fedkd.fusion import knowledge_rows
 from fedkd.knowledge import project_to_simplex
+from fedkd.run_plan import run_plan
 
 _EPS = 1e-12
 
@@ -199,7 +200,7 @@ class PrivacyLedger:
 
 def run_ledger(cfg) -> PrivacyLedger | None:
     """A run's accounting: when noised predictions (transfer-set or per-class) are released."""
-    if cfg.privacy.mechanism == "none" or not FUSIONS.get(cfg.fusion.algorithm).card.noisable:
+    if cfg.privacy.mechanism == "none" or not run_plan(cfg).algorithm.card.noisable:
         return None
     return PrivacyLedger(cfg.privacy, release_rows(cfg))
 

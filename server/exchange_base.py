@@ -9,8 +9,8 @@ from flwr.app import Array, ArrayRecord
 
 from fedkd.config import ExperimentConfig
 from fedkd.data.sources import dataset_spec
-from fedkd.fusion import FUSIONS
 from fedkd.protocol import sparse_arrays
+from fedkd.run_plan import run_plan
 
 
 def target_record(target: np.ndarray) -> ArrayRecord:
@@ -24,7 +24,7 @@ class Exchange:
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
-        self.fusion = FUSIONS.get(cfg.fusion.algorithm)
+        self.fusion = run_plan(cfg).algorithm
         self.server_steps = 0  # the server's own optimiser steps in the last combine (FedDF)
 
     def local_content(self, pid: int) -> dict[str, Any]:

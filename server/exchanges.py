@@ -24,7 +24,6 @@ from fedkd.checkpoints import latest, tagged
 from fedkd.compression import ARRAY_DTYPES
 from fedkd.config import ExperimentConfig
 from fedkd.data.sources import dataset_spec
-from fedkd.fusion import FUSIONS
 from fedkd.models import architecture_for, model_layers
 from fedkd.protocol import (
     KNOWLEDGE_KEY,
@@ -39,6 +38,7 @@ from fedkd.protocol import (
     dense_soft,
     partition_id_of,
 )
+from fedkd.run_plan import run_plan
 from server.class_exchange import ClassKnowledgeExchange
 from server.exchange_base import Exchange, most_private_samples, target_record
 from server.replies import arrays_of, metrics_of
@@ -268,4 +268,4 @@ EXCHANGES = {
 
 
 def exchange_for(cfg: ExperimentConfig):
-    return EXCHANGES[FUSIONS.get(cfg.fusion.algorithm).uploads](cfg)
+    return EXCHANGES[run_plan(cfg).algorithm.uploads](cfg)

@@ -16,7 +16,6 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedkd.budget import compute_budget
 from fedkd.checkpoints import CHECKPOINTS, prepare_resume, start_fresh
 from fedkd.config import ExperimentConfig
 from fedkd.folder_lock import folder_lock
@@ -33,6 +32,7 @@ from fedkd.results import (
 )
 from fedkd.results_files import failure_reason
 from fedkd.run_logs import RunLogs
+from fedkd.run_plan import run_plan
 from fedkd.validation import validate_config
 from server.nodes import one_line_missing_nodes, wait_for_nodes
 from server.progress import RoundProgress
@@ -94,7 +94,7 @@ def _run_owned(
         write_config_toml(path.parent, cfg)
     done = list(resume["rounds"]) if resume else []
     results = RunResults(cfg, path, done, resume.get("final") if resume else None)
-    results.payload["budget"] = compute_budget(cfg).as_record()  # the same for every algorithm
+    results.payload["budget"] = run_plan(cfg).budget.as_record()  # the same for every algorithm
     logs = RunLogs.open(cfg, done)
 
     def record(rec: dict[str, Any]) -> None:

@@ -21,11 +21,11 @@ from flwr.serverapp import Grid
 
 from fedkd.checkpoints import switch
 from fedkd.config import ExperimentConfig
-from fedkd.fusion import FUSIONS
 from fedkd.metric_specs import EVALUATE, required_keys, with_recorded_metrics
 from fedkd.metrics import mean_self_weight, positions
 from fedkd.privacy import run_ledger
 from fedkd.protocol import CONFIG_KEY, TARGET_KEY, TRAIN_DISTILL, TRAIN_LOCAL, ProtocolError, checked_metrics
+from fedkd.run_plan import run_plan
 from fedkd.seeding import numpy_rng
 from server.client_call import raise_folder_errors
 from server.exchanges import exchange_for
@@ -52,7 +52,7 @@ class KnowledgeFusionStrategy:
     ) -> None:
         self.cfg = cfg
         self.progress = progress if progress is not None else RoundProgress()  # clients done per phase
-        self.fusion = FUSIONS.get(cfg.fusion.algorithm)
+        self.fusion = run_plan(cfg).algorithm
         self.exchange = exchange_for(cfg)
         self.on_round = on_round
         self.node_timeout_s = node_timeout_s

@@ -163,9 +163,9 @@ def test_feddf_server_distillation_moves_each_architecture_towards_the_ensemble(
         p = predict_proba(model, x, 3.0)
         return float((teacher * np.log(teacher / p)).sum(axis=1).mean())
 
-    distilled = distil_architecture("mlp", start, x, teacher, cfg, server_round=1)
+    distilled = distil_architecture("mlp", start, x, teacher, cfg, server_round=1, temperature=3.0)
     assert kl(distilled) < 0.75 * kl(start)
-    again = distil_architecture("mlp", start, x, teacher, cfg, server_round=1)
+    again = distil_architecture("mlp", start, x, teacher, cfg, server_round=1, temperature=3.0)
     assert all(torch.equal(distilled[k], again[k]) for k in again)  # seeded: reproducible
 
 
@@ -220,11 +220,13 @@ def test_feddf_server_distills_every_architecture_towards_all_clients_averaged_l
     that architecture's clients), and each architecture gets its own average as the start."""
     import fedkd.fusion.feddf as feddf
     from fedkd.fusion import FUSIONS
+    from fedkd.run_plan import run_plan
 
     seen = {}
 
-    def record(arch, state, x, teacher, cfg, server_round):
+    def record(arch, state, x, teacher, cfg, server_round, temperature):
         seen[arch] = (state, np.asarray(teacher), x.shape[0])
+        assert temperature == run_plan(cfg).temperature  # the algorithm's, as its clients use
         return state
 
     monkeypatch.setattr(feddf, "distil_architecture", record)

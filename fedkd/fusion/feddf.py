@@ -39,8 +39,10 @@ def distil_architecture(
     teacher: np.ndarray,
     cfg: ExperimentConfig,
     server_round: int,
+    temperature: float,
 ) -> StateDict:
-    """One architecture's averaged model, distilled towards the (N, C) teacher on x (N, C, H, W)."""
+    """One architecture's averaged model, distilled towards the (N, C) teacher on x (N, C, H, W)
+    at ``temperature``, the algorithm's (the clients' soft predictions are at it too)."""
     spec = dataset_spec(cfg.data)
     model = build_model(arch, spec.input_shape, spec.num_classes, cfg.run.seed, cfg.model.projection_width)
     model.load_state_dict(state)
@@ -49,7 +51,7 @@ def distil_architecture(
         model,
         x,
         torch.from_numpy(np.asarray(teacher, dtype=np.float32)),
-        temperature=cfg.train.temperature,
+        temperature=temperature,
         steps=cfg.fusion.feddf_server_steps,
         batch_size=cfg.train.batch_size,
         lr=cfg.train.learning_rate,
@@ -71,9 +73,10 @@ class FedDF(FusionAlgorithm):
             return None
         teacher = class_score_consensus(preds)  # (N, C): the averaged logits of every client, at T
         x = transfer_inputs(cfg.data, cfg.run.seed)  # (N, C, H, W)
+        temperature = self.knowledge_temperature(cfg.train)
         with pinned_compute(cfg.train.client_threads, cfg.train.mixed_precision):
             return {
-                arch: distil_architecture(arch, state, x, teacher, cfg, server_round)
+                arch: distil_architecture(arch, state, x, teacher, cfg, server_round, temperature)
                 for arch, state in sorted(models.items())
             }
 
