@@ -107,10 +107,10 @@ def plain_loop(cfg, on_round) -> None:
     states: dict[int, object] = {}
     for server_round in range(1, cfg.run.rounds + 1):
         start = time.perf_counter()
-        out = RoundOutcome(asked=strategy.participants({p: p for p in pids}, server_round))
+        out = RoundOutcome(asked=strategy.asked_nodes({p: p for p in pids}, server_round))
         for pid in out.asked:
             knowledge = _received(cfg, exchange.local_content(pid), server_round)
-            step = local_step(cfg, pid, server_round, states.get(pid), fusion.uploads != "nothing", knowledge)
+            step = local_step(cfg, pid, server_round, states.get(pid), fusion.uploads.anything, knowledge)
             states[pid] = step.state
             out.tally(pid, step.metrics)
             out.node_of[pid] = pid

@@ -29,7 +29,7 @@ from fedkd.client_steps import StateDict, distill_step, local_step
 from fedkd.config import ExperimentConfig
 from fedkd.errors import RunFolderError
 from fedkd.fusion import knowledge_rows
-from fedkd.fusion_cards import CLASS_UPLOADS
+from fedkd.fusion_cards import Uploads
 from fedkd.protocol import (
     CHECKPOINT_NOT_WRITTEN,
     CONFIG_KEY,
@@ -139,7 +139,7 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
         pid = partition_id(context)
         settings = msg.content[CONFIG_KEY]
         server_round = int(settings["server-round"])
-        upload = str(settings["upload"]).split("+")  # an upload kind of fedkd/fusion_cards.py
+        upload = Uploads.named(settings["upload"])  # what the server asks this round
         # weight averaging: start from the global model the server sent (when it sent one)
         state = msg.content[WEIGHTS_KEY].to_torch_state_dict() if WEIGHTS_KEY in msg.content else None
         result = local_step(
@@ -147,14 +147,14 @@ def make_client_app(bound: ExperimentConfig | None = None) -> ClientApp:
             pid,
             server_round,
             state if state is not None else _load_state(context, settings, pid),
-            any(kind == "predictions" or kind in CLASS_UPLOADS for kind in upload),
+            upload.predictions or upload.class_knowledge,
             _target(cfg, msg, server_round),  # data-free: the per-class knowledge of last round
         )
         context.state[MODEL_KEY] = ArrayRecord(result.state)  # mid-round: no checkpoint
         content = RecordDict({METRICS_KEY: MetricRecord({**result.metrics, "partition-id": pid})})
         if result.predictions is not None:
             content[KNOWLEDGE_KEY] = soft_record(result.predictions, result.counts)
-        if "weights" in upload:
+        if upload.weights:
             content[WEIGHTS_KEY] = ArrayRecord(result.state)
         return Message(content, reply_to=msg)
 

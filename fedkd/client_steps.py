@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedkd.budget import ComputeBudget
 from fedkd.client_phases import (
+    ClientRound,
     distill_transfer,
     makeup,
     pretrain_public,
@@ -97,19 +97,20 @@ def local_step(
     counts = None
     with client_compute(cfg):
         model = _model(cfg, pid, data, state)
-        loss = private_loss(cfg, model, knowledge)
+        r = ClientRound(cfg, pid, server_round, data, model)
+        loss = private_loss(r, knowledge)
         pretrain = (
-            pretrain_public(cfg, pid, model, data, budget.pretrain_epochs)
+            pretrain_public(r, budget.pretrain_epochs)
             if state is None and budget.pretrain_epochs > 0
             else FitStats(float("nan"), 0, 0)
         )
-        fit = train_private(cfg, pid, server_round, model, data, "local", budget.local_epochs, loss)
+        fit = train_private(r, "local", budget.local_epochs, loss)
         samples, steps = fit.samples, fit.steps
         if budget.revisit_before_upload:  # weight averaging: every private step before the upload
             assert knowledge is None, "weight-averaging algorithms hold no per-class knowledge"
             for phase in (
-                train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs),
-                makeup(cfg, pid, server_round, model, data, budget.makeup_steps(0)),
+                train_private(r, "revisit", budget.revisit_epochs),
+                makeup(r, budget.makeup_steps(0)),
             ):
                 samples, steps = samples + phase.samples, steps + phase.steps
         if predict and algorithm.uploads_class_knowledge:
@@ -170,15 +171,13 @@ def distill_step(
         target = None  # no row has a target: nothing to distil on
     with client_compute(cfg):
         model = _model(cfg, pid, data, adopted_weights(state, replacement))
-        loss = private_loss(cfg, model, knowledge)
+        r = ClientRound(cfg, pid, server_round, data, model)
+        loss = private_loss(r, knowledge)
         if target is not None and budget.distill_epochs > 0:
-            metrics.update(distill_from_target(cfg, pid, server_round, model, data, target, budget))
+            metrics.update(distill_from_target(r, target))
         if not budget.revisit_before_upload:  # private steps after the fusion step
             left = budget.makeup_steps(int(metrics["transfer-steps"]))
-            for phase in (
-                makeup(cfg, pid, server_round, model, data, left, loss),
-                train_private(cfg, pid, server_round, model, data, "revisit", budget.revisit_epochs, loss),
-            ):
+            for phase in (makeup(r, left, loss), train_private(r, "revisit", budget.revisit_epochs, loss)):
                 metrics["private-samples"] += phase.samples
                 metrics["private-steps"] += phase.steps
         if evaluate:
@@ -193,29 +192,22 @@ def adopted_weights(state: StateDict | None, replacement: StateDict | None) -> S
     return replacement if replacement is not None else state
 
 
-def distill_from_target(
-    cfg: ExperimentConfig,
-    pid: int,
-    server_round: int,
-    model: torch.nn.Module,
-    data: ClientData,
-    target: np.ndarray,
-    budget: ComputeBudget,
-) -> dict[str, float]:
+def distill_from_target(r: ClientRound, target: np.ndarray) -> dict[str, float]:
     """Distil on the transfer set towards ``target``. With a guard slice (guarded algorithms), a
     distillation that lowers guard accuracy by more than the tolerance is undone (metric
     ``rolled-back`` = 1), before the revisit."""
+    data, model = r.data, r.model
     guarded = len(data.guard_y) > 0
     if guarded:
         before, snapshot = accuracy(model, data.guard_x, data.guard_y), _snapshot(model)
-    fit = distill_transfer(cfg, pid, server_round, model, data, target, budget)
+    fit = distill_transfer(r, target)
     metrics = {
         "distill-loss": fit.loss,
         "transfer-samples": float(fit.samples),
         "transfer-steps": float(fit.steps),
     }
     if guarded:
-        rolled_back = accuracy(model, data.guard_x, data.guard_y) < before - cfg.fusion.guard_tolerance
+        rolled_back = accuracy(model, data.guard_x, data.guard_y) < before - r.cfg.fusion.guard_tolerance
         if rolled_back:
             model.load_state_dict(snapshot)
         metrics["rolled-back"] = float(rolled_back)

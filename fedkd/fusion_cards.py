@@ -11,43 +11,85 @@ algorithms imports neither numpy nor torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Uploads(StrEnum):
+    """What a client sends after local training. The value is its name on the wire (train.local's
+    ``upload`` setting) and picks the server's exchange (server/exchanges.py); the class kinds are
+    per-class statistics of private data, with no transfer set (the data-free family)."""
+
+    PREDICTIONS = "predictions"
+    WEIGHTS = "weights"
+    WEIGHTS_AND_PREDICTIONS = "weights+predictions"
+    NOTHING = "nothing"
+    CLASS_PREDICTIONS = "class-predictions"
+    CLASS_PROTOTYPES = "class-prototypes"
+
+    @classmethod
+    def named(cls, value: object) -> Uploads:
+        """The kind called ``value``; anything else is one line naming it and the kinds allowed."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(kind.value for kind in cls)
+            raise ValueError(f"upload kind {value!r} is unknown; allowed: {allowed}") from None
+
+    @property
+    def predictions(self) -> bool:
+        """Soft predictions on the transfer set."""
+        return self in (Uploads.PREDICTIONS, Uploads.WEIGHTS_AND_PREDICTIONS)
+
+    @property
+    def weights(self) -> bool:
+        return self in (Uploads.WEIGHTS, Uploads.WEIGHTS_AND_PREDICTIONS)
+
+    @property
+    def class_knowledge(self) -> bool:
+        return self in (Uploads.CLASS_PREDICTIONS, Uploads.CLASS_PROTOTYPES)
+
+    @property
+    def anything(self) -> bool:
+        """Whether a client makes an upload at all (``local`` makes none)."""
+        return self is not Uploads.NOTHING
 
 
 @dataclass(frozen=True)
 class Card:
-    # predictions | weights | weights+predictions | nothing | class-predictions | class-prototypes
-    # (server/exchanges.py; the class- kinds are per-class statistics of private data, no transfer set)
-    uploads: str = "predictions"
+    uploads: Uploads = Uploads.PREDICTIONS  # a plugin may give the kind's name ("nothing")
     sparse: bool = False  # clients upload only the rows ``upload_mask`` keeps (mask + values)
     personalised: bool = False  # each client gets its own target or model
     paper: str = ""  # where the method comes from
     settings: tuple[str, ...] = ()  # the config keys only this algorithm reads
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uploads", Uploads.named(self.uploads))
+
     @property
     def uploads_predictions(self) -> bool:
-        return "predictions" in self.uploads.split("+")
+        return self.uploads.predictions
 
     @property
     def uploads_weights(self) -> bool:
-        return "weights" in self.uploads.split("+")
+        return self.uploads.weights
 
     @property
     def uploads_class_knowledge(self) -> bool:
         """Per-class statistics of the private data (C rows), no transfer set: the data-free family."""
-        return self.uploads in CLASS_UPLOADS
+        return self.uploads.class_knowledge
 
     @property
     def noisable(self) -> bool:
         """Whether the privacy mechanism can noise the uploads: rows on the simplex."""
-        return self.uploads in ("predictions", "class-predictions")
+        return self.uploads in (Uploads.PREDICTIONS, Uploads.CLASS_PREDICTIONS)
 
     def upload_summary(self) -> str:
         """What one client sends after local training, in words."""
-        if self.uploads in CLASS_UPLOADS:
+        if self.uploads.class_knowledge:
             return CLASS_UPLOADS[self.uploads]
-        if self.uploads == "predictions":
+        if self.uploads is Uploads.PREDICTIONS:
             return "sparse predictions (mask + values)" if self.sparse else "predictions"
-        return self.uploads.replace("+", " + ")
+        return self.uploads.value.replace("+", " + ")
 
     def compression_refusal(self) -> str | None:
         """Why ``compression`` cannot apply to this algorithm's uploads; None where it can."""
@@ -65,8 +107,8 @@ class Card:
 
 
 CLASS_UPLOADS = {  # upload kind -> what a client sends, in words
-    "class-predictions": "per-class mean predictions (C x C)",
-    "class-prototypes": "per-class prototypes (C x D) + class counts",
+    Uploads.CLASS_PREDICTIONS: "per-class mean predictions (C x C)",
+    Uploads.CLASS_PROTOTYPES: "per-class prototypes (C x D) + class counts",
 }
 KNFU_SETTINGS = (
     "divergence",
@@ -81,19 +123,19 @@ CARDS: dict[str, Card] = {
         paper="Itahara et al. 2021, DS-FL (IEEE TMC, arXiv 2008.06180)", settings=("dsfl-temperature",)
     ),
     "fd": Card(
-        uploads="class-predictions",
+        uploads=Uploads.CLASS_PREDICTIONS,
         personalised=True,
         paper="Jeong et al. 2018, FD (NeurIPS MLPCD workshop, arXiv 1811.11479); data-free",
         settings=("fd-weight",),
     ),
-    "fedavg": Card(uploads="weights", paper="McMahan et al. 2017, FedAvg (AISTATS, arXiv 1602.05629)"),
+    "fedavg": Card(uploads=Uploads.WEIGHTS, paper="McMahan et al. 2017, FedAvg (AISTATS, arXiv 1602.05629)"),
     "feddf": Card(
-        uploads="weights+predictions",
+        uploads=Uploads.WEIGHTS_AND_PREDICTIONS,
         paper="Lin et al. 2020, FedDF (NeurIPS, arXiv 2006.07242)",
         settings=("feddf-server-steps",),
     ),
     "fedproto": Card(
-        uploads="class-prototypes",
+        uploads=Uploads.CLASS_PROTOTYPES,
         paper="Tan et al. 2022, FedProto (AAAI, arXiv 2105.00243); data-free",
         settings=("fedproto-weight",),
     ),
@@ -119,7 +161,9 @@ CARDS: dict[str, Card] = {
         paper="Zhang et al. 2021, KT-pFL (NeurIPS, arXiv 2111.02862)",
         settings=("ktpfl-step-rule", "ktpfl-step-size", "ktpfl-simplex", "ktpfl-rho", "ktpfl-steps"),
     ),
-    "local": Card(uploads="nothing", personalised=True, paper="no exchange: the step-matched reference"),
+    "local": Card(
+        uploads=Uploads.NOTHING, personalised=True, paper="no exchange: the step-matched reference"
+    ),
     "selective-fd": Card(
         sparse=True,
         paper="Shao et al. 2024, Selective-FD (Nature Communications, arXiv 2304.01731)",

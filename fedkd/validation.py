@@ -31,6 +31,7 @@ from fedkd.errors import ConfigError
 from fedkd.fusion import FUSIONS
 from fedkd.fusion.fedproto import shared_width
 from fedkd.fusion.ktpfl import SIMPLEX_MAPS, STEP_RULES
+from fedkd.fusion_cards import Uploads
 from fedkd.knowledge import DIVERGENCES
 from fedkd.models import parse_model_list
 from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
@@ -116,11 +117,11 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         "weights unprotected; allowed: mechanism=none with this algorithm",
     )
     _require(
-        pv.mechanism == "none" or algorithm.uploads == "nothing" or algorithm.card.noisable,
+        pv.mechanism == "none" or not algorithm.uploads.anything or algorithm.card.noisable,
         f"mechanism={pv.mechanism} noises rows of probabilities, but algorithm={f.algorithm} uploads "
         f"{algorithm.upload_summary()}; allowed: mechanism=none with this algorithm",
     )
-    if algorithm.uploads == "class-prototypes":
+    if algorithm.uploads is Uploads.CLASS_PROTOTYPES:
         widths = shared_width(cfg)
         _require(
             len(widths) == 1,

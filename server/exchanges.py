@@ -24,6 +24,7 @@ from fedkd.checkpoints import latest, tagged
 from fedkd.compression import ARRAY_DTYPES
 from fedkd.config import ExperimentConfig
 from fedkd.data.sources import dataset_spec
+from fedkd.fusion_cards import Uploads
 from fedkd.models import architecture_for, model_layers
 from fedkd.protocol import (
     KNOWLEDGE_KEY,
@@ -257,13 +258,13 @@ class DistilledWeightExchange(WeightExchange):
         return {arch: ArrayRecord(state) for arch, state in refined.items()}, np.full((k, k), 1.0 / k)
 
 
-EXCHANGES = {
-    "predictions": PredictionExchange,
-    "weights": WeightExchange,
-    "weights+predictions": DistilledWeightExchange,
-    "nothing": NoExchange,
-    "class-predictions": ClassKnowledgeExchange,
-    "class-prototypes": ClassKnowledgeExchange,
+EXCHANGES = {  # one per upload kind (a test holds every kind to one)
+    Uploads.PREDICTIONS: PredictionExchange,
+    Uploads.WEIGHTS: WeightExchange,
+    Uploads.WEIGHTS_AND_PREDICTIONS: DistilledWeightExchange,
+    Uploads.NOTHING: NoExchange,
+    Uploads.CLASS_PREDICTIONS: ClassKnowledgeExchange,
+    Uploads.CLASS_PROTOTYPES: ClassKnowledgeExchange,
 }
 
 

@@ -81,17 +81,15 @@ class KnowledgeFusionStrategy:
         node_of_pid = self.hello(grid, nodes)
         history = []
         for server_round in range(self.start_round, self.cfg.run.rounds + 1):
-            participants = self.participants(node_of_pid, server_round)
-            if self.ledger is not None and self.ledger.would_exceed(
-                [self.pid_of_node[n] for n in participants]
-            ):
+            asked = self.asked_nodes(node_of_pid, server_round)
+            if self.ledger is not None and self.ledger.would_exceed([self.pid_of_node[n] for n in asked]):
                 self.stopped = (
                     f"stopped before round {server_round}: a client would exceed "
                     f"max-epsilon={self.cfg.privacy.max_epsilon:g} ({self.ledger.method})"
                 )
                 log.warning(self.stopped)
                 break
-            record = self.run_round(grid, participants, server_round)
+            record = self.run_round(grid, asked, server_round)
             if self.checkpoint_dir:  # tagged with the round: not current until it is recorded
                 self.exchange.save(self.checkpoint_dir, server_round)
             history.append(record)
@@ -105,9 +103,10 @@ class KnowledgeFusionStrategy:
         """Ask every node for its partition id (and device) once; returns pid -> node id."""
         return hello(grid, nodes, self.roster, self.progress, self.node_timeout_s)
 
-    def participants(self, node_of_pid: dict[int, int], server_round: int) -> list[int]:
-        """All nodes, or a seeded sample of ``fraction`` of them (by partition id, so the same
-        clients are drawn on every engine)."""
+    def asked_nodes(self, node_of_pid: dict[int, int], server_round: int) -> list[int]:
+        """The node ids asked to train this round: all, or a seeded sample of ``fraction`` of
+        them (drawn by partition id, so the same clients are drawn on every engine). The round
+        record's ``participants`` are partition ids: node ids never leave the round loop."""
         pids = sorted(node_of_pid)
         k = min(len(pids), max(self.cfg.run.min_replies, math.ceil(self.cfg.run.fraction * len(pids))))
         if k < len(pids):
@@ -195,7 +194,7 @@ class KnowledgeFusionStrategy:
 
     def _local_phase(self, grid: Grid, nodes: list[int], server_round: int, out: RoundOutcome) -> None:
         settings = ConfigRecord(
-            {"server-round": server_round, "upload": self.fusion.uploads, **self._checkpointing()}
+            {"server-round": server_round, "upload": self.fusion.uploads.value, **self._checkpointing()}
         )
         out.asked = [self.pid_of_node[n] for n in nodes if n in self.pid_of_node]
         messages = [
@@ -228,7 +227,7 @@ class KnowledgeFusionStrategy:
         for 100 asked of 10,000 registered clients."""
         weights = np.zeros((len(participants), len(participants)))
         pids = sorted(out.accepted)
-        if self.fusion.uploads != "nothing" and len(pids) < self.cfg.run.min_replies:
+        if self.fusion.uploads.anything and len(pids) < self.cfg.run.min_replies:
             few = f"{len(pids)} valid replies < min-replies={self.cfg.run.min_replies}"
             log.warning("round %d: %s: no fusion this round", rnd, few)
             return {}, weights

@@ -202,3 +202,14 @@ def test_the_names_listing_commands_offer_include_installed_plugins(tmp_path, mo
     assert "median" in choices.names("algorithm") and "knfu" in choices.names("algorithm")
     assert "mine" in choices.names("dataset") and "digits" in choices.names("dataset")
     assert "never_imported" not in sys.modules
+
+
+def test_an_upload_kind_is_one_of_the_typed_kinds_each_with_its_exchange():
+    from fedkd.fusion_cards import Card, Uploads
+    from server.exchanges import EXCHANGES
+
+    assert Card(uploads="nothing").uploads is Uploads.NOTHING  # a plugin may name the kind
+    assert not Uploads.NOTHING.anything and Uploads.WEIGHTS_AND_PREDICTIONS.weights
+    with pytest.raises(ValueError, match="upload kind 'weights\\+labels' is unknown; allowed: predictions, "):
+        Card(uploads="weights+labels")
+    assert set(EXCHANGES) == set(Uploads)  # every kind has its exchange

@@ -25,7 +25,7 @@ import numpy as np
 
 from fedkd.config import ExperimentConfig, FusionConfig, TrainConfig
 from fedkd.data.sources import dataset_spec
-from fedkd.fusion_cards import Card
+from fedkd.fusion_cards import Card, Uploads
 from fedkd.registry import Registry
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class FusionAlgorithm:
         return 0
 
     @property
-    def uploads(self) -> str:
+    def uploads(self) -> Uploads:
         return self.card.uploads
 
     @property
