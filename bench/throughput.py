@@ -204,7 +204,7 @@ def cell_runs(seeds: int, reps: int, data_dir: str) -> dict:
 # client_steps functions timed inside a round (looked up by name: absent ones are left out)
 PARTS = (
     "training_data",
-    "compute_budget",
+    "run_plan",
     "_model",
     "train_private",
     "distill_transfer",

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedkd.csv_cells import cell
 from fedkd.errors import ConfigError
-from fedkd.metric_specs import recorded_names
+from fedkd.metric_specs import distinct, recorded_names
 
 METRICS = ("alma", "alma_se", "global_acc", "self_weight")  # the final evaluated round's
 # what a run cost, mean per round: kB up + down, clients' summed compute s, the server's compute s
@@ -81,7 +81,7 @@ def axis_text(value: Any) -> str:
 # -- CSV -----------------------------------------------------------------------------------------
 def write_runs_csv(table: RunTable) -> str:
     buffer = io.StringIO()
-    fields = [*table.axes, "seed", *numbers(), "status"]
+    fields = list(distinct([*table.axes, "seed", *numbers(), "status"], "runs.csv"))
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in table.records:

@@ -110,6 +110,7 @@ def stop_on_signals(on_give_up: Callable[[str], None] | None = None) -> Iterator
         sys.unraisablehook = hook
         for _, watchdog in _taken:
             watchdog.set()  # the cleanup ended: the process exits on its own (with 128 + signum)
+        set_stopping(None)  # what runs after the block (a notebook's next run) is not stopping
         if not _taken:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -126,8 +126,9 @@ def _run_on_ray(
 
 def _interrupt_tasks(ray: Any, pending: dict[Any, PlannedRun], out: Path, signum: int) -> None:
     """Cancel the runs in flight: Ray raises KeyboardInterrupt in each, whose run then marks its
-    results and removes its files. A task still running after GRACE_S / 2 is killed (its worker
-    process ended) before its results are marked from here: a live task would write over the mark."""
+    results and removes its files (well under a second). A task still running after GRACE_S / 2
+    (deaf to the cancel, or stuck in its cleanup) is killed, its worker process ended, before its
+    results are marked and its temp files removed from here: a live task would write over the mark."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end
     for ref in pending:

@@ -12,7 +12,8 @@ beside its accuracies), which is how a plugin adds a measurement (entry point gr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ from fedkd.registry import Registry
 MAX_COUNT = float(2**53)
 ACCURACY = (0.0, 1.0)
 COUNT = (0.0, MAX_COUNT)
-LOSS = (0.0, MAX_COUNT)  # a loss is finite and non-negative; a client whose loss is not reports none
+# A loss is any finite number: a KL divergence of a student that matches its target rounds to
+# about -1e-7. A client whose loss is not finite (no step, a diverged model) reports none.
+LOSS = (-math.inf, math.inf)
 
 EVALUATE = "evaluate"  # ``required``: in every distil reply of an evaluated round
 
@@ -113,6 +116,25 @@ def recorded_names() -> tuple[str, ...]:
     return tuple(spec.record for spec in recorded())
 
 
+def recorded_fields() -> tuple[str, ...]:
+    """The round record's fields of the recorded metrics: "<name>" and "client_<name>" each."""
+    return tuple(field for name in recorded_names() for field in (name, f"client_{name}"))
+
+
+def distinct(columns: Iterable[str], where: str) -> tuple[str, ...]:
+    """``columns`` in order; a name twice (a recorded metric named like one of fedkd's own
+    fields) is one line naming it."""
+    names = tuple(columns)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(
+                f"metric record name {name!r} is a field of {where} already; allowed: a new name"
+            )
+        seen.add(name)
+    return names
+
+
 def with_recorded_metrics(values: dict[str, dict[int, float]], record: dict[str, Any]) -> dict[str, Any]:
     """The round ``record`` with the recorded metrics' fields, from {record name: {partition id:
     value}}: "client_<name>" in partition-id order (sums bit-identical across engines) and
@@ -123,9 +145,5 @@ def with_recorded_metrics(values: dict[str, dict[int, float]], record: dict[str,
         per_client = dict(sorted(values.get(name, {}).items()))
         fields[name] = mean_finite(per_client.values())
         fields[f"client_{name}"] = per_client
-    taken = sorted(set(fields) & set(record))
-    if taken:
-        raise ConfigError(
-            f"metric record name {taken[0]!r} is a round-record field already; allowed: a new name"
-        )
+    distinct((*record, *fields), "the round record")
     return {**record, **fields}

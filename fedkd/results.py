@@ -16,7 +16,7 @@ from fedkd.config import ExperimentConfig, as_dict
 from fedkd.config_doc import render_toml
 from fedkd.environment import environment_info
 from fedkd.errors import ConfigError
-from fedkd.metric_specs import recorded_names
+from fedkd.metric_specs import distinct, recorded_fields, recorded_names
 from fedkd.results_files import (
     CONFIG_FILE,
     INTERRUPTED,
@@ -106,6 +106,57 @@ FINAL_KEYS = (
     "self_weight",
     "round",
 )
+# the fields of a round record (rounds.jsonl) besides the recorded metrics' (server/strategy.py
+# writes them; tests/test_engines.py holds a real record to this list)
+ROUND_FIELDS = (
+    "round",
+    "evaluated",
+    "alma",
+    "alma_std",
+    "alma_min",
+    "alma_se",
+    "alma_clients",
+    "alma_matched",
+    "alma_matched_std",
+    "alma_matched_min",
+    "alma_matched_se",
+    "alma_matched_clients",
+    "val_alma",
+    "client_matched_acc",
+    "client_global_acc",
+    "client_val_acc",
+    "private_steps",
+    "transfer_steps",
+    "pretrain_steps",
+    "server_steps",
+    "client_test_size",
+    "private_samples",
+    "transfer_samples",
+    "self_weight",
+    "global_acc",
+    "client_acc",
+    "weights",
+    "bytes_up",
+    "bytes_down",
+    "wall_s",
+    "compute_s",
+    "server_compute_s",
+    "failed_clients",
+    "rolled_back",
+    "participants",
+    "epsilon",
+)
+
+
+def final_keys() -> tuple[str, ...]:
+    return distinct((*FINAL_KEYS, "total_wall_s", *recorded_names()), "results.json's final")
+
+
+def check_record_names() -> None:
+    """Before round 1: no recorded metric is named like a field of fedkd's outputs (each writer
+    checks its own columns again)."""
+    distinct((*ROUND_FIELDS, *recorded_fields()), "the round record")
+    final_keys()
 
 
 def earlier_wall_s(rounds: list[dict[str, Any]], final: dict[str, Any] | None) -> float:
@@ -167,7 +218,7 @@ class RunResults:
             append_json_line(self.rounds_path, record)
         self.payload["rounds_done"] = len(self.rounds)
         if record.get("evaluated", True):
-            self.payload["final"] = {key: record.get(key) for key in (*FINAL_KEYS, *recorded_names())}
+            self.payload["final"] = {key: record.get(key) for key in final_keys() if key != "total_wall_s"}
             self.payload["final"]["total_wall_s"] = self.earlier_wall_s + time.perf_counter() - self.started
         self.flush()
 

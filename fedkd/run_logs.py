@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from fedkd.config import ExperimentConfig, log_targets
 from fedkd.csv_cells import cell
-from fedkd.metric_specs import recorded_names
+from fedkd.metric_specs import distinct, recorded_names
 from fedkd.models import architecture_for
 from fedkd.results_files import atomic_write_text
 from fedkd.tensorboard_log import TensorBoardLog
@@ -74,12 +74,12 @@ class RoundLog(Protocol):
 
 def round_columns() -> tuple[str, ...]:
     """rounds.csv's columns: fedkd's, then each recorded metric's round mean (fedkd/metric_specs.py)."""
-    return (*ROUND_COLUMNS, *recorded_names())
+    return distinct((*ROUND_COLUMNS, *recorded_names()), "rounds.csv")
 
 
 def client_columns() -> tuple[str, ...]:
     """clients.csv's columns: fedkd's, then each recorded metric's per-client value."""
-    return (*CLIENT_COLUMNS, *recorded_names())
+    return distinct((*CLIENT_COLUMNS, *recorded_names()), "clients.csv")
 
 
 def round_row(record: dict[str, Any]) -> list[str]:

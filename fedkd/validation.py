@@ -35,6 +35,8 @@ from fedkd.fusion_cards import Uploads
 from fedkd.knowledge import DIVERGENCES
 from fedkd.models import parse_model_list
 from fedkd.privacy import PrivacyLedger, noise_scale, release_rows
+from fedkd.results import check_record_names
+from fedkd.run_logs import client_columns, round_columns
 
 RAY_RESOURCE_UNIT = 0.0001  # the smallest resource share Ray schedules (1 / RESOURCE_UNIT_SCALING)
 
@@ -60,6 +62,9 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             _require(
                 ranges[key].admits(value), f"{key}={value} is invalid; allowed: {ranges[key].describe()}"
             )
+    check_record_names()  # a recorded metric named like one of fedkd's fields: before round 1
+    round_columns()
+    client_columns()
     _choice("mechanism", pv.mechanism, ("none", "gaussian", "laplace"))
     _choice("noise-on", pv.noise_on, ("probabilities", "logits"))
     _choice("sensitivity-model", pv.sensitivity_model, ("client", "row"))

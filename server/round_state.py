@@ -51,6 +51,13 @@ class RoundOutcome:
             if spec.key in metrics:
                 self.recorded.setdefault(spec.record, {})[pid] = metrics[spec.key]
 
+    def completed_records(self, completed: list[int]) -> dict[str, dict[int, float]]:
+        """The recorded metrics of the clients that completed the round (those ALMA counts)."""
+        done = set(completed)
+        return {
+            name: {p: v for p, v in values.items() if p in done} for name, values in self.recorded.items()
+        }
+
     def tally(self, pid: int, metrics: dict[str, float]) -> None:
         """Add a reply's compute time and sample counts."""
         self.compute_s += metrics.get("compute-seconds", 0.0)

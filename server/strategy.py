@@ -148,7 +148,7 @@ class KnowledgeFusionStrategy:
             raise RuntimeError(f"round {server_round}: no client completed the round; first problem: {first}")
         fused = sorted(p for p, content in contents.items() if TARGET_KEY in content)
         return with_recorded_metrics(
-            out.recorded,
+            out.completed_records(evaluation.completed),
             {
                 "round": server_round,
                 "evaluated": evaluation.evaluated,

@@ -8,48 +8,10 @@ from flwr.app import Message
 from clients.client_app import make_client_app
 from experiments.engines import run_experiment, run_inprocess
 from fedkd.metric_specs import recorded_names
+from fedkd.results import ROUND_FIELDS
 from fedkd.results_files import load_results
 from server.inprocess.grid import InProcessGrid
 from tests.conftest import tiny_config
-
-ROUND_KEYS = {
-    "round",
-    "evaluated",
-    "alma",
-    "alma_std",
-    "alma_min",
-    "alma_se",
-    "alma_clients",
-    "alma_matched",
-    "alma_matched_std",
-    "alma_matched_min",
-    "alma_matched_se",
-    "alma_matched_clients",
-    "val_alma",
-    "client_matched_acc",
-    "client_global_acc",
-    "client_val_acc",
-    "private_steps",
-    "transfer_steps",
-    "pretrain_steps",
-    "server_steps",
-    "client_test_size",
-    "private_samples",
-    "transfer_samples",
-    "self_weight",
-    "global_acc",
-    "client_acc",
-    "weights",
-    "bytes_up",
-    "bytes_down",
-    "wall_s",
-    "compute_s",
-    "server_compute_s",
-    "failed_clients",
-    "rolled_back",
-    "participants",
-    "epsilon",
-}
 
 
 def _numbers(results):
@@ -84,7 +46,7 @@ def test_inprocess_run_writes_results_and_is_reproducible(tmp_path, algorithm):
     assert saved["config"]["fusion"]["algorithm"] == algorithm
     assert len(saved["rounds"]) == cfg.run.rounds
     recorded = {key for name in recorded_names() for key in (name, f"client_{name}")}
-    assert set(saved["rounds"][0]) == ROUND_KEYS | recorded  # the metric specs' fields besides fedkd's
+    assert set(saved["rounds"][0]) == set(ROUND_FIELDS) | recorded  # the metric specs' fields besides fedkd's
     assert saved["final"]["alma"] == pytest.approx(first.rounds[-1]["alma"])
     assert 0.0 < saved["final"]["alma"] <= 1.0
     k = cfg.data.num_clients

@@ -220,16 +220,16 @@ def test_feddf_server_distills_every_architecture_towards_all_clients_averaged_l
     that architecture's clients), and each architecture gets its own average as the start."""
     import fedkd.fusion.feddf as feddf
     from fedkd.fusion import FUSIONS
-    from fedkd.run_plan import run_plan
 
     seen = {}
 
     def record(arch, state, x, teacher, cfg, server_round, temperature):
         seen[arch] = (state, np.asarray(teacher), x.shape[0])
-        assert temperature == run_plan(cfg).temperature  # the algorithm's, as its clients use
+        assert temperature == 1.5 != cfg.train.temperature  # the algorithm's own, not the key's
         return state
 
     monkeypatch.setattr(feddf, "distil_architecture", record)
+    monkeypatch.setattr(FUSIONS.get("feddf"), "fixed_temperature", 1.5)  # a variant that fixes T
     cfg = tiny_config(algorithm="feddf", models="mlp,cnn-s", **{"feddf-server-steps": 2})
     rng = np.random.default_rng(0)
     preds = rng.dirichlet(np.ones(10), size=(3, cfg.data.transfer_size))  # (K, N, C)

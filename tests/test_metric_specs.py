@@ -95,11 +95,49 @@ def test_every_spec_is_well_formed():
     assert {"train_loss", "distill_loss"} <= set(recorded_names())
 
 
-def test_a_metric_recorded_under_a_name_fedkd_uses_is_refused(monkeypatch):
-    from experiments.engines import run_inprocess
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("alma", "the round record"),
+        ("total_wall_s", "results.json's final"),
+        ("epsilon_max", "rounds.csv"),
+        ("partition_id", "clients.csv"),
+    ],
+)
+def test_a_metric_recorded_under_a_name_fedkd_uses_is_refused_before_round_1(monkeypatch, name, where):
+    from fedkd.validation import validate_config
     from tests.conftest import tiny_config
 
     monkeypatch.setattr(METRICS, "_items", dict(METRICS._items))
-    metric(MetricSpec("alma-again", ACCURACY, "nothing", record="alma", compute=lambda model, data: 0.5))
-    with pytest.raises(ConfigError, match="'alma' is a round-record field already"):
-        run_inprocess(tiny_config(rounds=1))
+    metric(MetricSpec("clash", ACCURACY, "nothing", record=name, compute=lambda model, data: 0.5))
+    with pytest.raises(ConfigError, match=f"metric record name '{name}' is a field of {where} already"):
+        validate_config(tiny_config(rounds=1))
+
+
+def test_a_metric_named_like_a_runs_csv_column_is_refused_when_the_table_is_written(with_spec):
+    from experiments.run_records import RunTable, write_runs_csv
+
+    assert "confidence" in write_runs_csv(RunTable(["alpha"], [])).splitlines()[0].split(",")
+    with pytest.raises(ConfigError, match="metric record name 'confidence' is a field of runs.csv already"):
+        write_runs_csv(RunTable(["confidence"], []))  # an axis of the sweep with the same name
+
+
+def test_a_client_reports_only_finite_metrics(monkeypatch):
+    """A diverged model's loss is not a number: the client leaves it out, its reply stands."""
+    from experiments.engines import run_inprocess
+    from fedkd.client_steps import reported
+    from tests.conftest import tiny_config
+
+    assert reported({"a": 1.0, "b": float("nan"), "c": float("inf"), "d": -1e-7}) == {"a": 1.0, "d": -1e-7}
+    cfg = tiny_config(rounds=1, algorithm="local", **{"learning-rate": 1e12})
+    record = run_inprocess(cfg).rounds[0]
+    assert record["failed_clients"] == [] and len(record["client_acc"]) == 3
+    assert len(record["client_train_loss"]) < 3  # a diverged client's loss: not reported, not recorded
+
+
+def test_a_slightly_negative_loss_is_accepted():
+    """KL of a student that matches its target rounds to about -1e-7: a loss is any finite number."""
+    assert checked_metrics({"distill-loss": -4.96e-08, "train-loss": 0.0}) == {
+        "distill-loss": -4.96e-08,
+        "train-loss": 0.0,
+    }

@@ -6,6 +6,8 @@ with hostile values: tests/test_upload_values_fuzz.py."""
 
 from __future__ import annotations
 
+import math
+
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,10 +28,14 @@ def _bad_value(key: str) -> st.SearchStrategy:
         inside = st.integers(0, 3).filter(lambda v: v != 1)  # another node's partition
         return st.one_of(inside, st.floats(0.1, 0.9), st.just(float("nan")), st.integers(4, 2**62))
     low, high = metric_ranges()[key]
-    high = min(high, MAX_COUNT)
-    outside = st.floats(allow_nan=True).filter(lambda v: not low <= v <= high)
-    big = st.integers(int(high) + 2, 2**1100)  # float(2**53 + 1) rounds back to 2**53
-    return st.one_of(outside, big, st.integers(-(2**40), -1), st.lists(st.floats(0, 1), max_size=3))
+    outside = st.floats(allow_nan=True).filter(lambda v: not (math.isfinite(v) and low <= v <= high))
+    beyond_floats = st.integers(2**1030, 2**1100)  # no float holds it: not a finite number
+    values = [outside, beyond_floats, st.lists(st.floats(0, 1), max_size=3)]
+    if high < math.inf:  # float(2**53 + 1) rounds back to 2**53
+        values.append(st.integers(int(min(high, MAX_COUNT)) + 2, 2**1100))
+    if low > -math.inf:
+        values.append(st.integers(-(2**40), math.ceil(low) - 1))
+    return st.one_of(*values)
 
 
 def _metric_forgery(keys: list[str]) -> st.SearchStrategy:

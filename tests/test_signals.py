@@ -284,14 +284,17 @@ def test_a_ray_task_deaf_to_its_cancel_is_killed_before_the_driver_marks_its_res
     results.parent.mkdir(parents=True)
 
     def deaf(path: str) -> None:
+        from fedkd.results_files import atomic_write_json  # as a run writes results.json: never torn
+
         while True:
             try:
                 while True:
-                    Path(path).write_text(json.dumps({"status": "running"}))
+                    atomic_write_json(path, {"status": "running"})
                     time.sleep(0.05)
             except KeyboardInterrupt:
                 continue
 
+    sigterm = signal.getsignal(signal.SIGTERM)  # _interrupt_tasks ignores it on the main thread
     ray.init(num_cpus=1, include_dashboard=False, runtime_env=_ray_runtime_env())
     try:
         task = ray.remote(deaf).remote(str(results))
@@ -303,3 +306,29 @@ def test_a_ray_task_deaf_to_its_cancel_is_killed_before_the_driver_marks_its_res
         assert json.loads(results.read_text())["status"] == "interrupted"
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, sigterm)
+
+
+RESET = """
+import os, signal
+from experiments.stop_signals import stop_on_signals
+from fedkd.errors import stopping
+
+try:
+    with stop_on_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pause()
+except KeyboardInterrupt:
+    print("stopped", stopping() is None, flush=True)  # the block ended: nothing is stopping now
+with stop_on_signals():
+    print("next block", stopping() is None, flush=True)
+"""
+
+
+def test_a_stop_ends_with_its_block_so_a_later_run_is_not_stopping(tmp_path):
+    """A notebook's second run after a Ctrl-C: client errors are errors again, not interruptions."""
+    script = tmp_path / "reset.py"
+    script.write_text(RESET)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines() == ["stopped True", "next block True"], proc.stdout + proc.stderr[-2000:]

@@ -13,7 +13,7 @@ from PIL import Image
 from fedkd.data import cifar
 from fedkd.data.errors import DataError
 from fedkd.data.integrity import EXPECTED, Expected
-from fedkd.data.sources import clear_dataset_cache, load_dataset
+from fedkd.data.sources import DATASETS, clear_dataset_cache, load_dataset
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -286,3 +286,23 @@ def test_a_damaged_cache_of_any_kind_is_rebuilt_never_trusted(tmp_path, damage):
     else:  # random arrays under the right names, no valid checksum
         np.savez(path, train_x=np.ones((3, 4), dtype=np.uint8), train_y=np.arange(3))
     assert load_cached(path) is None
+
+
+def test_the_hub_copy_is_the_one_the_datasets_spec_names(tmp_path, monkeypatch):
+    """download=true asks the hub for the repository in the DatasetSpec (offline here: the fake
+    hub refuses, and the refusal is one line naming that repository)."""
+    import sys
+    import types
+
+    asked = []
+
+    def refuse(repo):
+        asked.append(repo)
+        raise ConnectionError("offline")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=refuse))
+    monkeypatch.setenv("FEDKD_CACHE_DIR", str(tmp_path))
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(DataError, match=f"cannot download {DATASETS.get(name).hub[0]} from the"):
+            load_dataset(name, str(tmp_path / "empty"), download=True)
+    assert asked == ["ylecun/mnist", "uoft-cs/cifar10"]

@@ -12,12 +12,6 @@ from fedkd.data.cache import cache_root, load_cached, save_cached
 from fedkd.data.errors import DataError
 from fedkd.data.integrity import check_counts
 
-HUB_NAMES = {
-    "mnist": ("ylecun/mnist", "image"),
-    "fashion-mnist": ("zalando-datasets/fashion_mnist", "image"),
-    "cifar10": ("uoft-cs/cifar10", "img"),
-}
-
 Split = tuple[np.ndarray, np.ndarray]
 
 
@@ -27,8 +21,10 @@ def _to_arrays(split, image_column: str) -> Split:
     return images, np.asarray(split["label"], dtype=np.int64)
 
 
-def fetch(name: str) -> tuple[Split, Split]:
-    repo, column = HUB_NAMES[name]
+def fetch(name: str, source: tuple[str, str]) -> tuple[Split, Split]:
+    """Dataset ``name`` from the hub: ``source`` is its (repository, image column), from its
+    DatasetSpec's ``hub``."""
+    repo, column = source
     cache = cache_root() / f"hub-{name}.npz"
     cached = load_cached(cache)
     if cached is not None:

@@ -65,6 +65,7 @@ class DatasetSpec:
     input_shape: tuple[int, int, int]  # (C, H, W) of every image
     train_size: int  # images in the train split: no client trains on more (bounds num-examples claims)
     class_names: tuple[str, ...] = ()  # what each label means, for figures and tables (empty: the label)
+    hub: tuple[str, str] | None = None  # (repository, image column) on the Hugging Face hub (download=true)
 
 
 SpecReader = Callable[[Path | None], DatasetSpec]  # a dataset whose facts are in its file (npz)
@@ -99,14 +100,17 @@ CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def _builtin(
-    name: str, input_shape: tuple[int, int, int], class_names: tuple[str, ...]
+    name: str,
+    input_shape: tuple[int, int, int],
+    class_names: tuple[str, ...],
+    hub: tuple[str, str] | None = None,
 ) -> Callable[[Loader], Loader]:
     """Register a shipped source, its class count and train size from its known per-class
     counts (fedkd/data/integrity.py)."""
 
     def register(load: Loader) -> Loader:
         counts = EXPECTED[name].train_counts
-        DATASETS.register(name)(DatasetSpec(load, len(counts), input_shape, sum(counts), class_names))
+        DATASETS.register(name)(DatasetSpec(load, len(counts), input_shape, sum(counts), class_names, hub))
         return load
 
     return register
@@ -210,19 +214,26 @@ def _idx_loader(name: str, torchvision_name: str, system_dir: str | None) -> Loa
                 train, test = load_idx_split(folder, "train", name), load_idx_split(folder, "t10k", name)
                 return train, test, str(folder)
         if download:
-            return *hub.fetch(name), f"the Hugging Face hub copy of {name}"
+            return *hub.fetch(name, _hub_source(name)), f"the Hugging Face hub copy of {name}"
         raise _not_found(name, candidates, "train-images-idx3-ubyte.gz and the three other idx files")
 
     return load
 
 
-_builtin("mnist", (1, 28, 28), DIGITS)(_idx_loader("mnist", "MNIST", None))
-_builtin("fashion-mnist", (1, 28, 28), FASHION_NAMES)(
+def _hub_source(name: str) -> tuple[str, str]:
+    source = _spec(name, "").hub
+    if source is None:
+        raise DataError(f"{name} has no Hugging Face hub copy; allowed: its files under data-dir")
+    return source
+
+
+_builtin("mnist", (1, 28, 28), DIGITS, ("ylecun/mnist", "image"))(_idx_loader("mnist", "MNIST", None))
+_builtin("fashion-mnist", (1, 28, 28), FASHION_NAMES, ("zalando-datasets/fashion_mnist", "image"))(
     _idx_loader("fashion-mnist", "FashionMNIST", "/usr/share/datasets/fashion-mnist")
 )
 
 
-@_builtin("cifar10", (3, 32, 32), CIFAR10_NAMES)
+@_builtin("cifar10", (3, 32, 32), CIFAR10_NAMES, ("uoft-cs/cifar10", "img"))
 def _load_cifar10(root: Path | None, download: bool) -> tuple[Split, Split, str]:
     looked: list[Path] = []
     for base in (root, root / "cifar10") if root is not None else ():
@@ -236,7 +247,7 @@ def _load_cifar10(root: Path | None, download: bool) -> tuple[Split, Split, str]
         if archive.is_file():
             return *cifar.load_jpeg_archive(archive), str(archive)
     if download:
-        return *hub.fetch("cifar10"), "the Hugging Face hub copy of cifar10"
+        return *hub.fetch("cifar10", _hub_source("cifar10")), "the Hugging Face hub copy of cifar10"
     raise _not_found("cifar10", looked, "cifar-10-batches-py/ or cifar10-jpeg.tar.xz")
 
 
