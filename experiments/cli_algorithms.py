@@ -51,7 +51,7 @@ def listing(cards: dict[str, Card]) -> str:
         "",
         "settings (fedkd keys --toml explains each; compression keys apply to every compressible one):",
     ]
-    lines += [f"  {row[0]}: {', '.join(cards[row[0]].settings) or '-'}" for row in rows]
+    lines += [f"  {row[0]}: {', '.join(cards[row[0]].keys) or '-'}" for row in rows]
     return "\n".join(lines)
 
 

@@ -14,10 +14,13 @@ import difflib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from fedkd.config_types import Allowed, allowed, coerce
 from fedkd.errors import ConfigError  # also imported from here by callers (re-export)
+from fedkd.fusion_cards import BUILTIN_SETTINGS
+
+T = TypeVar("T")
 
 # Allowed values of keys that are not chosen from a registry (the registries' keys are checked
 # by fedkd/validation.py, which may import them; this module imports only errors and config_types).
@@ -108,60 +111,42 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class FusionConfig:
+class FusionChoice:
     algorithm: str = "knfu"  # how the clients' knowledge is combined each round
-    divergence: str = "kl"  # KnFu: divergence between two clients' EPDs (kl, js) or predictions (cosine)
-    neighbour_rule: str = "mean-threshold"  # KnFu: which clients count as semantic neighbours
-    # KnFu, neighbour-rule fixed-threshold: largest divergence of a neighbour.
-    neighbour_threshold: float = allowed(0.1, ">= 0")
-    neighbour_top_m: int = allowed(3, ">= 1")  # KnFu, neighbour-rule top-m: closest clients kept
-    beta: float = allowed(10.0, ">= 0")  # KnFu: weights = softmax(-beta * divergence)
-    include_self: bool = True  # KnFu: a client is its own neighbour (divergence 0); allowed: true, false
-    dsfl_temperature: float = allowed(0.1, "> 0")  # DS-FL entropy reduction (lower: sharper)
-    # FedMD: transfer rows drawn afresh each round for consensus/digest.
-    fedmd_subset: int = allowed(0, ">= 0", "0: all; at most transfer-size")
-    # FedMD (not fedmd-nopretrain): epochs of its transfer-learning phase, supervised on the
-    # labelled transfer set before a client's first round, on top of pretrain-epochs.
-    fedmd_pretrain_epochs: int = allowed(20, ">= 0")
-    guard_fraction: float = allowed(0.1, "0 < value < 1")  # knfu-guard: share of private data held out
-    guard_tolerance: float = allowed(
-        0.0, ">= 0"
-    )  # knfu-guard: allowed drop in guard accuracy before rollback
-    # KT-pFL: step size on the knowledge-coefficient matrix C: adaptive (the reference code's: per
-    # row, a power of 5 that puts the mean absolute step in [0.01, 0.05)) | fixed (ktpfl-step-size).
-    ktpfl_step_rule: str = "adaptive"
-    # KT-pFL, ktpfl-step-rule fixed: step size of each gradient step on C.
-    ktpfl_step_size: float = allowed(0.1, "> 0")
-    # KT-pFL: how a row of C returns to the simplex after a step: softmax (the reference code's
-    # softmax(5 c)) | projection (Euclidean projection onto the simplex).
-    ktpfl_simplex: str = "softmax"
-    # KT-pFL: rho of the regulariser rho * ||C - 1/K||^2 (pulls C towards uniform).
-    ktpfl_rho: float = allowed(0.7, ">= 0")
-    ktpfl_steps: int = allowed(1, ">= 1")  # KT-pFL: gradient steps on C per round (server side)
-    # FedDF: server distillation steps (mini-batches of batch-size transfer rows) per architecture
-    # and round.
-    feddf_server_steps: int = allowed(100, ">= 0", "0: per-architecture FedAvg only")
-    # Selective-FD, client side: the share of its own private samples (leave-one-out) a client's
-    # density-ratio selector would pass; a transfer row is uploaded if its ratio is at least theirs
-    # at quantile 1 - this.
-    selective_quantile: float = allowed(0.75, "0 < value <= 1")
-    # Selective-FD, client side: Gaussian kernel width of the density-ratio estimate, as a multiple
-    # of the median distance between private and transfer inputs.
-    selective_kernel_width: float = allowed(1.0, "> 0")
-    # Selective-FD, server side: rows whose ensemble prediction has normalised entropy (entropy /
-    # ln C) above this get no target.
-    selective_entropy: float = allowed(0.9, "0 < value <= 1", "1: keep every row")
-    # FD: weight of the distillation term towards the peers' mean soft prediction for a sample's
-    # label (KL at temperature, T^2-scaled), added to cross-entropy in every private step.
-    fd_weight: float = allowed(1.0, ">= 0")
-    # FedProto: weight of the squared distance between a sample's representation and the global
-    # prototype of its label (mean over entries), added to cross-entropy in every private step.
-    fedproto_weight: float = allowed(1.0, ">= 0")
+
+
+@dataclass(frozen=True)
+class CompressionSettings:
     # Soft-prediction uploads, compressed client-side after any privacy noise: none | topk | quant.
     compression: str = "none"
     # compression topk: largest entries kept per row.
     compression_k: int = allowed(2, ">= 1", "and below the number of classes")
     compression_bits: int = allowed(8, "2 <= value <= 8", "8, 4 or 2")  # compression quant: bits per entry
+
+
+# The fusion section: the algorithm, every built-in algorithm's own settings (each declared with
+# its card, fedkd/fusion_cards.py) and the upload compression; one flat key per field as in every
+# section. A plugin algorithm's settings are ``options`` (below).
+FUSION_PARTS: tuple[type, ...] = (FusionChoice, *BUILTIN_SETTINGS, CompressionSettings)
+
+
+def _compose(name: str, parts: tuple[type, ...]) -> type:
+    """One frozen dataclass with the fields of ``parts`` in order (a name twice is a bug here)."""
+    specs = []
+    for part in parts:
+        hints = get_type_hints(part)
+        specs += [
+            (f.name, hints[f.name], field(default=f.default, metadata=f.metadata)) for f in fields(part)
+        ]
+    names = [spec[0] for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name}: a key is declared twice: {sorted(n for n in names if names.count(n) > 1)}")
+    composed = dataclasses.make_dataclass(name, specs, frozen=True)
+    composed.__module__ = __name__  # pickled by name, as every config section (workers, Ray)
+    return composed
+
+
+FusionConfig = _compose("FusionConfig", FUSION_PARTS)
 
 
 @dataclass(frozen=True)
@@ -228,15 +213,18 @@ class ExperimentConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # A plugin algorithm's own keys (its card's settings dataclasses), as (key, value) pairs in key
+    # order: those given, each a flat key like any other (settings_of reads them with defaults).
+    options: tuple[tuple[str, bool | int | float | str], ...] = ()
 
     def to_run_config(self) -> dict[str, bool | int | float | str]:
-        """Flatten to Flower run_config: one kebab-case key per leaf field."""
+        """Flatten to Flower run_config: one kebab-case key per leaf field, then the options."""
         flat: dict[str, bool | int | float | str] = {}
-        for section in fields(self):
+        for section in sections():
             part = getattr(self, section.name)
             for leaf in fields(part):
                 flat[_key(leaf.name)] = getattr(part, leaf.name)
-        return flat
+        return {**flat, **dict(self.options)}
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
@@ -249,32 +237,85 @@ class ExperimentConfig:
         spellings of one key (``num_clients``, ``num-clients``) in one mapping are refused."""
         index = _leaf_index()
         changes: dict[str, dict[str, Any]] = {}
+        options = dict(self.options)
         spelled: dict[str, str] = {}
         for raw_key, value in overrides.items():
             key = str(raw_key).replace("_", "-")
-            if key not in index:
-                close = difflib.get_close_matches(key, list(index), n=1)
+            option = None if key in index else plugin_option(key)
+            if key not in index and option is None:
+                close = difflib.get_close_matches(key, [*index, *plugin_options()], n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigError(
-                    f"unknown config key {raw_key!r}; {hint}allowed: {', '.join(sorted(index))}"
+                    f"unknown config key {raw_key!r}; {hint}allowed: {', '.join(sorted(index))}, "
+                    "or a key of an installed plugin algorithm"
                 )
             if key in spelled:
                 raise ConfigError(f"{key} is given twice ({spelled[key]}, {raw_key}); allowed: one spelling")
             spelled[key] = str(raw_key)
+            if option is not None:
+                options[key] = coerce(key, value, option.kind, text)
+                continue
             section, name, kind = index[key]
             changes.setdefault(section, {})[name] = coerce(key, value, kind, text)
         parts = {s: replace(getattr(self, s), **c) for s, c in changes.items()}
-        return replace(self, **parts)
+        return replace(self, **parts, options=tuple(sorted(options.items())))
 
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
+def sections() -> list[dataclasses.Field]:
+    """The config's sections (data, model, train, fusion, privacy, run): every field but options."""
+    return [f for f in fields(ExperimentConfig) if f.name != "options"]
+
+
+@dataclass(frozen=True)
+class PluginOption:
+    """A key of a plugin algorithm: the algorithm, the settings dataclass and field declaring it."""
+
+    algorithm: str
+    settings: type
+    leaf: dataclasses.Field
+    kind: type
+
+
+def plugin_option(key: str) -> PluginOption | None:
+    """The installed plugin algorithm's key ``key`` (loading the plugins: asked only for a key no
+    section has), or None."""
+    return plugin_options().get(key)
+
+
+def plugin_options() -> dict[str, PluginOption]:
+    """Every key the installed plugin algorithms declare in their cards' settings."""
+    from fedkd.fusion import FUSIONS  # fusion imports this module; plugins load on first need
+
+    found: dict[str, PluginOption] = {}
+    for name in FUSIONS.plugin_names():
+        for cls in FUSIONS.get(name).card.settings:
+            hints = get_type_hints(cls)
+            for leaf in fields(cls):
+                found.setdefault(_key(leaf.name), PluginOption(name, cls, leaf, hints[leaf.name]))
+    return found
+
+
+def settings_of(cfg: ExperimentConfig, settings: type[T]) -> T:
+    """The values of the settings dataclass ``settings`` in ``cfg``: a built-in algorithm's from
+    the fusion section, a plugin's from ``options`` (its defaults where not given)."""
+    given = dict(cfg.options)
+    values = {}
+    for leaf in fields(settings):
+        if hasattr(cfg.fusion, leaf.name):
+            values[leaf.name] = getattr(cfg.fusion, leaf.name)
+        elif _key(leaf.name) in given:
+            values[leaf.name] = given[_key(leaf.name)]
+    return settings(**values)
+
+
 def _leaf_index() -> dict[str, tuple[str, str, type]]:
     """Map each flat key to (section, field name, Python type)."""
     index: dict[str, tuple[str, str, type]] = {}
-    for section in fields(ExperimentConfig):
+    for section in sections():
         part_type = get_type_hints(ExperimentConfig)[section.name]
         hints = get_type_hints(part_type)
         for leaf in fields(part_type):
@@ -286,7 +327,7 @@ def key_ranges() -> dict[str, Allowed]:
     """kebab-case key -> the range declared on its field (keys without one are absent)."""
     return {
         _key(leaf.name): leaf.metadata["allowed"]
-        for section in fields(ExperimentConfig)
+        for section in sections()
         for leaf in fields(get_type_hints(ExperimentConfig)[section.name])
         if "allowed" in leaf.metadata
     }

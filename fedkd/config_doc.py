@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import inspect
 import io
+import textwrap
 import tokenize
 from dataclasses import fields
 from functools import lru_cache
@@ -20,9 +21,18 @@ from typing import get_type_hints
 
 import tomli_w
 
-from fedkd import config as config_module
 from fedkd.choices import names
-from fedkd.config import ENGINES, LOGS, NEIGHBOUR_RULES, ExperimentConfig, key_ranges
+from fedkd.config import (
+    ENGINES,
+    FUSION_PARTS,
+    LOGS,
+    NEIGHBOUR_RULES,
+    ExperimentConfig,
+    FusionConfig,
+    key_ranges,
+    plugin_option,
+    sections,
+)
 
 
 def key_choices() -> dict[str, list[str]]:
@@ -40,12 +50,30 @@ def key_choices() -> dict[str, list[str]]:
     }
 
 
+def documented_classes() -> list[type]:
+    """The dataclasses whose fields are config keys: each section's, the fusion section's parts."""
+    classes: list[type] = []
+    for section in sections():
+        part = get_type_hints(ExperimentConfig)[section.name]
+        classes += list(FUSION_PARTS) if part is FusionConfig else [part]
+    return classes
+
+
 @lru_cache(maxsize=1)
 def field_comments() -> dict[str, str]:
-    """kebab-case key -> the comment written beside (or just above) its field in config.py."""
+    """kebab-case key -> the comment written beside (or just above) its field, in the source of
+    the dataclass that declares it (config.py's sections, fusion_cards.py's settings)."""
+    found: dict[str, str] = {}
+    for cls in documented_classes():
+        found.update(class_comments(cls))
+    return found
+
+
+def class_comments(cls: type) -> dict[str, str]:
+    """kebab-case key -> the comment beside or right above each field of ``cls`` (none without source)."""
     try:
-        source = inspect.getsource(config_module)
-    except OSError:  # no source shipped: keys stay usable, only undocumented
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source shipped: keys stay usable, only undocumented
         return {}
     comments: dict[int, str] = {}  # line number -> comment text (without '#')
     code_lines: set[int] = set()
@@ -54,22 +82,19 @@ def field_comments() -> dict[str, str]:
             comments[tok.start[0]] = tok.string.lstrip("#").strip()
         elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
             code_lines.add(tok.start[0])
-    part_names = {get_type_hints(ExperimentConfig)[f.name].__name__ for f in fields(ExperimentConfig)}
     found: dict[str, str] = {}
-    for node in ast.parse(source).body:
-        if not (isinstance(node, ast.ClassDef) and node.name in part_names):
+    node = ast.parse(source).body[0]
+    for stmt in node.body if isinstance(node, ast.ClassDef) else ():
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
             continue
-        for stmt in node.body:
-            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
-                continue
-            above: list[str] = []
-            line = stmt.lineno - 1
-            while line in comments and line not in code_lines:  # a comment block right above
-                above.insert(0, comments[line])
-                line -= 1
-            trailing = [comments[n] for n in range(stmt.lineno, stmt.end_lineno + 1) if n in comments]
-            text = " ".join(above + trailing).strip()
-            found[stmt.target.id.replace("_", "-")] = text[:-1] if text.endswith(".") else text
+        above: list[str] = []
+        line = stmt.lineno - 1
+        while line in comments and line not in code_lines:  # a comment block right above
+            above.insert(0, comments[line])
+            line -= 1
+        trailing = [comments[n] for n in range(stmt.lineno, stmt.end_lineno + 1) if n in comments]
+        text = " ".join(above + trailing).strip()
+        found[stmt.target.id.replace("_", "-")] = text[:-1] if text.endswith(".") else text
     return found
 
 
@@ -91,24 +116,34 @@ def key_comments() -> dict[str, str]:
 
 def section_of() -> dict[str, str]:
     """kebab-case key -> the config section it belongs to (data, model, train, ...)."""
-    sections: dict[str, str] = {}
-    for section in fields(ExperimentConfig):
+    found: dict[str, str] = {}
+    for section in sections():
         for leaf in fields(get_type_hints(ExperimentConfig)[section.name]):
-            sections[leaf.name.replace("_", "-")] = section.name
-    return sections
+            found[leaf.name.replace("_", "-")] = section.name
+    return found
 
 
 def render_toml(cfg: ExperimentConfig, header: list[str], exclude: tuple[str, ...] = ()) -> str:
     """Flat, commented TOML of ``cfg``: a ``# comment`` line above every key, grouped by section."""
     comments = key_comments()
-    sections = section_of()
+    section = section_of()
     lines = [f"# {line}" if line else "#" for line in header]
     current = None
     for key, value in cfg.to_run_config().items():
         if key in exclude:
             continue
-        if sections[key] != current:
-            current = sections[key]
+        if section.get(key, "options") != current:
+            current = section.get(key, "options")
             lines += ["", f"# -- {current} --"]
-        lines += [f"# {comments[key]}", tomli_w.dumps({key: value}).rstrip("\n")]
+        lines += [f"# {comments.get(key) or option_comment(key)}", tomli_w.dumps({key: value}).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def option_comment(key: str) -> str:
+    """A plugin algorithm's key: its comment, range and algorithm (the plugin's source)."""
+    option = plugin_option(key)
+    if option is None:
+        return "unknown key"
+    rule = option.leaf.metadata.get("allowed")
+    parts = [class_comments(option.settings).get(key, ""), f"allowed: {rule.describe()}" if rule else ""]
+    return "; ".join(p for p in [*parts, f"algorithm {option.algorithm} (a plugin)"] if p)

@@ -64,6 +64,11 @@ class Registry(Generic[T]):
         self.load_plugins()
         return sorted(self._items)
 
+    def plugin_names(self) -> list[str]:
+        """The names installed plugins registered (loading them first)."""
+        self.load_plugins()
+        return sorted(self._plugins)
+
     def ordered(self) -> list[str]:
         """The names in registration order (built-ins as their modules register them, then the
         installed plugins by name): for readers whose order is part of an output (CSV columns)."""

@@ -123,7 +123,10 @@ def saved_run_config(payload: dict[str, Any]) -> dict[str, Any]:
     """The flat run_config of a results.json payload (older files only have the nested config)."""
     if isinstance(payload.get("run_config"), dict):
         return dict(payload["run_config"])
-    return {key: value for section in payload["config"].values() for key, value in section.items()}
+    flat: dict[str, Any] = {}
+    for name, section in payload["config"].items():  # a plugin algorithm's options: (key, value) pairs
+        flat.update(dict(section) if name == "options" else section)
+    return flat
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:

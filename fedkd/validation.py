@@ -23,6 +23,7 @@ from fedkd.config import (
     ExperimentConfig,
     key_ranges,
     log_targets,
+    plugin_option,
 )
 from fedkd.config_types import check_type_range
 from fedkd.data.partition import PARTITIONERS
@@ -62,6 +63,18 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             _require(
                 ranges[key].admits(value), f"{key}={value} is invalid; allowed: {ranges[key].describe()}"
             )
+    for key, value in cfg.options:  # a plugin algorithm's own keys: its range, only with it chosen
+        option = plugin_option(key)
+        _require(option is not None, f"unknown config key {key!r}; allowed: the keys `fedkd keys` lists")
+        _require(
+            option.algorithm == f.algorithm,
+            f"{key} is a setting of algorithm {option.algorithm}; allowed: with algorithm={option.algorithm}",
+        )
+        rule = option.leaf.metadata.get("allowed")
+        _require(
+            rule is None or rule.admits(value),
+            f"{key}={value} is invalid; allowed: {rule and rule.describe()}",
+        )
     check_record_names()  # a recorded metric named like one of fedkd's fields: before round 1
     round_columns()
     client_columns()

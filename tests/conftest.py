@@ -51,7 +51,7 @@ def exercising(algorithm: str) -> dict[str, object]:
     from fedkd.fusion import FUSIONS
 
     fusion = FUSIONS.get(algorithm)
-    reads = {key: value for key, value in EXERCISED.items() if key in fusion.card.settings}
+    reads = {key: value for key, value in EXERCISED.items() if key in fusion.card.keys}
     one_width = (
         {"projection-width": 16} if fusion.uploads == "class-prototypes" else {}
     )  # prototypes need one

@@ -148,8 +148,21 @@ def test_an_installed_plugin_package_is_listed_run_and_swept_without_touching_fe
 
     out = tmp_path / "run"
     args = ["run", *TINY, "--algorithm", "median", "--dataset", "inverted-digits", "--out", str(out)]
-    _fedkd(env, tmp_path, *args, "--set", "models=tiny-cnn,mlp")
+    _fedkd(env, tmp_path, *args, "--set", "models=tiny-cnn,mlp", "--set", "median-sharpen=2")
     config = json.loads((out / "results.json").read_text())["run_config"]
+    assert config["median-sharpen"] == 2.0  # the plugin's own key, in the run's identity
+    toml = (out / "config.toml").read_text()
+    assert "# median: exponent on the per-class median" in toml and "median-sharpen = 2.0" in toml
+    assert "  median: median-sharpen" in listed  # `fedkd algorithms` lists its keys
+    wrong = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "run", "--dry-run", "--set", "median-sharpen=2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert wrong.returncode == 2 and "median-sharpen is a setting of algorithm median" in wrong.stderr
     for line in (out / "rounds.jsonl").read_text().splitlines():  # the plugin's metric, recorded
         record = json.loads(line)
         assert sorted(record["client_confidence"]) == ["0", "1", "2"] and 0 < record["confidence"] <= 1

@@ -88,6 +88,7 @@ def test_no_first_party_import_hides_in_a_function_outside_the_cli():
     allowed = {"experiments.sweep.execute imports experiments.engines"}  # worker processes, engines' file
     allowed |= {"experiments.sweep.execute imports fedkd.data.federation"}
     allowed |= {"fedkd.__getattr__ imports experiments"}  # fedkd.run: `import fedkd` stays light
+    allowed |= {"fedkd.config.plugin_options imports fedkd.fusion"}  # plugins: loaded for an unknown key only
     assert set(hidden) <= allowed, sorted(set(hidden) - allowed)
 
 

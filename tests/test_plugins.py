@@ -128,11 +128,21 @@ def test_fedkd_algorithms_says_a_broken_plugin_in_one_line(tmp_path, monkeypatch
 
 
 PLUGIN_ALGORITHM = """
+from dataclasses import dataclass
+
+from fedkd.config_types import allowed
 from fedkd.fusion.local import LocalOnly
 from fedkd.fusion_cards import Card
 
+
+@dataclass(frozen=True)
+class LonelySettings:
+    lonely_rounds: int = allowed(3, ">= 1")  # rounds spent alone before anything else
+
+
 class Lonely(LocalOnly):
-    card = Card(uploads="nothing", personalised=True, paper="a plugin of the tests", settings=("beta",))
+    card = Card(uploads="nothing", personalised=True, paper="a plugin of the tests",
+                settings=(LonelySettings,))
 
 LONELY = Lonely()
 """
@@ -147,8 +157,36 @@ def test_a_plugin_algorithm_is_listed_from_its_own_card_and_accepted_by_validati
     text = listing(algorithm_cards())
     row = next(line for line in text.splitlines() if line.startswith("lonely "))
     assert row.split()[1:4] == ["nothing", "yes", "-"] and row.endswith("a plugin of the tests")
-    assert "  lonely: beta" in text.splitlines()
+    assert "  lonely: lonely-rounds" in text.splitlines()
     assert tiny_config(algorithm="lonely").fusion.algorithm == "lonely"
+
+
+def test_a_plugin_algorithms_own_keys_are_config_keys_while_it_is_chosen(tmp_path, monkeypatch, isolate):
+    from fedkd.config import ExperimentConfig, settings_of
+    from fedkd.config_doc import render_toml
+    from fedkd.validation import validate_config
+
+    isolate(FUSIONS)
+    groups = {"fedkd.algorithms": {"lonely": "widget_lonely:LONELY"}}
+    monkeypatch.syspath_prepend(fake_install(tmp_path, groups, {"widget_lonely": PLUGIN_ALGORITHM}))
+    cfg = tiny_config(algorithm="lonely").with_overrides({"lonely-rounds": "5"})  # text, as --set gives it
+    assert cfg.options == (("lonely-rounds", 5),) and cfg.to_run_config()["lonely-rounds"] == 5
+    assert ExperimentConfig.from_run_config(cfg.to_run_config()) == cfg  # Flower's run_config round trip
+    settings = type(settings_of(cfg, FUSIONS.get("lonely").card.settings[0]))
+    assert settings_of(cfg, settings).lonely_rounds == 5
+    assert settings_of(tiny_config(algorithm="lonely"), settings).lonely_rounds == 3  # its default
+    assert "# rounds spent alone before anything else" in render_toml(cfg, [])
+    assert validate_config(cfg) is cfg
+    with pytest.raises(ConfigError, match="lonely-rounds=0 is invalid; allowed: >= 1"):
+        validate_config(cfg.with_overrides({"lonely-rounds": 0}))
+    with pytest.raises(
+        ConfigError, match="lonely-rounds is a setting of algorithm lonely; allowed: with algorithm=lonely"
+    ):
+        validate_config(cfg.with_overrides({"algorithm": "knfu"}))
+    with pytest.raises(ConfigError, match="lonely-rounds='many' is not a valid int"):
+        cfg.with_overrides({"lonely-rounds": "many"})
+    with pytest.raises(ConfigError, match="unknown config key 'lonely-round'; did you mean"):
+        cfg.with_overrides({"lonely-round": 1})
 
 
 def _splits(train_x, train_y, test_n: int = 3):

@@ -114,7 +114,7 @@ class FusionAlgorithm:
 
     @property
     def settings(self) -> tuple[str, ...]:
-        return self.card.settings
+        return self.card.keys
 
     @property
     def uploads_predictions(self) -> bool:
