@@ -159,10 +159,10 @@ def resumable_run(
     )
     cfg = validate_config(saved.with_overrides(asked or {}))
     before, after = saved.to_run_config(), cfg.to_run_config()
-    changed = sorted(k for k in after if after[k] != before[k])
+    changed = sorted(k for k in {**before, **after} if after.get(k) != before.get(k))  # options: either
     refused = [k for k in changed if k not in RESUME_FREE_KEYS or k == "out-dir"]
     if refused:
-        shown = ", ".join(f"{k}={after[k]!r} (the run has {before[k]!r})" for k in refused)
+        shown = ", ".join(f"{k}={after.get(k)!r} (the run has {before.get(k)!r})" for k in refused)
         free = ", ".join(k for k in RESUME_FREE_KEYS if k != "out-dir")
         raise ConfigError(
             f"--resume {folder!r}: {shown} would change the rounds already done; "

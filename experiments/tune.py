@@ -285,7 +285,7 @@ def _about(study: Study, trials: int, seeds: list[int]) -> dict[str, Any]:
     """tuned.toml's [tune] table: how the settings were chosen, and the base they hold for."""
     defaults = ExperimentConfig().to_run_config()
     skip = {*NON_IDENTITY_KEYS, "seed", "algorithm", *study.cell}
-    base = {k: v for k, v in study.config.to_run_config().items() if k not in skip and v != defaults[k]}
+    base = {k: v for k, v in study.config.to_run_config().items() if k not in skip and v != defaults.get(k)}
     return {
         "trials": trials,
         "tune-seeds": seeds,

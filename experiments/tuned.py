@@ -30,7 +30,7 @@ from typing import Any
 
 import tomli_w
 
-from fedkd.config import ConfigError, ExperimentConfig, config_keys
+from fedkd.config import ConfigError, ExperimentConfig, is_config_key
 from fedkd.config_files import read_toml
 from fedkd.results_files import atomic_write_text
 
@@ -66,10 +66,12 @@ class Tuned:
             return
         tuning = ExperimentConfig().with_overrides(self.base).to_run_config()
         skip = {*executes, "seed", "algorithm", *axes, *self.keys()}
-        for key, value in cfg.to_run_config().items():
-            if key not in skip and value != tuning[key]:
+        ran = cfg.to_run_config()
+        for key in {**tuning, **ran}:  # a plugin's key may be in either alone
+            value = ran.get(key)
+            if key not in skip and value != tuning.get(key):
                 raise ConfigError(
-                    f"{key}={value!r}, but {str(self.path)!r} was tuned with {key}={tuning[key]!r}; "
+                    f"{key}={value!r}, but {str(self.path)!r} was tuned with {key}={tuning.get(key)!r}; "
                     "allowed: the base the settings were tuned on (or tune again)"
                 )
 
@@ -138,7 +140,7 @@ def load_tuned(path: str | Path) -> Tuned:
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"{where}: [tune] tune-seeds must be a list of integers")
     base = raw.get("tune", {}).get("base")
-    if base is not None and (not isinstance(base, dict) or set(base) - set(config_keys())):
+    if base is not None and (not isinstance(base, dict) or not all(map(is_config_key, base))):
         raise ConfigError(f"{where}: [tune] base must be a table of config keys")
     return Tuned(path, [_entry(e, where) for e in entries], seeds, base)
 
@@ -147,9 +149,8 @@ def _entry(raw: dict[str, Any], where: str) -> TunedEntry:
     algorithm, cell, settings = raw.get("algorithm"), raw.get("cell", {}), raw.get("settings", {})
     if not isinstance(algorithm, str) or not isinstance(cell, dict) or not isinstance(settings, dict):
         raise ConfigError(f"{where}: each [[tuned]] needs algorithm = NAME, [tuned.cell], [tuned.settings]")
-    known = set(config_keys())
     for key in [*cell, *settings]:
-        if key not in known:
+        if not is_config_key(key):
             raise ConfigError(f"{where}: unknown config key {key!r} (algorithm={algorithm}); see fedkd keys")
     try:
         ExperimentConfig().with_overrides({**cell, **settings})

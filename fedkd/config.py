@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar, get_type_hints
 
 from fedkd.config_types import Allowed, allowed, coerce
-from fedkd.errors import ConfigError  # also imported from here by callers (re-export)
+from fedkd.errors import ConfigError, PluginError  # ConfigError: also imported from here (re-export)
 from fedkd.fusion_cards import BUILTIN_SETTINGS
+from fedkd.registry import installed_plugins
 
 T = TypeVar("T")
 
@@ -214,7 +215,8 @@ class ExperimentConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
     # A plugin algorithm's own keys (its card's settings dataclasses), as (key, value) pairs in key
-    # order: those given, each a flat key like any other (settings_of reads them with defaults).
+    # order: those given away from their defaults, each a flat key like any other (settings_of
+    # reads them, defaults where absent).
     options: tuple[tuple[str, bool | int | float | str], ...] = ()
 
     def to_run_config(self) -> dict[str, bool | int | float | str]:
@@ -254,6 +256,8 @@ class ExperimentConfig:
             spelled[key] = str(raw_key)
             if option is not None:
                 options[key] = coerce(key, value, option.kind, text)
+                if options[key] == option.leaf.default:  # at its default: as if not given (one identity)
+                    del options[key]
                 continue
             section, name, kind = index[key]
             changes.setdefault(section, {})[name] = coerce(key, value, kind, text)
@@ -287,15 +291,29 @@ def plugin_option(key: str) -> PluginOption | None:
 
 
 def plugin_options() -> dict[str, PluginOption]:
-    """Every key the installed plugin algorithms declare in their cards' settings."""
+    """Every key the installed plugin algorithms declare in their cards' settings; a key that
+    clashes with a section's key or another plugin's, has no default, is not a bool, int, float
+    or str, or sits in a class that is not frozen is a one-line PluginError naming it."""
+    if not installed_plugins("algorithm"):
+        return {}  # nothing to load (and no torch to import for it)
     from fedkd.fusion import FUSIONS  # fusion imports this module; plugins load on first need
 
+    builtin = set(_leaf_index())
     found: dict[str, PluginOption] = {}
     for name in FUSIONS.plugin_names():
         for cls in FUSIONS.get(name).card.settings:
+            where = f"algorithm plugin {name}: setting"
+            if not cls.__dataclass_params__.frozen:
+                raise PluginError(f"{where}s {cls.__name__} are not frozen; allowed: @dataclass(frozen=True)")
             hints = get_type_hints(cls)
             for leaf in fields(cls):
-                found.setdefault(_key(leaf.name), PluginOption(name, cls, leaf, hints[leaf.name]))
+                key = _key(leaf.name)
+                if key in builtin or key in found:
+                    other = "a fedkd key" if key in builtin else f"a key of algorithm {found[key].algorithm}"
+                    raise PluginError(f"{where} {key!r} is {other} already; allowed: a new name")
+                if leaf.default is dataclasses.MISSING or hints[leaf.name] not in (bool, int, float, str):
+                    raise PluginError(f"{where} {key!r} needs a default and a bool, int, float or str type")
+                found[key] = PluginOption(name, cls, leaf, hints[leaf.name])
     return found
 
 
@@ -335,6 +353,11 @@ def key_ranges() -> dict[str, Allowed]:
 
 def config_keys() -> list[str]:
     return sorted(_leaf_index())
+
+
+def is_config_key(key: str) -> bool:
+    """A section's key, or an installed plugin algorithm's."""
+    return key in _leaf_index() or plugin_option(key) is not None
 
 
 def as_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

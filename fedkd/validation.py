@@ -63,13 +63,9 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             _require(
                 ranges[key].admits(value), f"{key}={value} is invalid; allowed: {ranges[key].describe()}"
             )
-    for key, value in cfg.options:  # a plugin algorithm's own keys: its range, only with it chosen
+    for key, value in cfg.options:  # a plugin algorithm's own keys: its range
         option = plugin_option(key)
         _require(option is not None, f"unknown config key {key!r}; allowed: the keys `fedkd keys` lists")
-        _require(
-            option.algorithm == f.algorithm,
-            f"{key} is a setting of algorithm {option.algorithm}; allowed: with algorithm={option.algorithm}",
-        )
         rule = option.leaf.metadata.get("allowed")
         _require(
             rule is None or rule.admits(value),

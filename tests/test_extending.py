@@ -155,14 +155,14 @@ def test_an_installed_plugin_package_is_listed_run_and_swept_without_touching_fe
     assert "# median: exponent on the per-class median" in toml and "median-sharpen = 2.0" in toml
     assert "  median: median-sharpen" in listed  # `fedkd algorithms` lists its keys
     wrong = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "run", "--dry-run", "--set", "median-sharpen=2"],
+        [sys.executable, "-m", "experiments.cli", "run", "--dry-run", "--set", "median-sharpen=0"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert wrong.returncode == 2 and "median-sharpen is a setting of algorithm median" in wrong.stderr
+    assert wrong.returncode == 2 and "median-sharpen=0.0 is invalid; allowed: > 0" in wrong.stderr
     for line in (out / "rounds.jsonl").read_text().splitlines():  # the plugin's metric, recorded
         record = json.loads(line)
         assert sorted(record["client_confidence"]) == ["0", "1", "2"] and 0 < record["confidence"] <= 1
