@@ -162,7 +162,13 @@ def resumable_run(
     changed = sorted(k for k in {**before, **after} if after.get(k) != before.get(k))  # options: either
     refused = [k for k in changed if k not in RESUME_FREE_KEYS or k == "out-dir"]
     if refused:
-        shown = ", ".join(f"{k}={after.get(k)!r} (the run has {before.get(k)!r})" for k in refused)
+        had = {k: repr(before[k]) if k in before else "its default" for k in refused}  # options: absent
+        shown = ", ".join(
+            f"{k}={after[k]!r} (the run has {had[k]})"
+            if k in after
+            else f"{k} at its default (the run has {had[k]})"
+            for k in refused
+        )
         free = ", ".join(k for k in RESUME_FREE_KEYS if k != "out-dir")
         raise ConfigError(
             f"--resume {folder!r}: {shown} would change the rounds already done; "

@@ -70,8 +70,9 @@ class Tuned:
         for key in {**tuning, **ran}:  # a plugin's key may be in either alone
             value = ran.get(key)
             if key not in skip and value != tuning.get(key):
+                given, tuned = (repr(d[key]) if key in d else "its default" for d in (ran, tuning))
                 raise ConfigError(
-                    f"{key}={value!r}, but {str(self.path)!r} was tuned with {key}={tuning.get(key)!r}; "
+                    f"{key}={given}, but {str(self.path)!r} was tuned with {key}={tuned}; "
                     "allowed: the base the settings were tuned on (or tune again)"
                 )
 

@@ -160,7 +160,7 @@ class Card:
     personalised: bool = False  # each client gets its own target or model
     paper: str = ""  # where the method comes from
     # its own config keys: settings dataclasses (the built-ins' above; a plugin's its own, whose
-    # keys fedkd accepts while the plugin's algorithm is chosen: fedkd/config.py)
+    # keys fedkd accepts while the plugin is installed: fedkd/config.py plugin_options)
     settings: tuple[type, ...] = ()
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from fedkd.config import (
     key_ranges,
     log_targets,
     plugin_option,
+    plugin_options,
 )
 from fedkd.config_types import check_type_range
 from fedkd.data.partition import PARTITIONERS
@@ -63,6 +64,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
             _require(
                 ranges[key].admits(value), f"{key}={value} is invalid; allowed: {ranges[key].describe()}"
             )
+    plugin_options()  # the installed plugins' keys are sound (one line naming a bad one), given or not
     for key, value in cfg.options:  # a plugin algorithm's own keys: its range
         option = plugin_option(key)
         _require(option is not None, f"unknown config key {key!r}; allowed: the keys `fedkd keys` lists")

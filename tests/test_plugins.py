@@ -161,7 +161,7 @@ def test_a_plugin_algorithm_is_listed_from_its_own_card_and_accepted_by_validati
     assert tiny_config(algorithm="lonely").fusion.algorithm == "lonely"
 
 
-def test_a_plugin_algorithms_own_keys_are_config_keys_while_it_is_chosen(tmp_path, monkeypatch, isolate):
+def test_a_plugin_algorithms_own_keys_are_config_keys_while_it_is_installed(tmp_path, monkeypatch, isolate):
     from fedkd.config import ExperimentConfig, settings_of
     from fedkd.config_doc import render_toml
     from fedkd.validation import validate_config
@@ -215,6 +215,10 @@ def test_a_plugin_key_that_clashes_with_a_fedkd_key_is_one_line(tmp_path, monkey
     monkeypatch.syspath_prepend(fake_install(tmp_path, groups, {"widget_clash": CLASHING}))
     with pytest.raises(PluginError, match="algorithm plugin clashing: setting 'beta' is a fedkd key already"):
         plugin_options()
+    from fedkd.validation import validate_config
+
+    with pytest.raises(PluginError, match="setting 'beta' is a fedkd key already"):  # chosen, no key given
+        validate_config(tiny_config(algorithm="clashing"))
 
 
 def _splits(train_x, train_y, test_n: int = 3):
