@@ -60,6 +60,8 @@ class Page:
         """A repository path (experiments/configs/...) as an absolute one; the data folder as ours."""
         if token.startswith("../shared/data"):
             return str(self.data)
+        if token.startswith("runs/"):  # what the commands write: here, never a checkout's own runs/
+            return token
         return str(ROOT / token) if not (self.folder / token).exists() and (ROOT / token).exists() else token
 
     def small_sweep(self, name: str) -> str:
