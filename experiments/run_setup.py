@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkd.checkpoints import CHECKPOINTS, check_resumable
-from fedkd.config import ExperimentConfig, log_targets
+from fedkd.config import ExperimentConfig, log_targets, value_text
 from fedkd.config_files import load_config_file
 from fedkd.data.federation import federation
 from fedkd.data.partition import class_histogram
@@ -162,12 +162,8 @@ def resumable_run(
     changed = sorted(k for k in {**before, **after} if after.get(k) != before.get(k))  # options: either
     refused = [k for k in changed if k not in RESUME_FREE_KEYS or k == "out-dir"]
     if refused:
-        had = {k: repr(before[k]) if k in before else "its default" for k in refused}  # options: absent
         shown = ", ".join(
-            f"{k}={after[k]!r} (the run has {had[k]})"
-            if k in after
-            else f"{k} at its default (the run has {had[k]})"
-            for k in refused
+            f"{k}={value_text(after, k)} (the run has {value_text(before, k)})" for k in refused
         )
         free = ", ".join(k for k in RESUME_FREE_KEYS if k != "out-dir")
         raise ConfigError(

@@ -30,7 +30,7 @@ from typing import Any
 
 import tomli_w
 
-from fedkd.config import ConfigError, ExperimentConfig, is_config_key
+from fedkd.config import ConfigError, ExperimentConfig, is_config_key, value_text
 from fedkd.config_files import read_toml
 from fedkd.results_files import atomic_write_text
 
@@ -70,9 +70,9 @@ class Tuned:
         for key in {**tuning, **ran}:  # a plugin's key may be in either alone
             value = ran.get(key)
             if key not in skip and value != tuning.get(key):
-                given, tuned = (repr(d[key]) if key in d else "its default" for d in (ran, tuning))
                 raise ConfigError(
-                    f"{key}={given}, but {str(self.path)!r} was tuned with {key}={tuned}; "
+                    f"{key}={value_text(ran, key)}, but {str(self.path)!r} was tuned with "
+                    f"{key}={value_text(tuning, key)}; "
                     "allowed: the base the settings were tuned on (or tune again)"
                 )
 

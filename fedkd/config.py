@@ -355,6 +355,11 @@ def config_keys() -> list[str]:
     return sorted(_leaf_index())
 
 
+def value_text(flat: Mapping[str, Any], key: str) -> str:
+    """A flat config's value of ``key`` for a message: a plugin key left out holds its default."""
+    return repr(flat[key]) if key in flat else "its default"
+
+
 def is_config_key(key: str) -> bool:
     """A section's key, or an installed plugin algorithm's."""
     return key in _leaf_index() or plugin_option(key) is not None

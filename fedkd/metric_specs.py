@@ -93,8 +93,9 @@ for _spec in (
 
 def metric_specs() -> list[MetricSpec]:
     """Every registered spec, built-ins first (registration order), then installed plugins."""
-    specs = [METRICS.get(name) for name in METRICS.ordered()]
-    for name, spec in zip(METRICS.ordered(), specs, strict=True):
+    names = METRICS.ordered()
+    specs = [METRICS.get(name) for name in names]
+    for name, spec in zip(names, specs, strict=True):
         if spec.key != name:
             raise PluginError(f"metric {name!r} has the key {spec.key!r}; allowed: its registered name")
     return specs

@@ -212,7 +212,7 @@ def test_algorithm_listing_says_what_each_uploads_and_its_settings_are_real_keys
     assert " yes " in lines["kt-pfl"] and "2111.02862" in lines["kt-pfl"]  # personalised
     assert set(FUSIONS.names()) <= set(lines)
     for name in FUSIONS.names():
-        assert set(FUSIONS.get(name).settings) <= set(config_keys()), name
+        assert set(FUSIONS.get(name).keys) <= set(config_keys()), name
 
 
 def test_feddf_server_distills_every_architecture_towards_all_clients_averaged_logits(monkeypatch):

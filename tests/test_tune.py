@@ -210,7 +210,7 @@ def test_search_space_is_each_algorithms_own():
         soft = algorithm.uploads_predictions or algorithm.uploads == "class-predictions"  # rows at T
         free_t = soft and algorithm.fixed_temperature is None
         assert ("temperature" in keys) == free_t, name
-        assert set(keys) - shared - {"temperature"} <= set(algorithm.settings), name
+        assert set(keys) - shared - {"temperature"} <= set(algorithm.keys), name
     assert "feddf-server-steps" not in keys_of(SPACES["feddf"])
     assert keys_of(SPACES["self-distill"]) == keys_of(SPACES["fedmd"])  # the control: knfu's T, no peers
 

@@ -113,7 +113,8 @@ class FusionAlgorithm:
         return self.card.paper
 
     @property
-    def settings(self) -> tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:
+        """The config keys only this algorithm reads (its card's settings dataclasses' fields)."""
         return self.card.keys
 
     @property
