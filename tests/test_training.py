@@ -151,6 +151,7 @@ def test_lean_fused_adam_equals_torch_adam_bit_for_bit():
         build_model("cnn-s", (1, 8, 8), 2, seed=0).to(memory_format=torch.channels_last) for _ in range(2)
     ]
     ours = FusedAdam(models[0].parameters(), lr=0.01)
+    assert ours.one_group  # the fused kernel called directly
     theirs = torch.optim.Adam(models[1].parameters(), lr=0.01, fused=True)
     for step in range(4):
         for model, optimizer in zip(models, (ours, theirs), strict=True):
@@ -158,5 +159,22 @@ def test_lean_fused_adam_equals_torch_adam_bit_for_bit():
             F.cross_entropy(model(x), y).backward()
             if step == 1:
                 model[-1].bias.grad = None  # this step leaves the last bias out
+            optimizer.step()
+    assert all(torch.equal(v, models[1].state_dict()[k]) for k, v in models[0].state_dict().items())
+
+
+def test_fused_adam_over_mixed_dtypes_equals_torch_adam():
+    """Parameters of two dtypes (two kernel groups) take torch's own grouping: still Adam's weights."""
+    x, y = _toy(32)
+    models = [build_model("mlp", (1, 8, 8), 2, seed=0) for _ in range(2)]
+    for model in models:
+        model[-1].double()  # the last layer in float64
+    ours = FusedAdam(models[0].parameters(), lr=0.01)
+    assert not ours.one_group
+    theirs = torch.optim.Adam(models[1].parameters(), lr=0.01, fused=True)
+    for _ in range(3):
+        for model, optimizer in zip(models, (ours, theirs), strict=True):
+            optimizer.zero_grad()
+            F.cross_entropy(model[-1](model[:-1](x).double()), y).backward()
             optimizer.step()
     assert all(torch.equal(v, models[1].state_dict()[k]) for k, v in models[0].state_dict().items())
