@@ -43,7 +43,9 @@ POOLS = {"inprocess": "processes", "inprocess-threads": "threads"}  # the in-pro
 OFFLOADS = ("inprocess-offload",)  # idle clients' state on disk
 
 
-def scale_config(clients: int, fraction: float, rounds: int, data_dir: str, device: str):
+def scale_config(
+    clients: int, fraction: float, rounds: int, data_dir: str, device: str, client_gpus: float = 0.0
+):
     from fedkd.config import ExperimentConfig
 
     return ExperimentConfig().with_overrides(
@@ -64,7 +66,7 @@ def scale_config(clients: int, fraction: float, rounds: int, data_dir: str, devi
             "transfer-size": 500,
             "fraction": fraction,
             "device": device,
-            "client-gpus": 0.1 if device == "cuda" else 0.0,
+            "client-gpus": client_gpus,  # Ray: the GPU share per virtual client (packing)
         }
     )
 
@@ -78,13 +80,21 @@ def _folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure_one(engine: str, clients: int, fraction: float, rounds: int, data_dir: str, device: str) -> dict:
+def measure_one(
+    engine: str,
+    clients: int,
+    fraction: float,
+    rounds: int,
+    data_dir: str,
+    device: str,
+    client_gpus: float = 0.0,
+) -> dict:
     """Run one configuration in this process and return its figures."""
     import logging
 
     logging.getLogger("flwr").setLevel(logging.ERROR)
     out = Path(tempfile.mkdtemp(prefix="fedkd-scale-"))
-    cfg = scale_config(clients, fraction, rounds, data_dir, device).with_overrides(
+    cfg = scale_config(clients, fraction, rounds, data_dir, device, client_gpus).with_overrides(
         {
             "engine": "ray" if engine == "ray" else "inprocess",
             "worker-pool": POOLS.get(engine, "processes"),
@@ -206,15 +216,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
+        "--client-gpus",
+        type=float,
+        help="GPU share per Ray virtual client (packing: 0.1 = 10 per GPU) [default: 0.1 on cuda, else 0].",
+    )
+    parser.add_argument(
         "--skip", nargs="*", default=[], metavar="ENGINE:CONFIG", help="Leave these out (say why)."
     )
     parser.add_argument("--json", help="Also write the rows to this file.")
     parser.add_argument("--previous", help="JSON lines of rows measured before: those configs are not rerun.")
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client_gpus is None:
+        args.client_gpus = 0.1 if args.device == "cuda" else 0.0
     if args.one:
         clients, fraction = _parse(args.one[1])
-        row = measure_one(args.one[0], clients, fraction, args.rounds, args.data_dir, args.device)
+        row = measure_one(
+            args.one[0], clients, fraction, args.rounds, args.data_dir, args.device, args.client_gpus
+        )
         print(json.dumps(row))
         return
     rows = []
@@ -228,10 +247,20 @@ def main() -> None:
             if (engine, *_parse(config)) in done or f"{engine}:{config}" in args.skip:
                 continue
             one = ["--one", engine, config, "--rounds", str(args.rounds)]
-            one += ["--data-dir", args.data_dir, "--device", args.device]
+            one += [
+                "--data-dir",
+                args.data_dir,
+                "--device",
+                args.device,
+                "--client-gpus",
+                str(args.client_gpus),
+            ]
             rows.append(measure_in_fresh_process(__file__, one, f"{engine} with {config} clients"))
             print(json.dumps(rows[-1]), file=sys.stderr)
-    print(f"MNIST, knfu, mlp, {args.rounds} rounds, device {args.device}; per round = median of rounds 2..R")
+    print(
+        f"MNIST, knfu, mlp, {args.rounds} rounds, device {args.device}, client-gpus {args.client_gpus}; "
+        "per round = median of rounds 2..R"
+    )
     if args.device == "cuda":
         print(
             "GPU memory peak (MB): "

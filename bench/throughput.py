@@ -3,6 +3,7 @@ machine's measured peak.
 
     python bench/throughput.py [--data-dir DIR] [--threads 1 2] [--models ...] [--reps 5] [--seeds 2]
         [--parts DIR]  # keep each part's figures there; rerunning measures only the missing parts
+        [--device cuda]  # the same measurements on a GPU (peak: float32 matmul there), with memory
 
 Per model of the zoo, on MNIST-shaped (1x28x28) and CIFAR-shaped (3x32x32) inputs, 10 classes:
 samples/s and GFLOP/s of the training step (fedkd.training.local_train at batch 32: forward,
@@ -20,6 +21,10 @@ on 2 cores gets), where the time of a round goes inside the client steps, and wh
 seeds as one vmapped computation (torch.func) beat running them one by one.
 Targets (issue 21): mlp training step >= 50 % of the single-thread matmul peak; conv models
 >= 1.5x samples/s; the sweep cell >= 1.5x runs per hour.
+With ``--device cuda`` every model and the cell run on the GPU (the client's data stays on the
+host, moved a chunk at a time, as clients do), the clock waits for the GPU's queue, the peak is
+the GPU's float32 matmul (4096 x 4096; TF32 off, as fedkd trains), and each row adds the GPU
+memory one client's training step peaks at (max_memory_allocated, MB) and clients per second.
 """
 
 from __future__ import annotations
@@ -78,9 +83,10 @@ class MatmulPeak:
     spread over the whole measurement (``sample()`` between the steps' timings), so that the peak
     and the steps see the same quiet moments of a shared machine."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], device: str = "cpu") -> None:
         self.clock = clock
-        self.a, self.b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        self.n = 2048 if device == "cpu" else 4096  # a GPU needs a larger product to reach its peak
+        self.a, self.b = (torch.randn(self.n, self.n, device=device) for _ in range(2))
         self.best = float("inf")
         self.a @ self.b  # warm-up
 
@@ -91,20 +97,31 @@ class MatmulPeak:
 
     @property
     def gflops(self) -> float:
-        return 2 * 2048**3 / self.best / 1e9
+        return 2 * self.n**3 / self.best / 1e9
 
 
-def clock_for(threads: int) -> Callable[[], float]:
+def clock_for(threads: int, device: str = "cpu") -> Callable[[], float]:
     """One thread: that thread's CPU time (time another process holds the core is not counted);
-    more: wall time (CPU time would count threads waiting for each other)."""
+    more: wall time (CPU time would count threads waiting for each other). On a GPU: wall time
+    once its queue has run dry (kernels run asynchronously)."""
+    if device != "cpu":
+
+        def synced() -> float:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+
+        return synced
     return time.thread_time if threads == 1 else time.perf_counter
 
 
-def _train_seconds(name: str, shape, epochs: int, x, y, clock: Callable[[], float]) -> float:
+def _train_seconds(
+    name: str, shape, epochs: int, x, y, clock: Callable[[], float], device: str = "cpu"
+) -> float:
     from fedkd.models import build_model
     from fedkd.training import local_train
 
-    model = build_model(name, shape, 10, seed=0)  # outside the timing: a per-call cost, not the step's
+    # outside the timing: a per-call cost, not the step's
+    model = build_model(name, shape, 10, seed=0).to(device)
     start = clock()
     local_train(
         model, x, y, epochs=epochs, batch_size=BATCH, lr=1e-3, generator=torch.Generator().manual_seed(0)
@@ -121,7 +138,19 @@ def _eval_seconds(model: nn.Module, x, y, repeat: int, clock: Callable[[], float
     return clock() - start
 
 
-def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> list[dict]:
+def train_memory_mb(name: str, shape, x, y, device: str) -> float:
+    """GPU memory one client's training phase peaks at (weights, Adam's moments, activations,
+    its data chunk), beyond what was allocated before: what packing clients onto one GPU costs."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    _train_seconds(name, shape, 1, x, y, time.perf_counter, device)
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def step_rows(
+    models: list[str], threads: int, reps: int, peak: MatmulPeak, device: str = "cpu"
+) -> list[dict]:
     """Training and evaluation samples/s per model and input shape, before and after, alternating
     (and the matmul peak sampled between them)."""
     from fedkd.models import build_model
@@ -135,15 +164,18 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
         for name in models:
             model = build_model(name, shape, 10, seed=0)
             flops = forward_flops(model, shape)
+            model.to(device)
             with reference_step():  # size each timing from the slower step
-                epochs = max(1, round(TARGET_S / _train_seconds(name, shape, 1, x, y, clock)))
+                epochs = max(1, round(TARGET_S / _train_seconds(name, shape, 1, x, y, clock, device)))
                 repeat = max(1, round(TARGET_S / _eval_seconds(model, xe, ye, 1, clock)))
             best = {(v, k): float("inf") for v in VARIANTS for k in ("train", "eval")}
             for _ in range(reps):
                 peak.sample()
                 for variant in VARIANTS:
                     with reference_step(variant == "before"):
-                        train_s = _train_seconds(name, shape, epochs, x, y, clock) / (epochs * TRAIN_ROWS)
+                        train_s = _train_seconds(name, shape, epochs, x, y, clock, device) / (
+                            epochs * TRAIN_ROWS
+                        )
                         eval_s = _eval_seconds(model, xe, ye, repeat, clock) / (repeat * EVAL_ROWS)
                     best[variant, "train"] = min(best[variant, "train"], train_s)
                     best[variant, "eval"] = min(best[variant, "eval"], eval_s)
@@ -151,11 +183,13 @@ def step_rows(models: list[str], threads: int, reps: int, peak: MatmulPeak) -> l
             row["exact_train_mflop"] = (3 * sum(flops) - flops[0]) / 1e6
             for (variant, kind), seconds in best.items():
                 row[f"{kind}_{variant}"] = 1 / seconds  # samples/s
+            if device != "cpu":
+                row["train_mem_mb"] = train_memory_mb(name, shape, x, y, device)
             rows.append(row)
     return rows
 
 
-def cell_runs(seeds: int, reps: int, data_dir: str) -> dict:
+def cell_runs(seeds: int, reps: int, data_dir: str, device: str = "cpu") -> dict:
     """Seconds per run of the default MNIST sweep cell through experiments/sweep.py's runner: each
     run (seed x algorithm) ``reps`` times per step, before and after alternating, its fastest time
     counted (one warm-up run first: imports, data files). Also the largest change in final ALMA
@@ -166,7 +200,7 @@ def cell_runs(seeds: int, reps: int, data_dir: str) -> dict:
     from experiments.sweep import execute, expand, load_sweep
 
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    planned = expand(load_sweep(ROOT / CELL), {"data-dir": data_dir, "workers": 1})
+    planned = expand(load_sweep(ROOT / CELL), {"data-dir": data_dir, "workers": 1, "device": device})
     cell = [
         r
         for r in planned
@@ -194,6 +228,7 @@ def cell_runs(seeds: int, reps: int, data_dir: str) -> dict:
     knfu = next(r for r in cell if r.axes["algorithm"] == "knfu" and r.axes["seed"] == 0)
     return {
         "seconds": {v: [best[v, i] for i in ids] for v in VARIANTS},
+        "client_rounds": knfu.config.data.num_clients * knfu.config.run.rounds,  # per run
         "runs": len(ids),
         "alma_max_delta": max(abs(max(alma["after", i]) - max(alma["before", i])) for i in ids),
         "repeatable": all(len(values) == 1 for values in alma.values()),
@@ -263,15 +298,16 @@ def round_anatomy(run) -> dict:
     return result
 
 
-def seeds_side_by_side(name: str, shape, seeds: int, reps: int) -> dict:
+def seeds_side_by_side(name: str, shape, seeds: int, reps: int, device: str = "cpu") -> dict:
     """Samples/s of ``seeds`` models of one architecture trained one after another (the step
     above) against one vmapped step over their stacked weights (torch.func, one fused Adam)."""
     from torch.func import functional_call, grad, stack_module_state, vmap
 
     from fedkd.models import build_model
 
-    models = [build_model(name, shape, 10, seed=s) for s in range(seeds)]
+    models = [build_model(name, shape, 10, seed=s).to(device) for s in range(seeds)]
     x, y = torch.randn(seeds, TRAIN_ROWS, *shape), torch.randint(0, 10, (seeds, TRAIN_ROWS))
+    x, y = x.to(device), y.to(device)
     params, buffers = stack_module_state(models)  # each (seeds, ...)
     base = build_model(name, shape, 10, seed=0).to("meta")
 
@@ -294,13 +330,14 @@ def seeds_side_by_side(name: str, shape, seeds: int, reps: int) -> dict:
             _fit_steps(models[k], x[k], y[k], steps)
 
     steps = TRAIN_ROWS // BATCH
+    clock = clock_for(1, device)
     out = {}
     for label, fn in (("sequential", sequential), ("vmap", vmapped)):
         best = float("inf")
         for _ in range(reps):
-            start = time.thread_time()  # one thread: its CPU time (clock_for)
+            start = clock()
             fn(steps)
-            best = min(best, time.thread_time() - start)
+            best = min(best, clock() - start)
         out[label] = seeds * steps * BATCH / best
     return out
 
@@ -324,24 +361,26 @@ def measure(what: str, args) -> dict:
     """One part of the benchmark, in this process (called through --one in a fresh one)."""
     if what == "steps":
         torch.set_num_threads(args.threads[0])
-        peak = MatmulPeak(clock_for(args.threads[0]))
+        peak = MatmulPeak(clock_for(args.threads[0], args.device), args.device)
         for _ in range(args.reps):
             peak.sample()
-        rows = step_rows(args.models, args.threads[0], args.reps, peak)
+        rows = step_rows(args.models, args.threads[0], args.reps, peak, args.device)
         return {"peak": peak.gflops, "rows": rows}
     torch.set_num_threads(1)
     if what == "cell":
-        return cell_runs(args.seeds, args.cell_reps, args.data_dir)
+        return cell_runs(args.seeds, args.cell_reps, args.data_dir, args.device)
     return {
-        name: seeds_side_by_side(name, SHAPES["mnist"], args.stack, args.reps) for name in ("mlp", "cnn-s")
+        name: seeds_side_by_side(name, SHAPES["mnist"], args.stack, args.reps, args.device)
+        for name in ("mlp", "cnn-s")
     }
 
 
 def step_table(result: dict, kind: str) -> list[str]:
     factor = 3 if kind == "train" else 1
+    memory = kind == "train" and any("train_mem_mb" in r for part in result.values() for r in part["rows"])
     lines = [
         f"{'data':>5} {'model':>11} thr  fwd MFLOP | {'before s/s':>10} GFLOP/s %peak |"
-        f" {'after s/s':>10} GFLOP/s %peak | after/before"
+        f" {'after s/s':>10} GFLOP/s %peak | after/before" + (" | GPU MB/client" if memory else "")
     ]
     for threads, part in sorted(result.items()):
         for row in part["rows"]:
@@ -355,6 +394,7 @@ def step_table(result: dict, kind: str) -> list[str]:
                 f"{row['dataset']:>5} {row['model']:>11} {threads:3d} {row['fwd_mflop']:10.2f} | "
                 + " | ".join(cells)
                 + f" | {ratio:5.2f}x"
+                + (f" | {row['train_mem_mb']:14.1f}" if memory else "")
             )
     return lines
 
@@ -384,15 +424,22 @@ def step_verdicts(one: dict) -> list[str]:
     return lines
 
 
-def report(steps: dict, cell: dict | None, stacked: dict | None, seeds: int) -> list[str]:
+def report(
+    steps: dict, cell: dict | None, stacked: dict | None, seeds: int, device: str = "cpu"
+) -> list[str]:
     peaks = ", ".join(f"{t} thread(s) {part['peak']:.1f}" for t, part in sorted(steps.items()))
-    lines = [f"Dense matmul peak (2048 x 2048 float32, best timing), GFLOP/s: {peaks}", ""]
+    size = 2048 if device == "cpu" else 4096
+    lines = [
+        f"Device: {device}",
+        f"Dense matmul peak ({size} x {size} float32, best timing), GFLOP/s: {peaks}",
+        "",
+    ]
     lines += ["Training step, batch 32 (local_train: forward, backward, Adam); GFLOP/s = 3 x forward FLOPs;"]
     lines += ["%peak = of the matmul peak at the same thread count; rows at 2 threads need an otherwise idle"]
     lines += ["machine (OpenMP threads wait for each other while another process holds a core)"]
     lines += step_table(steps, "train") + [""]
     lines += [
-        "Evaluation (accuracy of 2048 rows: batches of 2048 before; after, 64 for conv models; "
+        "Evaluation (accuracy of 2048 rows: batches of 2048 before; after, 64 for conv models on CPU; "
         "no autograd); GFLOP/s = forward FLOPs"
     ]
     lines += step_table(steps, "eval") + [""]
@@ -406,7 +453,8 @@ def report(steps: dict, cell: dict | None, stacked: dict | None, seeds: int) -> 
             f"{3600 / mean['before']:.0f} -> {3600 / mean['after']:.0f} runs/hour per core "
             f"({speedup:.2f}x), target >= 1.5x: {'met' if speedup >= 1.5 else 'NOT met'}; final ALMA "
             f"after vs before: largest change {cell['alma_max_delta']:.4f} over {cell['runs']} runs; "
-            f"repeats of a run gave {'the same' if cell['repeatable'] else 'DIFFERENT'} numbers",
+            f"repeats of a run gave {'the same' if cell['repeatable'] else 'DIFFERENT'} numbers; "
+            f"{cell['client_rounds'] / mean['after']:.1f} client rounds per second",
             "",
             "Where a round's client time goes (plain loop over the client steps, knfu cell, seconds per "
             "round of 10 clients):",
@@ -444,12 +492,22 @@ def main() -> None:
     parser.add_argument(
         "--parts", help="Keep each part's measurement in this folder; a part found there is not rerun."
     )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--one", choices=["steps", "cell", "stack"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
-    common = ["--data-dir", args.data_dir, "--reps", str(args.reps), "--models", *args.models]
+    common = [
+        "--data-dir",
+        args.data_dir,
+        "--reps",
+        str(args.reps),
+        "--device",
+        args.device,
+        "--models",
+        *args.models,
+    ]
 
     def part(name: str, extra: list[str]) -> dict:
         """One part in a fresh process; with --parts, kept there and not measured again."""
@@ -468,7 +526,7 @@ def main() -> None:
         cell = part("cell", ["--one", "cell", "--seeds", str(args.seeds), "--cell-reps", str(args.cell_reps)])
     if args.stack:
         stacked = part("stack", ["--one", "stack", "--stack", str(args.stack)])
-    text = "\n".join(report(steps, cell, stacked, args.seeds))
+    text = "\n".join(report(steps, cell, stacked, args.seeds, args.device))
     print(text)
     Path(args.out).write_text(text + "\n")
 
