@@ -109,19 +109,25 @@ def measure_one(
     records = ran["records"]
     steady = records[1:] or records
     gpu_mb = 0.0
-    if device == "cuda":
+    if device == "cuda":  # this process's tensors only: Ray's actors hold theirs in other processes
         import torch
 
         gpu_mb = torch.cuda.max_memory_allocated() / 2**20
     from experiments.engines import inprocess_workers
 
+    slots = 1 if engine == "plain" else inprocess_workers(cfg.with_overrides({"workers": 0}))
+    if engine == "ray" and client_gpus > 0:  # Ray starts no more actors than the GPU shares allow
+        slots = min(slots, math.floor(1 / client_gpus))
+
     return {
         "engine": engine,
         "clients": clients,
         "fraction": fraction,
+        "client_gpus": client_gpus,
         "per_round": per_round(clients, fraction, cfg.run.min_replies),
-        # clients an engine runs at once: in-process threads, or Ray actors (one per free core)
-        "slots": 1 if engine == "plain" else inprocess_workers(cfg.with_overrides({"workers": 0})),
+        # clients an engine runs at once: in-process workers, or Ray actors (one per free core,
+        # and no more than the GPU shares allow)
+        "slots": slots,
         "round_s": statistics.median(r["wall_s"] for r in steady),
         "compute_s": statistics.median(r["compute_s"] for r in steady),
         "startup_s": ran["startup_s"],
@@ -263,7 +269,7 @@ def main() -> None:
     )
     if args.device == "cuda":
         print(
-            "GPU memory peak (MB): "
+            "GPU memory peak of the driver process (MB; Ray's actors are other processes): "
             + ", ".join(f"{r['engine']} {r['clients']}: {r['gpu_mb']:.0f}" for r in rows)
         )
     print(table(rows))

@@ -163,6 +163,17 @@ def test_lean_fused_adam_equals_torch_adam_bit_for_bit():
     assert all(torch.equal(v, models[1].state_dict()[k]) for k, v in models[0].state_dict().items())
 
 
+def test_a_fused_adam_step_without_gradients_changes_nothing():
+    """As torch's Adam: a step where no weight has a gradient is a no-op (the kernels refuse
+    empty lists)."""
+    model = build_model("mlp", (1, 8, 8), 2, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = FusedAdam(model.parameters(), lr=0.01)
+    optimizer.step()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(int(step) == 0 for step in optimizer.steps)
+
+
 def test_fused_adam_over_mixed_dtypes_equals_torch_adam():
     """Parameters of two dtypes (two kernel groups) take torch's own grouping: still Adam's weights."""
     x, y = _toy(32)
