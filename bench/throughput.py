@@ -142,7 +142,8 @@ def _eval_seconds(model: nn.Module, x, y, repeat: int, clock: Callable[[], float
 
 def train_memory_mb(name: str, shape, x, y, device: str) -> float:
     """GPU memory one client's training phase peaks at (weights, Adam's moments, activations,
-    its data chunk), beyond what was allocated before: what packing clients onto one GPU costs."""
+    its data chunk), beyond what was allocated before: a lower bound on what packing a client onto
+    a GPU costs (its process's CUDA context and the allocator's cache come on top)."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()

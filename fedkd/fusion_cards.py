@@ -53,9 +53,8 @@ class FedMDPretrainSettings:
 @dataclass(frozen=True)
 class GuardSettings:
     guard_fraction: float = allowed(0.1, "0 < value < 1")  # knfu-guard: share of private data held out
-    guard_tolerance: float = allowed(
-        0.0, ">= 0"
-    )  # knfu-guard: allowed drop in guard accuracy before rollback
+    # knfu-guard: allowed drop in guard accuracy before rollback
+    guard_tolerance: float = allowed(0.0, ">= 0")
 
 
 @dataclass(frozen=True)
