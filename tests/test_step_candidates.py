@@ -1,0 +1,58 @@
+"""bench/step_candidates.py's claims that docs/throughput.md repeats: the hand-written pooling
+backward gives torch's NCHW kernel's bits in every shape it takes, and every rewrite keeps the
+model's weights (so "same bits" compares like with like)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedkd.models import build_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "step_candidates.py"  # bench/ is no package
+_spec = importlib.util.spec_from_file_location("step_candidates", SCRIPT)
+candidates = importlib.util.module_from_spec(_spec)
+sys.modules["step_candidates"] = candidates
+_spec.loader.exec_module(candidates)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    c=st.integers(1, 9),
+    out=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    block=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_block_pool_backward_has_the_nchw_kernels_bits(b, c, out, block, seed):
+    g = torch.Generator().manual_seed(seed)
+    shape = (b, c, out[0] * block[0], out[1] * block[1])
+    x = torch.randn(shape, generator=g)
+    grad = torch.randn(b, c, *out, generator=g) * 3.7  # a scale that makes the rounding matter
+
+    reference = x.clone().requires_grad_()
+    torch.nn.functional.adaptive_avg_pool2d(reference, out).backward(grad)  # NCHW in, NCHW kernel
+    pool = candidates._BlockPool(out)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        mine = x.clone().contiguous(memory_format=layout).requires_grad_()
+        y = pool(mine)
+        assert torch.equal(y, torch.nn.functional.adaptive_avg_pool2d(mine.detach(), out))
+        y.backward(grad)
+        assert torch.equal(mine.grad, reference.grad)
+
+
+@pytest.mark.parametrize("candidate", sorted(candidates.CANDIDATES))
+def test_rewrites_keep_the_weights(candidate):
+    rewrite, models = candidates.CANDIDATES[candidate]
+    for name in models:
+        before = build_model(name, (1, 28, 28), 10, seed=0).state_dict()
+        after = rewrite(build_model(name, (1, 28, 28), 10, seed=0))
+        assert after.state_dict().keys() == before.keys()
+        assert all(torch.equal(after.state_dict()[k], before[k]) for k in before)
+        assert after(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
