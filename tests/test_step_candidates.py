@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fedkd.models import build_model
@@ -30,6 +30,7 @@ _spec.loader.exec_module(candidates)
     block=st.tuples(st.integers(1, 8), st.integers(1, 8)),
     seed=st.integers(0, 2**31 - 1),
 )
+@example(b=2, c=3, out=(1, 1), block=(3, 5), seed=0)  # a 1 x 1 output: torch's mean, not the kernel
 def test_block_pool_backward_has_the_nchw_kernels_bits(b, c, out, block, seed):
     g = torch.Generator().manual_seed(seed)
     shape = (b, c, out[0] * block[0], out[1] * block[1])
@@ -42,17 +43,32 @@ def test_block_pool_backward_has_the_nchw_kernels_bits(b, c, out, block, seed):
     for layout in (torch.contiguous_format, torch.channels_last):
         mine = x.clone().contiguous(memory_format=layout).requires_grad_()
         y = pool(mine)
+        assert ("BlockAverage" in type(y.grad_fn).__name__) == (out != (1, 1))  # the hand-written one ran
         assert torch.equal(y, torch.nn.functional.adaptive_avg_pool2d(mine.detach(), out))
         y.backward(grad)
         assert torch.equal(mine.grad, reference.grad)
 
 
 @pytest.mark.parametrize("candidate", sorted(candidates.CANDIDATES))
-def test_rewrites_keep_the_weights(candidate):
+def test_rewrites_keep_the_weights_and_change_the_layers(candidate):
     rewrite, models = candidates.CANDIDATES[candidate]
     for name in models:
-        before = build_model(name, (1, 28, 28), 10, seed=0).state_dict()
-        after = rewrite(build_model(name, (1, 28, 28), 10, seed=0))
+        built = build_model(name, (3, 32, 32), 10, seed=0)
+        before = {k: v.clone() for k, v in built.state_dict().items()}
+        layers = [repr(m) for m in built.modules()]
+        after = rewrite(built)
         assert after.state_dict().keys() == before.keys()
         assert all(torch.equal(after.state_dict()[k], before[k]) for k in before)
-        assert after(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        assert ([repr(m) for m in after.modules()] == layers) == (candidate == "none")
+        assert after(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "name", "same"),
+    [("none", "cnn-s", True), ("layout-pool-backward", "cnn-s", True), ("tanh-via-sigmoid", "lenet5", False)],
+)
+def test_compare_reports_whether_the_bits_stay(candidate, name, same):
+    rewrite, _ = candidates.CANDIDATES[candidate]
+    result = candidates.compare(name, (3, 32, 32), rewrite, reps=1)
+    assert result["same_bits"] is same
+    assert result["now"] > 0 and result["candidate"] > 0

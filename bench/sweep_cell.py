@@ -1,0 +1,165 @@
+"""Runs per hour of the default MNIST sweep cell on the whole machine, the step before and after:
+the figure a researcher feels when a fair table needs 10 seeds of every method.
+
+    python bench/sweep_cell.py [--data-dir DIR] [--workers 2] [--seeds 10] [--alpha 0.5]
+        [--algorithms local self-distill knfu] [--out bench/results/sweep_cell.txt]
+
+The cell is experiments/sweeps/fair-mnist.toml's (the step-matched, tuned protocol of the
+published fair comparison: 10 clients, 100 private samples each, 50 rounds) at one alpha: local,
+the self-distillation control and KnFu, seeds 0-9, 30 runs. Each variant runs the whole cell
+through the sweep's own runner (experiments/sweep.py run_sweep: forked worker processes, one
+thread per run), into a fresh folder, timed by the wall clock: "before" with the step of
+f8a4244 (bench/reference_step.py, swapped in before the workers fork), "after" with
+fedkd/training.py as it is. The "after" runs' final ALMA is then compared with the published
+docs/results/fair-mnist/runs.csv, run by run: the bench's runs are the published runs.
+``--profile ALGORITHM`` instead profiles that algorithm's seed-0 run of the cell: torch.profiler
+over rounds 2-6 of bench/common.py's plain loop (fedkd's client steps, one thread), the ops that
+take the most CPU time, into bench/results/sweep_cell_profile.txt.
+Needs an otherwise idle machine (the wall clock counts other work); about 25 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reference_step import reference_step  # noqa: E402 - bench/ is on the path
+
+from fedkd.csv_cells import cell as csv_cell  # noqa: E402
+
+SWEEP = ROOT / "experiments" / "sweeps" / "fair-mnist.toml"
+PUBLISHED = ROOT / "docs" / "results" / "fair-mnist" / "runs.csv"
+
+
+def cell(data_dir: str, seeds: int, alpha: float, algorithms: list[str]):
+    from experiments.sweep import expand, load_sweep
+
+    planned = expand(load_sweep(SWEEP), {"data-dir": data_dir})
+    chosen = [
+        r
+        for r in planned
+        if r.axes["alpha"] == alpha and r.axes["algorithm"] in algorithms and r.axes["seed"] < seeds
+    ]
+    if len(chosen) != seeds * len(algorithms):
+        sys.exit(f"the cell has {len(chosen)} runs, expected {seeds * len(algorithms)}: check the arguments")
+    return chosen
+
+
+def run_cell(runs, workers: int, before: bool) -> tuple[float, dict[tuple, float]]:
+    """Wall seconds of the whole cell, and each run's final ALMA by (algorithm, seed)."""
+    from experiments.sweep import run_sweep
+
+    with tempfile.TemporaryDirectory() as out, reference_step(before):
+        start = time.perf_counter()
+        rows = list(run_sweep(runs, out, workers))
+        seconds = time.perf_counter() - start
+    failed = [row for row in rows if row["status"] != "ok"]
+    if failed:
+        sys.exit(f"cell run failed: {failed[0].get('error')}")
+    return seconds, {(r["axes"]["algorithm"], r["axes"]["seed"]): r["final"]["alma"] for r in rows}
+
+
+def published(alpha: float) -> dict[tuple, str]:
+    """The published final ALMA by (algorithm, seed), as runs.csv writes it (12 digits)."""
+    with PUBLISHED.open() as handle:
+        return {
+            (row["algorithm"], int(row["seed"])): row["alma"]
+            for row in csv.DictReader(handle)
+            if float(row["alpha"]) == alpha and row["status"] == "ok"
+        }
+
+
+def profile_run(run, out: Path) -> None:
+    """The ops that take the most CPU time in rounds 2-6 of ``run`` (round 1 warms up)."""
+    import torch
+    from common import plain_loop
+    from torch.profiler import profile
+
+    torch.set_num_threads(1)
+    profiler, seen = profile(), [0]
+
+    def on_round(_record: dict) -> None:
+        seen[0] += 1
+        if seen[0] == 1:
+            profiler.__enter__()
+
+    plain_loop(run.config.with_overrides({"rounds": 6}), on_round)
+    profiler.__exit__(None, None, None)
+    table = profiler.key_averages().table(
+        sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40
+    )
+    header = f"# python bench/sweep_cell.py --profile {run.axes['algorithm']} (rounds 2-6 of run {run.axes})"
+    print(table)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(header + "\n" + table)
+    tmp.replace(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("FEDKD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--algorithms", nargs="+", default=["local", "self-distill", "knfu"])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sweep_cell.txt"))
+    parser.add_argument("--profile", metavar="ALGORITHM", help="Profile this algorithm's seed-0 run instead.")
+    args = parser.parse_args()
+    if args.profile:
+        run = cell(args.data_dir, 1, args.alpha, [args.profile])[0]
+        profile_run(run, ROOT / "bench" / "results" / "sweep_cell_profile.txt")
+        return
+    if multiprocessing.get_start_method() != "fork":  # the swapped-in step must reach the workers
+        sys.exit(f"needs forked workers; this platform starts them by {multiprocessing.get_start_method()}")
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    runs = cell(args.data_dir, args.seeds, args.alpha, args.algorithms)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    load = os.getloadavg()[0]
+    seconds, alma = {}, {}
+    for variant in ("before", "after"):
+        seconds[variant], alma[variant] = run_cell(runs, args.workers, variant == "before")
+        print(f"{variant}: {seconds[variant]:.0f} s", flush=True)
+    reference = published(args.alpha)
+    written = {key: csv_cell(value) for key, value in alma["after"].items()}  # as runs.csv has it
+    same = sum(reference.get(key) == text for key, text in written.items())
+    for key, text in sorted(written.items()):
+        if reference.get(key) != text:
+            print(f"differs from the published run: {key}: {text} against {reference.get(key)}")
+    delta = max(abs(alma["after"][k] - alma["before"][k]) for k in alma["after"])
+    per_hour = {v: len(runs) * 3600 / s for v, s in seconds.items()}
+    lines = [
+        f"# python bench/sweep_cell.py --workers {args.workers} --seeds {args.seeds} --alpha {args.alpha} "
+        f"--algorithms {' '.join(args.algorithms)} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"at {commit or 'unknown'}, load average {load:.2f} at the start)",
+        f"cell: {SWEEP.relative_to(ROOT)} at alpha {args.alpha}, {len(runs)} runs "
+        f"({', '.join(args.algorithms)} x {args.seeds} seeds), {args.workers} workers, wall clock",
+        f"before (reference step): {seconds['before']:.0f} s, {per_hour['before']:.0f} runs/hour",
+        f"after (the step now): {seconds['after']:.0f} s, {per_hour['after']:.0f} runs/hour",
+        f"after/before: {per_hour['after'] / per_hour['before']:.2f}x (target >= 1.5x)",
+        f"final ALMA, after against the published {PUBLISHED.relative_to(ROOT)}: {same} of {len(runs)} equal",
+        f"final ALMA, after against before: largest change {delta:.4f}",
+    ]
+    print("\n".join(lines))
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main()
