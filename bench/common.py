@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def measure_in_fresh_process(script: str, args: list[str], what: str) -> dict:
@@ -211,3 +212,15 @@ def run_driver(driver: str, cfg) -> dict:
         "total_s": time.perf_counter() - start,
         "peak_mb": memory.peak / 2**20,
     }
+
+
+def provenance() -> str:
+    """The commit measured (``-dirty``: with uncommitted changes), the time, the load."""
+    commit = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parents[1]), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"{when}, at {commit or 'unknown'}, load average {os.getloadavg()[0]:.2f} at the start"

@@ -18,8 +18,6 @@ estimate (``tanh-as-clamp``, another model): how much of lenet5's step its tanh 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +29,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # run as a module by the tests
+
+from common import provenance  # noqa: E402 - bench/ is on the path
 
 from fedkd.models import build_model  # noqa: E402
 from fedkd.training import local_train  # noqa: E402
@@ -148,13 +149,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_candidates.txt"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     lines = [
-        f"# python bench/step_candidates.py --reps {args.reps} "
-        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, at {commit or 'unknown'}, "
-        f"load average {os.getloadavg()[0]:.2f} at the start)",
+        f"# python bench/step_candidates.py --reps {args.reps} ({provenance()})",
         "Training step, batch 32, one thread (samples/s, best of the reps; the two alternate)",
         f"{'candidate':>21} {'data':>5} {'model':>11} | {'now':>7} {'candidate':>9} | ratio | same bits",
     ]
