@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # run as a module by the tests
 
 from common import provenance  # noqa: E402 - bench/ is on the path
 from reference_step import reference_step  # noqa: E402

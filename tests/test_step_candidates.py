@@ -72,3 +72,26 @@ def test_compare_reports_whether_the_bits_stay(candidate, name, same):
     result = candidates.compare(name, (3, 32, 32), rewrite, reps=1)
     assert result["same_bits"] is same
     assert result["now"] > 0 and result["candidate"] > 0
+
+
+SWEEP_CELL = Path(__file__).resolve().parents[1] / "bench" / "sweep_cell.py"
+_cell_spec = importlib.util.spec_from_file_location("sweep_cell", SWEEP_CELL)
+sweep_cell = importlib.util.module_from_spec(_cell_spec)
+_cell_spec.loader.exec_module(sweep_cell)
+
+
+def test_sweep_cell_is_the_issues_cell_and_every_run_has_a_published_twin(shared_data):
+    """bench/sweep_cell.py times fair-mnist's runs at one alpha (local, the control, KnFu, 10
+    seeds) and checks each against the published runs.csv: every run it makes must have one."""
+    runs = sweep_cell.cell(str(shared_data), 10, 0.5, ["local", "self-distill", "knfu"])
+    keys = {(r.axes["algorithm"], r.axes["seed"]) for r in runs}
+    assert len(runs) == len(keys) == 30
+    assert {r.axes["alpha"] for r in runs} == {0.5}
+    assert all(r.config.train.budget_match == "steps" and r.config.run.rounds == 50 for r in runs)
+    published = sweep_cell.published(0.5)
+    assert keys <= published.keys()
+    assert all(text == sweep_cell.csv_cell(float(text)) for text in published.values())  # as written
+    with pytest.raises(SystemExit, match="expected 33"):
+        sweep_cell.cell(
+            str(shared_data), 11, 0.5, ["local", "self-distill", "knfu"]
+        )  # fair-mnist has 10 seeds
