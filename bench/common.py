@@ -215,12 +215,16 @@ def run_driver(driver: str, cfg) -> dict:
 
 
 def provenance() -> str:
-    """The commit measured (``-dirty``: with uncommitted changes), the time, the load."""
-    commit = subprocess.run(
-        ["git", "-C", str(Path(__file__).resolve().parents[1]), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    """The commit measured (``-dirty``: with uncommitted changes outside bench/results, whose
+    files each run rewrites), the time, the load."""
+    root = str(Path(__file__).resolve().parents[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = "-dirty" if commit and git("status", "--porcelain", "--", ".", ":!bench/results") else ""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return f"{when}, at {commit or 'unknown'}, load average {os.getloadavg()[0]:.2f} at the start"
+    return f"{when}, at {commit or 'unknown'}{dirty}, load average {os.getloadavg()[0]:.2f} at the start"
