@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # run as a module by the tests
 
 from common import provenance  # noqa: E402 - bench/ is on the path
 
+from fedkd.atomic import atomic_write  # noqa: E402
 from fedkd.models import build_model  # noqa: E402
 from fedkd.training import local_train  # noqa: E402
 
@@ -165,10 +166,8 @@ def main() -> None:
                     f"{r['candidate'] / r['now']:.3f} | {'yes' if r['same_bits'] else 'no'}"
                 )
                 print(lines[-1], flush=True)
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    text = "\n".join(lines) + "\n"
+    atomic_write(args.out, lambda handle: handle.write(text))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # run as a module by the tests
 from common import provenance  # noqa: E402 - bench/ is on the path
 from reference_step import reference_step  # noqa: E402
 
+from fedkd.atomic import atomic_write  # noqa: E402
 from fedkd.csv_cells import cell as csv_cell  # noqa: E402
 
 SWEEP = ROOT / "experiments" / "sweeps" / "fair-mnist.toml"
@@ -107,9 +108,7 @@ def profile_run(run, out: Path) -> None:
     )
     header += f"\nrounds 3-10 of the run {run.axes}, bench/common.py's plain loop, one thread"
     print(table)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(header + "\n" + table)
-    tmp.replace(out)
+    atomic_write(out, lambda handle: handle.write(header + "\n" + table))
 
 
 def main() -> None:
@@ -162,10 +161,8 @@ def main() -> None:
         f"final ALMA, after against before: largest change {delta:.4f}",
     ]
     print("\n".join(lines))
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    text = "\n".join(lines) + "\n"
+    atomic_write(args.out, lambda handle: handle.write(text))
 
 
 if __name__ == "__main__":
