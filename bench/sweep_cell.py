@@ -12,14 +12,14 @@ thread per run), into a fresh folder, timed by the wall clock: "before" with the
 f8a4244 (bench/reference_step.py, swapped in before the workers fork), "after" with
 fedkd/training.py as it is; everything else (engine, server, data) is today's in both, so the
 ratio is what the step change buys. Both runs' final ALMAs are compared with the published
-docs/results/fair-mnist/runs.csv, run by run: "after" must reproduce them (the bench's runs are
-the published runs), and "before" must differ from "after" (else the reference step did not
-reach the workers, and the bench stops).
+docs/results/fair-mnist/runs.csv, run by run, and the counts that agree reported ("after"
+reproduces them where the bench's runs are the published runs). "before" must differ from
+"after": if every run agrees, the reference step did not reach the workers, and the bench stops.
 ``--profile ALGORITHM`` instead profiles that algorithm's seed-0 run of the cell: torch.profiler
 over rounds 3-10 of bench/common.py's plain loop (fedkd's client steps and the server's fusion,
 one thread; half of those rounds evaluate, as in the 50-round run), the ops that take the most
 CPU time, into bench/results/sweep_cell_profile.txt.
-Needs an otherwise idle machine (the wall clock counts other work); about 25 minutes on 2 cores.
+Needs an otherwise idle machine (the wall clock counts other work); about 27 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -100,13 +100,16 @@ def profile_run(run, out: Path) -> None:
         if seen[0] == 2:
             profiler.__enter__()
 
-    header = f"# python bench/sweep_cell.py --profile {run.axes['algorithm']} ({provenance()})"
+    measured = provenance()  # before the run: the load at its start
     plain_loop(run.config.with_overrides({"rounds": 10}), on_round)
     profiler.__exit__(None, None, None)
     table = profiler.key_averages().table(
         sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40
     )
-    header += f"\nrounds 3-10 of the run {run.axes}, bench/common.py's plain loop, one thread"
+    header = (
+        f"# python bench/sweep_cell.py --profile {run.axes['algorithm']} ({measured})\n"
+        f"rounds 3-10 of the run {run.axes}, bench/common.py's plain loop, one thread"
+    )
     print(table)
     atomic_write(out, lambda handle: handle.write(header + "\n" + table))
 

@@ -14,13 +14,15 @@ the step of f8a4244 (bench/reference_step.py), "after" fedkd/training.py now; th
 best of --reps each, timed at one thread in its CPU time (both robust to other load on the
 machine). FLOPs are counted from the layer shapes (forward hooks on Linear and Conv2d: 2 x
 multiply-adds), training = 3 x forward (the usual convention; the exact count is lower where a
-layer needs no input gradient: 2.1x forward for the mlp). Then the end-to-end figure: runs per
-hour of the default MNIST sweep cell, timed (wall) through the sweep's own runner
+layer needs no input gradient: 2.1x forward for the mlp). Then one core's share of a sweep: runs
+per hour of a knfu-mnist cell (what the report calls the default MNIST sweep cell), timed (wall)
+through the sweep's own runner
 (experiments/sweep.py execute(): in-process engine, one worker, as each run of a 2-worker sweep
 on 2 cores gets), where the time of a round goes inside the client steps, and whether several
 seeds as one vmapped computation (torch.func) beat running them one by one.
-Targets (issue 21): mlp training step >= 50 % of the single-thread matmul peak; conv models
->= 1.5x samples/s; the sweep cell >= 1.5x runs per hour.
+Targets: mlp training step >= 50 % of the single-thread matmul peak; conv models >= 1.5x
+samples/s; the sweep cell >= 1.5x runs per hour (here per core; bench/sweep_cell.py measures the
+fair cell on the whole machine).
 With ``--device cuda`` every model and the cell run on the GPU (the client's data stays on the
 host, moved a chunk at a time, as clients do), the clock waits for the GPU's queue, the peak is
 the GPU's float32 matmul (4096 x 4096; torch's defaults, as fedkd trains: matmuls in full float32,
@@ -452,7 +454,7 @@ def report(
         "no autograd); GFLOP/s = forward FLOPs"
     ]
     lines += step_table(steps, "eval") + [""]
-    if device == "cpu":  # the targets are the CPU's (issue 21)
+    if device == "cpu":  # the targets are set for the CPU
         lines += step_verdicts(steps[min(steps)])
     if cell:
         mean = {v: statistics.mean(cell["seconds"][v]) for v in VARIANTS}

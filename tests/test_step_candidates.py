@@ -80,7 +80,7 @@ sweep_cell = importlib.util.module_from_spec(_cell_spec)
 _cell_spec.loader.exec_module(sweep_cell)
 
 
-def test_sweep_cell_is_the_issues_cell_and_every_run_has_a_published_twin(shared_data):
+def test_sweep_cell_is_the_fair_cell_and_every_run_has_a_published_twin(shared_data):
     """bench/sweep_cell.py times fair-mnist's runs at one alpha (local, the control, KnFu, 10
     seeds) and checks each against the published runs.csv: every run it makes must have one."""
     runs = sweep_cell.cell(str(shared_data), 10, 0.5, ["local", "self-distill", "knfu"])
