@@ -2,7 +2,7 @@
 researcher feels when a fair table needs 10 seeds of every method.
 
     python bench/sweep_cell.py [--data-dir DIR] [--workers 2] [--seeds 10] [--alpha 0.5]
-        [--algorithms local self-distill knfu] [--first before|after] [--out bench/results/sweep_cell.txt]
+        [--algorithms local self-distill knfu] [--first before|after] [--candidate NAME] [--out FILE]
 
 The cell is experiments/sweeps/fair-mnist.toml's (the step-matched, tuned protocol of the
 published fair comparison: 10 clients, 100 private samples each, 50 rounds) at one alpha: local,
@@ -15,6 +15,9 @@ ratio is what the step change buys. Both runs' final ALMAs are compared with the
 docs/results/fair-mnist/runs.csv, run by run, and the counts that agree reported ("after"
 reproduces them where the bench's runs are the published runs). "before" must differ from
 "after": if every run agrees, the reference step did not reach the workers, and the bench stops.
+``--candidate NAME`` runs "after" with bench/step_candidates.py's rewrite NAME applied to every
+client model (swapped in before the workers fork, as the reference step is): what a candidate
+that moves the numbers would buy on the whole cell, into bench/results/sweep_cell_NAME.txt.
 ``--profile ALGORITHM`` instead profiles that algorithm's seed-0 run of the cell: torch.profiler
 over rounds 3-10 of bench/common.py's plain loop (fedkd's client steps and the server's fusion,
 one thread; half of those rounds evaluate, as in the 50-round run), the ops that take the most
@@ -32,6 +35,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +67,31 @@ def cell(data_dir: str, seeds: int, alpha: float, algorithms: list[str]):
     return chosen
 
 
-def run_cell(runs, workers: int, before: bool) -> tuple[float, dict[tuple, float]]:
-    """Wall seconds of the whole cell, and each run's final ALMA by (algorithm, seed)."""
+@contextmanager
+def rewritten_models(candidate: str | None) -> Iterator[None]:
+    """Every client model built while inside gets step_candidates' rewrite ``candidate`` (none:
+    a no-op); the weights and their names stay, so states and checkpoints load as before."""
+    if candidate is None:
+        yield
+        return
+    import fedkd.client_steps as steps
+    from step_candidates import CANDIDATES
+
+    rewrite, build = CANDIDATES[candidate][0], steps._model
+    steps._model = lambda *args: rewrite(build(*args))
+    try:
+        yield
+    finally:
+        steps._model = build
+
+
+def run_cell(runs, workers: int, before: bool, candidate: str | None = None) -> tuple[float, dict[tuple, float]]:
+    """Wall seconds of the whole cell, and each run's final ALMA by (algorithm, seed): "before"
+    with the reference step, else the step now (with ``candidate``'s rewrite, when given)."""
     from experiments.sweep import run_sweep
 
-    with tempfile.TemporaryDirectory() as out, reference_step(before):
+    chosen = reference_step(True) if before else rewritten_models(candidate)
+    with tempfile.TemporaryDirectory() as out, chosen:
         start = time.perf_counter()
         rows = list(run_sweep(runs, out, workers))
         seconds = time.perf_counter() - start
@@ -74,6 +99,13 @@ def run_cell(runs, workers: int, before: bool) -> tuple[float, dict[tuple, float
     if failed:
         sys.exit(f"cell run failed: {failed[0].get('error')}")
     return seconds, {(r["axes"]["algorithm"], r["axes"]["seed"]): r["final"]["alma"] for r in rows}
+
+
+def candidate_names() -> list[str]:
+    """bench/step_candidates.py's candidates other than ``none``."""
+    from step_candidates import CANDIDATES
+
+    return [name for name in CANDIDATES if name != "none"]
 
 
 def published(alpha: float) -> dict[tuple, str]:
@@ -123,12 +155,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--algorithms", nargs="+", default=["local", "self-distill", "knfu"])
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sweep_cell.txt"))
+    parser.add_argument("--out", help="Default: bench/results/sweep_cell.txt (sweep_cell_NAME.txt with --candidate).")
     parser.add_argument(
         "--first", choices=["before", "after"], default="before", help="Which step runs first."
     )
     parser.add_argument("--profile", metavar="ALGORITHM", help="Profile this algorithm's seed-0 run instead.")
+    parser.add_argument(
+        "--candidate", choices=candidate_names(), metavar="NAME",
+        help="Run 'after' with this bench/step_candidates.py rewrite of every client model.",
+    )
     args = parser.parse_args()
+    suffix = f"_{args.candidate}" if args.candidate else ""
+    out = args.out or str(ROOT / "bench" / "results" / f"sweep_cell{suffix}.txt")
     if args.profile:
         run = cell(args.data_dir, 1, args.alpha, [args.profile])[0]
         profile_run(run, ROOT / "bench" / "results" / "sweep_cell_profile.txt")
@@ -140,7 +178,7 @@ def main() -> None:
     measured = provenance()
     seconds, alma = {}, {}
     for variant in ("before", "after") if args.first == "before" else ("after", "before"):
-        seconds[variant], alma[variant] = run_cell(runs, args.workers, variant == "before")
+        seconds[variant], alma[variant] = run_cell(runs, args.workers, variant == "before", args.candidate)
         print(f"{variant}: {seconds[variant]:.0f} s", flush=True)
     if alma["before"] == alma["after"]:
         sys.exit("every run gave the same ALMA with both steps: the reference step did not reach the workers")
@@ -153,11 +191,13 @@ def main() -> None:
     per_hour = {v: len(runs) * 3600 / s for v, s in seconds.items()}
     lines = [
         f"# python bench/sweep_cell.py --workers {args.workers} --seeds {args.seeds} --alpha {args.alpha} "
-        f"--algorithms {' '.join(args.algorithms)} --first {args.first} ({measured})",
+        f"--algorithms {' '.join(args.algorithms)} --first {args.first}"
+        f"{' --candidate ' + args.candidate if args.candidate else ''} ({measured})",
         f"cell: {SWEEP.relative_to(ROOT)} at alpha {args.alpha}, {len(runs)} runs "
         f"({', '.join(args.algorithms)} x {args.seeds} seeds), {args.workers} workers, wall clock",
         f"before (reference step): {seconds['before']:.0f} s, {per_hour['before']:.0f} runs/hour",
-        f"after (the step now): {seconds['after']:.0f} s, {per_hour['after']:.0f} runs/hour",
+        f"after (the step now{' with ' + args.candidate if args.candidate else ''}): "
+        f"{seconds['after']:.0f} s, {per_hour['after']:.0f} runs/hour",
         f"after/before: {per_hour['after'] / per_hour['before']:.2f}x (target >= 1.5x)",
         f"final ALMA equal to the published {PUBLISHED.relative_to(ROOT)}: after {same['after']} of "
         f"{len(runs)}, before {same['before']} of {len(runs)}",
@@ -165,7 +205,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     text = "\n".join(lines) + "\n"
-    atomic_write(args.out, lambda handle: handle.write(text))
+    atomic_write(out, lambda handle: handle.write(text))
 
 
 if __name__ == "__main__":
