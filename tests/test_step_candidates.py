@@ -65,7 +65,12 @@ def test_rewrites_keep_the_weights_and_change_the_layers(candidate):
 
 @pytest.mark.parametrize(
     ("candidate", "name", "same"),
-    [("none", "cnn-s", True), ("layout-pool-backward", "cnn-s", True), ("tanh-via-sigmoid", "lenet5", False)],
+    [
+        ("none", "cnn-s", True),
+        ("layout-pool-backward", "cnn-s", True),
+        ("tanh-via-sigmoid", "lenet5", False),
+        ("tanh-via-sigmoid-fn", "lenet5", False),
+    ],
 )
 def test_compare_reports_whether_the_bits_stay(candidate, name, same):
     rewrite, _ = candidates.CANDIDATES[candidate]
@@ -95,3 +100,53 @@ def test_sweep_cell_is_the_fair_cell_and_every_run_has_a_published_twin(shared_d
         sweep_cell.cell(
             str(shared_data), 11, 0.5, ["local", "self-distill", "knfu"]
         )  # fair-mnist has 10 seeds
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    scale=st.floats(0.01, 30.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_tanh_by_sigmoid_function_is_tanh_forward_and_backward(shape, scale, seed):
+    """The candidate keeps lenet5's function: tanh's values (to float32 rounding of the identity
+    2 sigmoid(2x) - 1) and tanh's gradient g (1 - y^2) on its own output."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * scale).requires_grad_()
+    grad = torch.randn(shape, generator=g)
+    y = candidates._TanhFunction()(x)
+    reference = x.detach().clone().requires_grad_()
+    expected = torch.tanh(reference)
+    torch.testing.assert_close(y, expected, rtol=0, atol=3e-7)
+    y.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, grad * (1 - y.detach() ** 2), rtol=0, atol=1e-6)
+    torch.testing.assert_close(x.grad, reference.grad, rtol=0, atol=2e-6)
+
+
+def test_candidates_option_is_written_only_when_it_chose():
+    assert candidates._chosen(list(candidates.CANDIDATES)) == ""
+    assert candidates._chosen(["none", "tanh-via-sigmoid-fn"]) == " --candidates none tanh-via-sigmoid-fn"
+
+
+def test_sweep_cell_swaps_in_a_candidates_rewrite_of_every_client_model_and_back(tiny):
+    """--candidate's swap reaches fedkd's client model builder (what every engine's client step
+    calls) and leaves it as it was afterwards; without a candidate nothing changes."""
+    import fedkd.client_steps as steps
+    from fedkd.client_steps import training_data
+
+    cfg = tiny.with_overrides({"models": "lenet5"})
+    data = training_data(cfg, 0)
+
+    def tanh_modules() -> list[str]:
+        return [type(m).__name__ for m in steps._model(cfg, 0, data, None).modules() if "Tanh" in type(m).__name__]
+
+    plain = tanh_modules()
+    assert plain and set(plain) == {"Tanh"}
+    with sweep_cell.rewritten_models("tanh-via-sigmoid-fn"):
+        assert tanh_modules() == ["_TanhFunction"] * len(plain)
+    assert tanh_modules() == plain
+    with sweep_cell.rewritten_models(None):
+        assert tanh_modules() == plain
+    assert "none" not in sweep_cell.candidate_names()
+    assert set(sweep_cell.candidate_names()) == set(candidates.CANDIDATES) - {"none"}
