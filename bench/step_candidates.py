@@ -1,7 +1,8 @@
 """Candidate changes to the client step, each timed against the step as it is, side by side in one
 run: what a change would buy before anyone adopts it, and whether it keeps the numbers.
 
-    python bench/step_candidates.py [--reps 7] [--candidates NAME ...] [--out bench/results/step_candidates.txt]
+    python bench/step_candidates.py [--reps 7] [--candidates NAME ...]
+        [--out bench/results/step_candidates.txt]
 
 Each candidate rewrites a freshly built model of the zoo; both models then train with
 fedkd.training.local_train at batch 32 on the same random rows (MNIST- or CIFAR-shaped), one
@@ -179,11 +180,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=_positive, default=7, help="Timings per model (best counts).")
     parser.add_argument(
-        "--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES), metavar="NAME",
+        "--candidates",
+        nargs="+",
+        choices=list(CANDIDATES),
+        default=list(CANDIDATES),
+        metavar="NAME",
         help=f"The candidates to time (default: all of {', '.join(CANDIDATES)}).",
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_candidates.txt"))
     args = parser.parse_args()
+    twice = sorted({name for name in args.candidates if args.candidates.count(name) > 1})
+    if twice:
+        parser.error(f"--candidates names {', '.join(twice)} twice; allowed: each candidate once")
     torch.set_num_threads(1)
     lines = [
         f"# python bench/step_candidates.py --reps {args.reps}{_chosen(args.candidates)} ({provenance()})",

@@ -15,9 +15,11 @@ ratio is what the step change buys. Both runs' final ALMAs are compared with the
 docs/results/fair-mnist/runs.csv, run by run, and the counts that agree reported ("after"
 reproduces them where the bench's runs are the published runs). "before" must differ from
 "after": if every run agrees, the reference step did not reach the workers, and the bench stops.
-``--candidate NAME`` runs "after" with bench/step_candidates.py's rewrite NAME applied to every
-client model (swapped in before the workers fork, as the reference step is): what a candidate
-that moves the numbers would buy on the whole cell, into bench/results/sweep_cell_NAME.txt.
+``--candidate NAME`` adds a third variant, "candidate": the step now with bench/step_candidates.py's
+rewrite NAME of every client model (swapped in before the workers fork, as the reference step
+is; the bench stops if no model was rewritten), all three side by side in one run (in reverse
+order with ``--first after``): what a candidate that moves the numbers would buy on the whole
+cell, into bench/results/sweep_cell_NAME.txt.
 ``--profile ALGORITHM`` instead profiles that algorithm's seed-0 run of the cell: torch.profiler
 over rounds 3-10 of bench/common.py's plain loop (fedkd's client steps and the server's fusion,
 one thread; half of those rounds evaluate, as in the 50-round run), the ops that take the most
@@ -36,8 +38,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,36 +71,50 @@ def cell(data_dir: str, seeds: int, alpha: float, algorithms: list[str]):
 
 
 @contextmanager
-def rewritten_models(candidate: str | None) -> Iterator[None]:
-    """Every client model built while inside gets step_candidates' rewrite ``candidate`` (none:
-    a no-op); the weights and their names stay, so states and checkpoints load as before."""
-    if candidate is None:
-        yield
-        return
-    import fedkd.client_steps as steps
+def rewritten_models(candidate: str) -> Iterator[Any]:
+    """Every client model built while inside gets step_candidates' rewrite ``candidate``; the
+    weights and their names stay, so states and checkpoints load as before. Yields a counter,
+    shared with forked workers, of the models rewritten (0 afterwards: the swap never ran)."""
     from step_candidates import CANDIDATES
 
-    rewrite, build = CANDIDATES[candidate][0], steps._model
-    steps._model = lambda *args: rewrite(build(*args))
+    import fedkd.client_steps as steps
+
+    rewrite, build, applied = CANDIDATES[candidate][0], steps._model, multiprocessing.Value("i", 0)
+
+    def rewritten(*args):
+        with applied.get_lock():
+            applied.value += 1
+        return rewrite(build(*args))
+
+    steps._model = rewritten
     try:
-        yield
+        yield applied
     finally:
         steps._model = build
 
 
-def run_cell(runs, workers: int, before: bool, candidate: str | None = None) -> tuple[float, dict[tuple, float]]:
+def run_cell(
+    runs, workers: int, variant: str, candidate: str | None = None
+) -> tuple[float, dict[tuple, float]]:
     """Wall seconds of the whole cell, and each run's final ALMA by (algorithm, seed): "before"
-    with the reference step, else the step now (with ``candidate``'s rewrite, when given)."""
+    with the reference step, "after" with the step now, "candidate" with the step now and
+    ``candidate``'s rewrite of every client model."""
     from experiments.sweep import run_sweep
 
-    chosen = reference_step(True) if before else rewritten_models(candidate)
-    with tempfile.TemporaryDirectory() as out, chosen:
+    chosen = {
+        "before": lambda: reference_step(True),
+        "after": nullcontext,
+        "candidate": lambda: rewritten_models(candidate),
+    }[variant]()
+    with tempfile.TemporaryDirectory() as out, chosen as applied:
         start = time.perf_counter()
         rows = list(run_sweep(runs, out, workers))
         seconds = time.perf_counter() - start
     failed = [row for row in rows if row["status"] != "ok"]
     if failed:
         sys.exit(f"cell run failed: {failed[0].get('error')}")
+    if variant == "candidate" and applied.value == 0:
+        sys.exit(f"no client model was rewritten: {candidate} did not reach the workers")
     return seconds, {(r["axes"]["algorithm"], r["axes"]["seed"]): r["final"]["alma"] for r in rows}
 
 
@@ -155,18 +172,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--algorithms", nargs="+", default=["local", "self-distill", "knfu"])
-    parser.add_argument("--out", help="Default: bench/results/sweep_cell.txt (sweep_cell_NAME.txt with --candidate).")
+    parser.add_argument(
+        "--out", help="Default: bench/results/sweep_cell.txt (sweep_cell_NAME.txt with --candidate)."
+    )
     parser.add_argument(
         "--first", choices=["before", "after"], default="before", help="Which step runs first."
     )
     parser.add_argument("--profile", metavar="ALGORITHM", help="Profile this algorithm's seed-0 run instead.")
     parser.add_argument(
-        "--candidate", choices=candidate_names(), metavar="NAME",
-        help="Run 'after' with this bench/step_candidates.py rewrite of every client model.",
+        "--candidate",
+        choices=candidate_names(),
+        metavar="NAME",
+        help="Also run the step now with this bench/step_candidates.py rewrite of every client model.",
     )
     args = parser.parse_args()
-    suffix = f"_{args.candidate}" if args.candidate else ""
-    out = args.out or str(ROOT / "bench" / "results" / f"sweep_cell{suffix}.txt")
+    if args.profile and args.candidate:
+        parser.error("--candidate times the whole cell; allowed: --profile or --candidate, not both")
+    name = f"sweep_cell_{args.candidate}.txt" if args.candidate else "sweep_cell.txt"
+    out = args.out or str(ROOT / "bench" / "results" / name)
     if args.profile:
         run = cell(args.data_dir, 1, args.alpha, [args.profile])[0]
         profile_run(run, ROOT / "bench" / "results" / "sweep_cell_profile.txt")
@@ -176,36 +199,56 @@ def main() -> None:
     logging.getLogger("flwr").setLevel(logging.ERROR)
     runs = cell(args.data_dir, args.seeds, args.alpha, args.algorithms)
     measured = provenance()
+    variants = ["before", "after"] + (["candidate"] if args.candidate else [])
     seconds, alma = {}, {}
-    for variant in ("before", "after") if args.first == "before" else ("after", "before"):
-        seconds[variant], alma[variant] = run_cell(runs, args.workers, variant == "before", args.candidate)
+    for variant in variants if args.first == "before" else variants[::-1]:
+        seconds[variant], alma[variant] = run_cell(runs, args.workers, variant, args.candidate)
         print(f"{variant}: {seconds[variant]:.0f} s", flush=True)
     if alma["before"] == alma["after"]:
         sys.exit("every run gave the same ALMA with both steps: the reference step did not reach the workers")
+    lines = report(args, runs, measured, seconds, alma)
+    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    atomic_write(out, lambda handle: handle.write(text))
+
+
+def report(args: argparse.Namespace, runs: list, measured: str, seconds: dict, alma: dict) -> list[str]:
+    """The result lines: each variant's wall time and runs per hour, the ratios, and how many
+    runs reproduce the published ALMA."""
     reference = published(args.alpha)
     same = {  # runs whose final ALMA is the published one, as runs.csv writes it
         variant: sum(reference.get(key) == csv_cell(value) for key, value in alma[variant].items())
         for variant in alma
     }
-    delta = max(abs(alma["after"][k] - alma["before"][k]) for k in alma["after"])
     per_hour = {v: len(runs) * 3600 / s for v, s in seconds.items()}
+    labels = {
+        "before": "reference step",
+        "after": "the step now",
+        "candidate": f"the step now with {args.candidate}",
+    }
     lines = [
         f"# python bench/sweep_cell.py --workers {args.workers} --seeds {args.seeds} --alpha {args.alpha} "
         f"--algorithms {' '.join(args.algorithms)} --first {args.first}"
         f"{' --candidate ' + args.candidate if args.candidate else ''} ({measured})",
         f"cell: {SWEEP.relative_to(ROOT)} at alpha {args.alpha}, {len(runs)} runs "
         f"({', '.join(args.algorithms)} x {args.seeds} seeds), {args.workers} workers, wall clock",
-        f"before (reference step): {seconds['before']:.0f} s, {per_hour['before']:.0f} runs/hour",
-        f"after (the step now{' with ' + args.candidate if args.candidate else ''}): "
-        f"{seconds['after']:.0f} s, {per_hour['after']:.0f} runs/hour",
-        f"after/before: {per_hour['after'] / per_hour['before']:.2f}x (target >= 1.5x)",
-        f"final ALMA equal to the published {PUBLISHED.relative_to(ROOT)}: after {same['after']} of "
-        f"{len(runs)}, before {same['before']} of {len(runs)}",
-        f"final ALMA, after against before: largest change {delta:.4f}",
     ]
-    print("\n".join(lines))
-    text = "\n".join(lines) + "\n"
-    atomic_write(out, lambda handle: handle.write(text))
+    lines += [f"{v} ({labels[v]}): {seconds[v]:.0f} s, {per_hour[v]:.0f} runs/hour" for v in seconds]
+    lines.append(f"after/before: {per_hour['after'] / per_hour['before']:.2f}x (target >= 1.5x)")
+    if "candidate" in seconds:
+        lines.append(
+            f"candidate/before: {per_hour['candidate'] / per_hour['before']:.2f}x (target >= 1.5x); "
+            f"candidate/after: {per_hour['candidate'] / per_hour['after']:.2f}x"
+        )
+    lines.append(
+        f"final ALMA equal to the published {PUBLISHED.relative_to(ROOT)}: "
+        + ", ".join(f"{v} {same[v]} of {len(runs)}" for v in seconds)
+    )
+    for v, w in (("after", "before"), ("candidate", "after")):
+        if v in alma:
+            delta = max(abs(alma[v][k] - alma[w][k]) for k in alma[v])
+            lines.append(f"final ALMA, {v} against {w}: largest change {delta:.4f}")
+    return lines
 
 
 if __name__ == "__main__":

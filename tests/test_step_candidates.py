@@ -4,8 +4,12 @@ model's weights (so "same bits" compares like with like)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import multiprocessing
+import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,6 +119,7 @@ def test_tanh_by_sigmoid_function_is_tanh_forward_and_backward(shape, scale, see
     x = (torch.randn(shape, generator=g) * scale).requires_grad_()
     grad = torch.randn(shape, generator=g)
     y = candidates._TanhFunction()(x)
+    assert "TanhBySigmoid" in type(y.grad_fn).__name__  # the one function, not the plain identity
     reference = x.detach().clone().requires_grad_()
     expected = torch.tanh(reference)
     torch.testing.assert_close(y, expected, rtol=0, atol=3e-7)
@@ -131,7 +136,7 @@ def test_candidates_option_is_written_only_when_it_chose():
 
 def test_sweep_cell_swaps_in_a_candidates_rewrite_of_every_client_model_and_back(tiny):
     """--candidate's swap reaches fedkd's client model builder (what every engine's client step
-    calls) and leaves it as it was afterwards; without a candidate nothing changes."""
+    calls), counts the models it rewrote, and leaves the builder as it was afterwards."""
     import fedkd.client_steps as steps
     from fedkd.client_steps import training_data
 
@@ -139,14 +144,73 @@ def test_sweep_cell_swaps_in_a_candidates_rewrite_of_every_client_model_and_back
     data = training_data(cfg, 0)
 
     def tanh_modules() -> list[str]:
-        return [type(m).__name__ for m in steps._model(cfg, 0, data, None).modules() if "Tanh" in type(m).__name__]
+        model = steps._model(cfg, 0, data, None)
+        return [type(m).__name__ for m in model.modules() if "Tanh" in type(m).__name__]
 
     plain = tanh_modules()
     assert plain and set(plain) == {"Tanh"}
-    with sweep_cell.rewritten_models("tanh-via-sigmoid-fn"):
+    with sweep_cell.rewritten_models("tanh-via-sigmoid-fn") as applied:
+        assert applied.value == 0
         assert tanh_modules() == ["_TanhFunction"] * len(plain)
+        assert tanh_modules() == ["_TanhFunction"] * len(plain)
+        assert applied.value == 2
     assert tanh_modules() == plain
-    with sweep_cell.rewritten_models(None):
-        assert tanh_modules() == plain
-    assert "none" not in sweep_cell.candidate_names()
-    assert set(sweep_cell.candidate_names()) == set(candidates.CANDIDATES) - {"none"}
+
+
+def _tiny_runs(tiny) -> list:
+    from experiments.sweep import PlannedRun
+
+    cfg = tiny.with_overrides({"models": "lenet5", "rounds": 1, "algorithm": "knfu"})
+    return [PlannedRun("tiny-knfu-0", {"algorithm": "knfu", "seed": 0}, cfg)]
+
+
+def test_sweep_cell_runs_the_candidate_variant_and_stops_when_no_model_was_rewritten(tiny, monkeypatch):
+    runs = _tiny_runs(tiny)
+    seconds, alma = sweep_cell.run_cell(runs, 1, "candidate", "tanh-via-sigmoid-fn")
+    assert seconds > 0 and set(alma) == {("knfu", 0)}
+
+    @contextmanager
+    def never_rewrites(candidate: str):
+        yield multiprocessing.Value("i", 0)
+
+    monkeypatch.setattr(sweep_cell, "rewritten_models", never_rewrites)
+    with pytest.raises(SystemExit, match="no client model was rewritten: tanh-via-sigmoid-fn"):
+        sweep_cell.run_cell(runs, 1, "candidate", "tanh-via-sigmoid-fn")
+
+
+def test_sweep_cell_report_shows_every_variant_and_the_candidates_ratios():
+    args = argparse.Namespace(
+        workers=2, seeds=1, alpha=0.5, algorithms=["knfu"], first="before", candidate="tanh-via-sigmoid-fn"
+    )
+    runs = [object()] * 2
+    seconds = {"before": 300.0, "after": 200.0, "candidate": 150.0}
+    alma = {
+        "before": {("knfu", 0): 0.5, ("knfu", 1): 0.6},
+        "after": {("knfu", 0): 0.52, ("knfu", 1): 0.6},
+        "candidate": {("knfu", 0): 0.52, ("knfu", 1): 0.63},
+    }
+    text = "\n".join(sweep_cell.report(args, runs, "measured", seconds, alma))
+    assert "--candidate tanh-via-sigmoid-fn (measured)" in text
+    assert "candidate (the step now with tanh-via-sigmoid-fn): 150 s, 48 runs/hour" in text
+    assert "after/before: 1.50x" in text
+    assert "candidate/before: 2.00x (target >= 1.5x); candidate/after: 1.33x" in text
+    assert "final ALMA, candidate against after: largest change 0.0300" in text
+    assert "final ALMA, after against before: largest change 0.0200" in text
+    args.candidate = None
+    del seconds["candidate"], alma["candidate"]
+    text = "\n".join(sweep_cell.report(args, runs, "measured", seconds, alma))
+    assert "candidate" not in text
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [
+        (SWEEP_CELL, ["--profile", "knfu", "--candidate", "tanh-via-sigmoid-fn"], "not both"),
+        (SCRIPT, ["--candidates", "none", "none"], "--candidates names none twice"),
+        (SCRIPT, ["--candidates", "bogus"], "invalid choice: 'bogus'"),
+    ],
+)
+def test_bench_options_that_cannot_be_met_exit_2_with_one_line(script, arguments, message):
+    result = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr.splitlines()[-1]
