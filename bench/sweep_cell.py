@@ -1,5 +1,5 @@
-"""Runs per hour of the fair cell on the whole machine, the step before and after: the figure a
-researcher feels when a fair table needs 10 seeds of every method.
+"""Runs per hour of the fair cell on the whole machine, the step before and after (and a candidate
+step beside them): the figure a researcher feels when a fair table needs 10 seeds of every method.
 
     python bench/sweep_cell.py [--data-dir DIR] [--workers 2] [--seeds 10] [--alpha 0.5]
         [--algorithms local self-distill knfu] [--first before|after] [--candidate NAME] [--out FILE]
@@ -11,20 +11,21 @@ through the sweep's own runner (experiments/sweep.py run_sweep: forked worker pr
 thread per run), into a fresh folder, timed by the wall clock: "before" with the step of
 f8a4244 (bench/reference_step.py, swapped in before the workers fork), "after" with
 fedkd/training.py as it is; everything else (engine, server, data) is today's in both, so the
-ratio is what the step change buys. Both runs' final ALMAs are compared with the published
+ratio is what the step change buys. Every variant's final ALMAs are compared with the published
 docs/results/fair-mnist/runs.csv, run by run, and the counts that agree reported ("after"
 reproduces them where the bench's runs are the published runs). "before" must differ from
 "after": if every run agrees, the reference step did not reach the workers, and the bench stops.
 ``--candidate NAME`` adds a third variant, "candidate": the step now with bench/step_candidates.py's
 rewrite NAME of every client model (swapped in before the workers fork, as the reference step
-is; the bench stops if no model was rewritten), all three side by side in one run (in reverse
+is; the bench stops if the rewrite changed no model it built), all three side by side in one run (in reverse
 order with ``--first after``): what a candidate that moves the numbers would buy on the whole
 cell, into bench/results/sweep_cell_NAME.txt.
 ``--profile ALGORITHM`` instead profiles that algorithm's seed-0 run of the cell: torch.profiler
 over rounds 3-10 of bench/common.py's plain loop (fedkd's client steps and the server's fusion,
 one thread; half of those rounds evaluate, as in the 50-round run), the ops that take the most
 CPU time, into bench/results/sweep_cell_profile.txt.
-Needs an otherwise idle machine (the wall clock counts other work); about 27 minutes on 2 cores.
+Needs an otherwise idle machine (the wall clock counts other work); about 27 minutes on 2 cores,
+38 with ``--candidate``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def cell(data_dir: str, seeds: int, alpha: float, algorithms: list[str]):
 def rewritten_models(candidate: str) -> Iterator[Any]:
     """Every client model built while inside gets step_candidates' rewrite ``candidate``; the
     weights and their names stay, so states and checkpoints load as before. Yields a counter,
-    shared with forked workers, of the models rewritten (0 afterwards: the swap never ran)."""
+    shared with forked workers, that turns positive once the rewrite has changed a model it was
+    given (0 afterwards: the swap never ran, or the rewrite changes none of the cell's models)."""
     from step_candidates import CANDIDATES
 
     import fedkd.client_steps as steps
@@ -82,9 +84,15 @@ def rewritten_models(candidate: str) -> Iterator[Any]:
     rewrite, build, applied = CANDIDATES[candidate][0], steps._model, multiprocessing.Value("i", 0)
 
     def rewritten(*args):
-        with applied.get_lock():
-            applied.value += 1
-        return rewrite(build(*args))
+        model = build(*args)
+        if applied.value:  # already shown to take effect: no more comparing
+            return rewrite(model)
+        layers = repr(model)  # the rewrite may change a layer in place (in-place activations)
+        model = rewrite(model)
+        if repr(model) != layers:
+            with applied.get_lock():
+                applied.value += 1
+        return model
 
     steps._model = rewritten
     try:
@@ -114,7 +122,9 @@ def run_cell(
     if failed:
         sys.exit(f"cell run failed: {failed[0].get('error')}")
     if variant == "candidate" and applied.value == 0:
-        sys.exit(f"no client model was rewritten: {candidate} did not reach the workers")
+        sys.exit(
+            f"no client model was rewritten: {candidate} did not reach the workers or changes none of them"
+        )
     return seconds, {(r["axes"]["algorithm"], r["axes"]["seed"]): r["final"]["alma"] for r in rows}
 
 
@@ -176,7 +186,10 @@ def main() -> None:
         "--out", help="Default: bench/results/sweep_cell.txt (sweep_cell_NAME.txt with --candidate)."
     )
     parser.add_argument(
-        "--first", choices=["before", "after"], default="before", help="Which step runs first."
+        "--first",
+        choices=["before", "after"],
+        default="before",
+        help="before: the reference step, the step now, the candidate; after: the reverse order.",
     )
     parser.add_argument("--profile", metavar="ALGORITHM", help="Profile this algorithm's seed-0 run instead.")
     parser.add_argument(

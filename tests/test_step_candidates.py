@@ -135,8 +135,9 @@ def test_candidates_option_is_written_only_when_it_chose():
 
 
 def test_sweep_cell_swaps_in_a_candidates_rewrite_of_every_client_model_and_back(tiny):
-    """--candidate's swap reaches fedkd's client model builder (what every engine's client step
-    calls), counts the models it rewrote, and leaves the builder as it was afterwards."""
+    """--candidate's swap replaces fedkd's client model builder (the one every engine's client
+    step calls), its counter turns positive once the rewrite changed a model (in place too), and
+    the builder is back afterwards. A rewrite that changes none of the models leaves it at 0."""
     import fedkd.client_steps as steps
     from fedkd.client_steps import training_data
 
@@ -152,20 +153,42 @@ def test_sweep_cell_swaps_in_a_candidates_rewrite_of_every_client_model_and_back
     with sweep_cell.rewritten_models("tanh-via-sigmoid-fn") as applied:
         assert applied.value == 0
         assert tanh_modules() == ["_TanhFunction"] * len(plain)
+        assert applied.value == 1
         assert tanh_modules() == ["_TanhFunction"] * len(plain)
-        assert applied.value == 2
     assert tanh_modules() == plain
+    with sweep_cell.rewritten_models("inplace-activations") as applied:  # lenet5 has no ReLU
+        steps._model(cfg, 0, data, None)
+        assert applied.value == 0
+    relu = tiny.with_overrides({"models": "cnn-s"})
+    with sweep_cell.rewritten_models("inplace-activations") as applied:  # changed in place
+        steps._model(relu, 0, training_data(relu, 0), None)
+        assert applied.value == 1
 
 
-def _tiny_runs(tiny) -> list:
+def _tiny_runs(tiny, seeds: int) -> list:
     from experiments.sweep import PlannedRun
 
-    cfg = tiny.with_overrides({"models": "lenet5", "rounds": 1, "algorithm": "knfu"})
-    return [PlannedRun("tiny-knfu-0", {"algorithm": "knfu", "seed": 0}, cfg)]
+    return [
+        PlannedRun(
+            f"tiny-knfu-{seed}",
+            {"algorithm": "knfu", "seed": seed},
+            tiny.with_overrides({"models": "lenet5", "rounds": 1, "algorithm": "knfu", "seed": seed}),
+        )
+        for seed in range(seeds)
+    ]
+
+
+def test_sweep_cell_candidate_reaches_forked_workers(tiny):
+    """Two workers, as the bench runs: the rewrite (and its counter) crosses the fork."""
+    assert multiprocessing.get_start_method() == "fork"  # what the bench needs, and checks
+    seconds, alma = sweep_cell.run_cell(_tiny_runs(tiny, 2), 2, "candidate", "tanh-via-sigmoid-fn")
+    assert seconds > 0 and set(alma) == {("knfu", 0), ("knfu", 1)}
+    with pytest.raises(SystemExit, match="no client model was rewritten: inplace-activations"):
+        sweep_cell.run_cell(_tiny_runs(tiny, 2), 2, "candidate", "inplace-activations")  # no ReLU in lenet5
 
 
 def test_sweep_cell_runs_the_candidate_variant_and_stops_when_no_model_was_rewritten(tiny, monkeypatch):
-    runs = _tiny_runs(tiny)
+    runs = _tiny_runs(tiny, 1)
     seconds, alma = sweep_cell.run_cell(runs, 1, "candidate", "tanh-via-sigmoid-fn")
     assert seconds > 0 and set(alma) == {("knfu", 0)}
 
@@ -184,10 +207,11 @@ def test_sweep_cell_report_shows_every_variant_and_the_candidates_ratios():
     )
     runs = [object()] * 2
     seconds = {"before": 300.0, "after": 200.0, "candidate": 150.0}
+    published = float(sweep_cell.published(0.5)[("knfu", 0)])
     alma = {
         "before": {("knfu", 0): 0.5, ("knfu", 1): 0.6},
-        "after": {("knfu", 0): 0.52, ("knfu", 1): 0.6},
-        "candidate": {("knfu", 0): 0.52, ("knfu", 1): 0.63},
+        "after": {("knfu", 0): published, ("knfu", 1): 0.6},
+        "candidate": {("knfu", 0): published, ("knfu", 1): 0.63},
     }
     text = "\n".join(sweep_cell.report(args, runs, "measured", seconds, alma))
     assert "--candidate tanh-via-sigmoid-fn (measured)" in text
@@ -195,7 +219,8 @@ def test_sweep_cell_report_shows_every_variant_and_the_candidates_ratios():
     assert "after/before: 1.50x" in text
     assert "candidate/before: 2.00x (target >= 1.5x); candidate/after: 1.33x" in text
     assert "final ALMA, candidate against after: largest change 0.0300" in text
-    assert "final ALMA, after against before: largest change 0.0200" in text
+    assert f"final ALMA, after against before: largest change {abs(published - 0.5):.4f}" in text
+    assert "runs.csv: before 0 of 2, after 1 of 2, candidate 1 of 2" in text
     args.candidate = None
     del seconds["candidate"], alma["candidate"]
     text = "\n".join(sweep_cell.report(args, runs, "measured", seconds, alma))
@@ -210,7 +235,7 @@ def test_sweep_cell_report_shows_every_variant_and_the_candidates_ratios():
         (SCRIPT, ["--candidates", "bogus"], "invalid choice: 'bogus'"),
     ],
 )
-def test_bench_options_that_cannot_be_met_exit_2_with_one_line(script, arguments, message):
+def test_bench_options_that_cannot_be_met_exit_2_naming_the_bad_value(script, arguments, message):
     result = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True)
     assert result.returncode == 2
     assert message in result.stderr.splitlines()[-1]
