@@ -98,8 +98,9 @@ class _SigmoidTanh(nn.Module):
         return torch.sigmoid(2 * x) * 2 - 1  # tanh's identity, on torch's sigmoid kernel instead of tanh's
 
 
-def tanh_via_sigmoid(model: nn.Module) -> nn.Module:
-    return _replace(model, lambda m: isinstance(m, nn.Tanh), lambda m: _SigmoidTanh())
+def _tanh_as(make: Callable[[], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+    """The rewrite that puts ``make()`` where each Tanh layer was."""
+    return lambda model: _replace(model, lambda m: isinstance(m, nn.Tanh), lambda m: make())
 
 
 class _TanhBySigmoid(torch.autograd.Function):
@@ -123,13 +124,7 @@ class _TanhFunction(nn.Module):
         return _TanhBySigmoid.apply(x)
 
 
-def tanh_by_sigmoid_function(model: nn.Module) -> nn.Module:
-    return _replace(model, lambda m: isinstance(m, nn.Tanh), lambda m: _TanhFunction())
-
-
-def tanh_as_clamp(model: nn.Module) -> nn.Module:
-    """Another model, timed as an estimate of tanh's share: Hardtanh (a clamp) where Tanh was."""
-    return _replace(model, lambda m: isinstance(m, nn.Tanh), lambda m: nn.Hardtanh())
+tanh_as_clamp = _tanh_as(nn.Hardtanh)  # another model, timed as an estimate of tanh's share
 
 
 # candidate -> (rewrite, the models it is timed on)
@@ -137,8 +132,8 @@ CANDIDATES: dict[str, tuple[Callable[[nn.Module], nn.Module], tuple[str, ...]]] 
     "none": (lambda model: model, ("cnn-s", "cnn-m", "lenet5", "mobilenet-s", "resnet8")),
     "inplace-activations": (inplace_activations, ("cnn-s", "cnn-m", "mobilenet-s", "resnet8")),
     "layout-pool-backward": (layout_pool_backward, ("cnn-s", "cnn-m", "lenet5")),
-    "tanh-via-sigmoid": (tanh_via_sigmoid, ("lenet5",)),
-    "tanh-via-sigmoid-fn": (tanh_by_sigmoid_function, ("lenet5",)),
+    "tanh-via-sigmoid": (_tanh_as(_SigmoidTanh), ("lenet5",)),
+    "tanh-via-sigmoid-fn": (_tanh_as(_TanhFunction), ("lenet5",)),
     "tanh-as-clamp": (tanh_as_clamp, ("lenet5",)),
     "tanh-as-clamp+pool": (lambda model: tanh_as_clamp(layout_pool_backward(model)), ("lenet5",)),
 }

@@ -110,7 +110,7 @@ def run_cell(
     from experiments.sweep import run_sweep
 
     chosen = {
-        "before": lambda: reference_step(True),
+        "before": reference_step,
         "after": nullcontext,
         "candidate": lambda: rewritten_models(candidate),
     }[variant]()
